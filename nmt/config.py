@@ -1,0 +1,280 @@
+"""Recipes: YAML files loaded into one typed dataclass per concern.
+
+Every field's default lives here, once, with a short comment. Unknown keys, wrong types and
+impossible values are errors that name the field (and, for unknown keys, the closest valid one),
+so a typo in a recipe never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from nmt.errors import NMTError
+
+ATTENTIONS = ("none", "bahdanau", "luong-dot", "luong-general", "luong-concat",
+              "scaled-dot", "cosine", "luong-local")
+
+
+@dataclass
+class DataConfig:
+    source: str = "multi30k"        # multi30k | files | tsv | jsonl | hf
+    path: str = ""                  # files/tsv/jsonl: directory; hf: hub name or save_to_disk dir
+    hf_config: str = ""             # hf: dataset config name (e.g. "de-en" for wmt14)
+    src_lang: str = "de"            # source language code (also the file suffix for `files`)
+    tgt_lang: str = "en"            # target language code
+    src_field: str = ""             # tsv/jsonl/hf column of the source; "" = hf `translation` column
+    tgt_field: str = ""             # tsv/jsonl/hf column of the target
+    train: str = "train"            # split names; files: {path}/{split}.{lang}[.gz]
+    valid: str = "val"
+    test: list[str] = field(default_factory=lambda: ["test_2016_flickr"])
+    max_train_pairs: int = 0        # use only the first N training pairs (0 = all); for smoke runs
+    max_valid_pairs: int = 0        # likewise for validation (0 = all)
+    max_len: int = 100              # drop training pairs with more tokens than this on either side
+    max_ratio: float = 3.0          # drop training pairs whose token-length ratio exceeds this
+
+
+@dataclass
+class TokenizerConfig:
+    model_type: str = "unigram"     # unigram | bpe (SentencePiece)
+    vocab_size: int = 8000          # per model; joint by default, so shared by both sides
+    joint: bool = True              # one model over both languages (allows tied embeddings)
+    character_coverage: float = 1.0  # 1.0 keeps every character of a small Latin-script corpus
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "transformer"       # transformer | rnn
+    # --- RNN (Bahdanau/Luong family) ---
+    attention: str = "bahdanau"     # one of ATTENTIONS; `none` is the Cho/Sutskever baseline
+    rnn_type: str = "gru"           # gru | lstm
+    emb_dim: int = 256              # RNN token embedding size
+    hidden_size: int = 512          # RNN decoder size; a bidirectional encoder splits it in two
+    bidirectional: bool = True      # bidirectional encoder
+    input_feeding: bool = True      # Luong: feed the attentional state into the next step
+    local_window: int = 5           # Luong local-p: half-width D of the window
+    # --- Transformer (Vaswani et al. 2017) ---
+    d_model: int = 256
+    heads: int = 4
+    ff_dim: int = 1024
+    pre_norm: bool = True           # LayerNorm before each sublayer (stabler than post-norm)
+    learned_pos: bool = False       # learned positions instead of sinusoidal
+    max_positions: int = 1024       # longest sequence the position table covers
+    # --- shared ---
+    enc_layers: int = 3
+    dec_layers: int = 3
+    dropout: float = 0.1
+    tie_embeddings: bool = True     # share src/tgt/output embeddings (needs a joint vocabulary)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 1234
+    batch_tokens: int = 4096        # target tokens (non-pad) per batch, before accumulation
+    accum_steps: int = 1            # batches per update
+    optimizer: str = "adam"         # adam | adamw
+    lr: float = 5e-4                # peak learning rate
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    weight_decay: float = 0.0
+    schedule: str = "inverse_sqrt"  # inverse_sqrt | plateau | constant
+    warmup: int = 4000              # inverse_sqrt: linear warm-up updates
+    plateau_factor: float = 0.5     # plateau: lr multiplier when validation stops improving
+    plateau_patience: int = 2       # plateau: validations without improvement before decaying
+    plateau_metric: str = "bleu"    # plateau: bleu | loss
+    min_lr: float = 1e-6
+    clip_norm: float = 1.0          # gradient-norm clip (0 = off)
+    label_smoothing: float = 0.1
+    max_steps: int = 0              # stop after this many updates (0 = no limit)
+    max_epochs: int = 30            # stop after this many epochs (0 = no limit)
+    valid_every: int = 0            # validate every N updates (0 = once per epoch)
+    log_every: int = 50             # updates between metric records
+    patience: int = 5               # early stopping: validations without BLEU gain (0 = off)
+    keep_last: int = 1              # also keep the last K periodic checkpoints (1 = only `last`)
+    checkpoint_every: int = 0       # write `last` every N updates (0 = at each validation)
+    max_bad_steps: int = 5          # consecutive non-finite losses before the run stops
+    device: str = "auto"            # auto | cpu | cuda
+    threads: int = 0                # CPU threads (0 = all cores)
+    amp: bool = True                # bf16 autocast on CUDA (ignored on CPU)
+
+
+@dataclass
+class DecodeConfig:
+    beam: int = 5                   # 1 = greedy
+    alpha: float = 0.6              # GNMT length penalty ((5+|y|)/6)^alpha
+    max_len_a: float = 1.5          # max output length = a * source length + b
+    max_len_b: int = 10
+    nbest: int = 1
+    batch_tokens: int = 4096        # source tokens per decoding batch
+
+
+@dataclass
+class Recipe:
+    name: str = ""                  # free label for reports; defaults to the file name
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    decode: DecodeConfig = field(default_factory=DecodeConfig)
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _check(cond: bool, where: str, msg: str) -> None:
+    if not cond:
+        raise NMTError(f"{where}: {msg}")
+
+
+def validate(r: Recipe, where: str = "recipe") -> Recipe:
+    """Impossible values are errors naming the field; checked after every override."""
+    d, t, m, tr, dc = r.data, r.tokenizer, r.model, r.train, r.decode
+    c = lambda cond, name, msg: _check(cond, f"{where}: {name}", msg)  # noqa: E731
+    c(d.source in ("multi30k", "files", "tsv", "jsonl", "hf"), "data.source",
+      f"unknown source {d.source!r}; use multi30k, files, tsv, jsonl or hf")
+    c(d.source == "multi30k" or d.path, "data.path", f"source {d.source!r} needs a path")
+    c(d.max_train_pairs >= 0 and d.max_valid_pairs >= 0, "data.max_*_pairs", "must be >= 0")
+    c(d.max_len > 0, "data.max_len", "must be > 0")
+    c(d.max_ratio >= 1, "data.max_ratio", "must be >= 1")
+    c(t.model_type in ("unigram", "bpe"), "tokenizer.model_type", "must be unigram or bpe")
+    c(t.vocab_size >= 16, "tokenizer.vocab_size", f"must be >= 16, got {t.vocab_size}")
+    c(0 < t.character_coverage <= 1, "tokenizer.character_coverage", "must be in (0, 1]")
+    c(m.arch in ("transformer", "rnn"), "model.arch", "must be transformer or rnn")
+    c(m.attention in ATTENTIONS, "model.attention",
+      f"unknown attention {m.attention!r}; use one of {', '.join(ATTENTIONS)}")
+    c(m.rnn_type in ("gru", "lstm"), "model.rnn_type", "must be gru or lstm")
+    for name in ("emb_dim", "hidden_size", "d_model", "heads", "ff_dim", "enc_layers",
+                 "dec_layers", "max_positions", "local_window"):
+        c(getattr(m, name) > 0, f"model.{name}", f"must be > 0, got {getattr(m, name)}")
+    c(m.d_model % m.heads == 0, "model.heads", f"d_model {m.d_model} is not divisible by {m.heads}")
+    c(not (m.bidirectional and m.arch == "rnn" and m.hidden_size % 2), "model.hidden_size",
+      "must be even with a bidirectional encoder")
+    c(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
+    c(tr.batch_tokens > 0, "train.batch_tokens", "must be > 0")
+    c(tr.accum_steps >= 1, "train.accum_steps", "must be >= 1")
+    c(tr.optimizer in ("adam", "adamw"), "train.optimizer", "must be adam or adamw")
+    c(tr.lr > 0, "train.lr", "must be > 0")
+    c(len(tr.betas) == 2 and all(0 <= b < 1 for b in tr.betas), "train.betas",
+      "must be two numbers in [0, 1)")
+    c(tr.schedule in ("inverse_sqrt", "plateau", "constant"), "train.schedule",
+      "must be inverse_sqrt, plateau or constant")
+    c(tr.plateau_metric in ("bleu", "loss"), "train.plateau_metric", "must be bleu or loss")
+    c(tr.warmup >= 0, "train.warmup", "must be >= 0")
+    c(0 <= tr.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
+    c(tr.clip_norm >= 0, "train.clip_norm", "must be >= 0")
+    for name in ("max_steps", "max_epochs", "valid_every", "patience", "checkpoint_every",
+                 "threads", "weight_decay"):
+        c(getattr(tr, name) >= 0, f"train.{name}", "must be >= 0")
+    c(tr.max_steps > 0 or tr.max_epochs > 0, "train.max_steps",
+      "set max_steps or max_epochs, or training never ends")
+    c(tr.log_every > 0 and tr.keep_last >= 1 and tr.max_bad_steps >= 1, "train.log_every",
+      "log_every, keep_last and max_bad_steps must be >= 1")
+    c(tr.device in ("auto", "cpu", "cuda") or tr.device.startswith("cuda:"), "train.device",
+      "must be auto, cpu or cuda")
+    c(dc.beam >= 1, "decode.beam", "must be >= 1")
+    c(1 <= dc.nbest <= dc.beam, "decode.nbest", "must be between 1 and the beam size")
+    c(dc.max_len_a >= 0 and dc.max_len_b >= 0, "decode.max_len_a", "must be >= 0")
+    c(dc.batch_tokens > 0, "decode.batch_tokens", "must be > 0")
+    return r
+
+
+# ----------------------------------------------------------------------------- loading
+
+def _coerce(value: Any, tp: Any, name: str, where: str) -> Any:
+    """Check a YAML value against a field's annotation; ints are accepted for floats."""
+    origin = typing.get_origin(tp)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        _check(isinstance(value, list), where, f"{name} must be a list, got {value!r}")
+        return [_coerce(v, item, name, where) for v in value]
+    if tp is bool:
+        _check(isinstance(value, bool), where, f"{name} must be true or false, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads `3e-4` (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        _check(ok, where, f"{name} must be a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        _check(ok, where, f"{name} must be an integer, got {value!r}")
+        return value
+    if tp is str:
+        _check(isinstance(value, str), where, f"{name} must be a string, got {value!r}")
+        return value
+    raise TypeError(f"unsupported field type {tp}")  # a bug in this file, not in a recipe
+
+
+def _fill(obj: Any, values: dict, prefix: str, where: str) -> None:
+    hints = typing.get_type_hints(type(obj))
+    names = [f.name for f in dataclasses.fields(obj)]
+    _check(isinstance(values, dict), where, f"{prefix or 'recipe'} must be a mapping")
+    for key, value in values.items():
+        full = f"{prefix}{key}"
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean '{prefix}{close[0]}'?" if close else \
+                f"; valid keys: {', '.join(names)}"
+            raise NMTError(f"{where}: unknown key {full!r}{hint}")
+        current = getattr(obj, key)
+        if dataclasses.is_dataclass(current):
+            _fill(current, value or {}, f"{full}.", where)
+        else:
+            setattr(obj, key, _coerce(value, hints[key], full, where))
+
+
+def recipe_from_dict(values: dict, where: str = "recipe") -> Recipe:
+    r = Recipe()
+    _fill(r, values or {}, "", where)
+    return validate(r, where)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Load a recipe file and apply `section.key=value` overrides (values parsed as YAML)."""
+    path = Path(path)
+    values = read_yaml(path)
+    apply_overrides(values, overrides or [])
+    r = recipe_from_dict(values, where=str(path))
+    r.name = r.name or path.stem
+    return r
+
+
+def read_yaml(path: Path) -> dict:
+    if not path.is_file():
+        raise NMTError(f"{path}: recipe not found")
+    try:
+        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        raise NMTError(f"{path}: not valid YAML: {e}") from None
+    _check(isinstance(values, dict), str(path), "a recipe must be a mapping of sections")
+    return values
+
+
+def apply_overrides(values: dict, overrides: list[str]) -> dict:
+    """`--set train.lr=3e-4` style overrides, applied to the raw mapping before typing."""
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        _check(bool(sep) and bool(key), "--set", f"expected section.key=value, got {item!r}")
+        node = values
+        *parents, leaf = key.strip().split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            _check(isinstance(node, dict), "--set", f"{key}: {p} is not a section")
+        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+    return values
+
+
+def to_dict(r: Any) -> dict:
+    return dataclasses.asdict(r)
+
+
+def save_recipe(r: Recipe, path: str | Path) -> None:
+    """Write the fully resolved recipe (every field, defaults included)."""
+    Path(path).write_text(yaml.safe_dump(to_dict(r), sort_keys=False), encoding="utf-8")
