@@ -43,11 +43,219 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
 
 # ---- data and tokenizer commands (issue 2) ----
 
+data_app = typer.Typer(no_args_is_help=True, help="Inspect a recipe's parallel data.")
+tokenizer_app = typer.Typer(no_args_is_help=True, help="Build and try SentencePiece tokenizers.")
+app.add_typer(data_app, name="data")
+app.add_typer(tokenizer_app, name="tokenizer")
+
+
+def _data_recipe(recipe: Optional[Path], overrides: List[str]):
+    """The recipe file with overrides, or the defaults (Multi30k de-en) when none is given."""
+    from nmt.config import apply_overrides, load_recipe, recipe_from_dict
+    if recipe is not None:
+        return load_recipe(recipe, overrides)
+    return recipe_from_dict(apply_overrides({}, overrides), where="default recipe")
+
+
+@data_app.command("stats")
+@user_errors
+def data_stats(
+        recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (default: Multi30k "
+                                                "de-en)."),
+        set_: List[str] = typer.Option([], "--set", help="section.key=value, e.g. "
+                                       "data.src_lang=fr."),
+        tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer directory: "
+                                                 "count subword tokens, not whitespace words.")):
+    """Print pairs, length percentiles, filter drops and batch padding for each split."""
+    from rich.table import Table
+
+    from nmt.data import PERCENTILES, load_split, split_stats
+    from nmt.tokenizer import Tokenizer
+
+    r = _data_recipe(recipe, set_)
+    d = r.data
+    tok = Tokenizer.load(tokenizer) if tokenizer else None
+    limits = {d.train: d.max_train_pairs, d.valid: d.max_valid_pairs}
+    splits = list(dict.fromkeys([d.train, d.valid, *d.test]))
+    stats = [split_stats(load_split(d, split, limits.get(split, 0)), d, tok, r.train.batch_tokens)
+             for split in splits]
+    unit = "subword tokens" if tok else "whitespace words (give --tokenizer for subwords)"
+    out = Console()
+    where = " ".join(filter(None, (d.source, d.path, d.hf_config)))
+    pairs = Table(title=f"{where} {d.src_lang}-{d.tgt_lang}: pairs, and drops by the training "
+                        f"filters (max_len {d.max_len}, max_ratio {d.max_ratio:g})",
+                  caption=f"lengths in {unit}; valid/test are never filtered"
+                          + (f"; pad % of {r.train.batch_tokens}-token batches" if tok else ""))
+    for col in ("split", "pairs", "empty", "too long", "bad ratio", "kept"):
+        pairs.add_column(col, justify="left" if col == "split" else "right")
+    if tok:
+        pairs.add_column("pad %", justify="right")
+    for split, s in zip(splits, stats):
+        f = s.filters
+        row = [split, f"{s.pairs:,}", f"{f.empty:,}", f"{f.too_long:,}", f"{f.bad_ratio:,}",
+               f"{f.kept:,}"]
+        pairs.add_row(*row, *([f"{100 * s.padding:.1f}"] if tok else []))
+    ps = "/".join("max" if p == 100 else f"p{p}" for p in PERCENTILES)
+    lengths = Table(title=f"sentence lengths ({ps})")
+    for col in ("split", "side", "characters", "tokens" if tok else "words"):
+        lengths.add_column(col, justify="left" if col in ("split", "side") else "right")
+    for split, s in zip(splits, stats):
+        for side, chars, toks in ((d.src_lang, s.src_chars, s.src_tokens),
+                                  (d.tgt_lang, s.tgt_chars, s.tgt_tokens)):
+            lengths.add_row(split, side, "/".join(map(str, chars)), "/".join(map(str, toks)))
+    out.print(pairs)
+    out.print(lengths)
+
+
+@tokenizer_app.command("build")
+@user_errors
+def tokenizer_build(
+        out: Path = typer.Option(..., "--out", help="Directory for spm.model (joint) or "
+                                 "src.model + tgt.model."),
+        src: Optional[Path] = typer.Option(None, "--src", help="Source sentences, one per line "
+                                           "(.gz ok)."),
+        tgt: Optional[Path] = typer.Option(None, "--tgt", help="Target sentences, aligned."),
+        recipe: Optional[Path] = typer.Option(None, "--recipe", help="Use its tokenizer settings "
+                                              "and (without --src/--tgt) its training split."),
+        vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="Pieces per model."),
+        model_type: Optional[str] = typer.Option(None, "--model-type", help="unigram | bpe"),
+        separate: bool = typer.Option(False, "--separate", help="One model per language "
+                                      "instead of a joint one."),
+        character_coverage: Optional[float] = typer.Option(None, "--character-coverage",
+                                                           help="Share of characters covered.")):
+    """Train a SentencePiece tokenizer on parallel text or a recipe's training split."""
+    import time
+
+    from nmt.data import load_split, read_parallel
+    from nmt.tokenizer import Tokenizer
+
+    if (src is None) != (tgt is None):
+        raise NMTError("tokenizer build: give both --src and --tgt, or neither (then the "
+                       "recipe's training split is used)")
+    given = {"vocab_size": vocab_size, "model_type": model_type,
+             "character_coverage": character_coverage, "joint": False if separate else None}
+    r = _data_recipe(recipe, [f"tokenizer.{k}={v}" for k, v in given.items() if v is not None])
+    if src is not None:
+        src_lines, tgt_lines = read_parallel(src, tgt)
+        what = f"{src} + {tgt}"
+    else:
+        corpus = load_split(r.data, r.data.train, r.data.max_train_pairs)
+        src_lines, tgt_lines, what = corpus.src, corpus.tgt, corpus.name
+    t = r.tokenizer
+    start = time.perf_counter()
+    tok = Tokenizer.train(src_lines, tgt_lines, out, t)
+    took = time.perf_counter() - start
+    sizes = (f"{tok.src_vocab_size} pieces" if tok.joint
+             else f"{tok.src_vocab_size} + {tok.tgt_vocab_size} pieces")
+    print(f"{'joint' if tok.joint else 'separate'} {t.model_type} tokenizer, {sizes}, from "
+          f"{len(src_lines):,} pairs of {what} in {took:.1f} s -> {out}")
+
+
+def _tokenizer_side(side: str) -> str:
+    if side not in ("src", "tgt"):
+        raise NMTError(f"--side must be src or tgt, got {side!r}")
+    return side
+
+
+@tokenizer_app.command("encode")
+@user_errors
+def tokenizer_encode(
+        text: str = typer.Argument(..., help="Sentence to encode."),
+        model: Path = typer.Option(..., "--model", help="Tokenizer directory."),
+        side: str = typer.Option("src", "--side", help="src | tgt (same model when joint).")):
+    """Print the pieces and ids of one sentence."""
+    from nmt.tokenizer import Tokenizer
+
+    side = _tokenizer_side(side)
+    tok = Tokenizer.load(model)
+    if side == "src":
+        ids, pieces = tok.encode_src([text])[0], tok.src_pieces(text)
+    else:
+        ids = tok.encode_tgt([text])[0]
+        pieces = tok.tgt_pieces(ids)
+    print("pieces:", " ".join(pieces))
+    print("ids:   ", " ".join(map(str, ids)))
+
+
+@tokenizer_app.command("decode")
+@user_errors
+def tokenizer_decode(
+        ids: List[int] = typer.Argument(..., help="Target token ids."),
+        model: Path = typer.Option(..., "--model", help="Tokenizer directory.")):
+    """Print the detokenized text of target ids (PAD/BOS/EOS dropped)."""
+    from nmt.tokenizer import Tokenizer
+
+    print(Tokenizer.load(model).decode_tgt([ids])[0])
+
+
 # ---- train (issue 4) ----
+
+@app.command("train")
+@user_errors
+def train_cmd(recipe: Path = typer.Argument(..., help="Recipe YAML."),
+              set_: List[str] = typer.Option([], "--set", help="section.key=value, e.g. "
+                                             "train.max_steps=1000 (repeatable)."),
+              out: Optional[Path] = typer.Option(None, "--out", help="Run directory "
+                                                 "(default runs/<recipe name>)."),
+              resume: bool = typer.Option(False, "--resume", help="Continue the run in --out "
+                                          "from its last.pt."),
+              overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run "
+                                             "already in --out."),
+              quiet: bool = typer.Option(False, "--quiet", help="No progress bar (for scripts "
+                                         "and logs)."),
+              device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda "
+                                                   "(overrides train.device).")):
+    """Train a model: best.pt, last.pt, metrics.jsonl and recipe.yaml go into the run directory.
+
+    For several GPUs: torchrun --nproc_per_node=N cli.py train RECIPE ..."""
+    from nmt.config import load_recipe
+    from nmt.training import train
+
+    r = load_recipe(recipe, set_ + ([f"train.device={device}"] if device else []))
+    out = out or Path("runs") / r.name
+    summary = train(r, out, resume=resume, overwrite=overwrite, quiet=quiet)
+    if summary["interrupted"]:
+        extra = "".join(f" --set {s}" for s in set_ if s.split("=")[0].strip() in
+                        ("train.max_steps", "train.max_epochs", "train.patience"))
+        err.print(f"resume with: nmt train {recipe} --out {out} --resume{extra}", highlight=False)
+        raise typer.Exit(130)
 
 # ---- translate and eval (issue 5) ----
 
 # ---- compare and attention (issue 6) ----
+
+@app.command()
+@user_errors
+def compare(recipe: Path = typer.Argument(..., help="Comparison recipe (YAML with `systems:`)."),
+            out: Optional[Path] = typer.Option(None, "--out", help="Output directory "
+                                               "(default runs/<recipe name>)."),
+            only: List[str] = typer.Option([], "--only", help="Run only these systems."),
+            set_: List[str] = typer.Option([], "--set", help="section.key=value for every system."),
+            device: str = typer.Option("auto", help="auto | cpu | cuda"),
+            quiet: bool = typer.Option(False, "--quiet", help="No progress bars.")):
+    """Train, decode and score every system of a comparison, then write its report."""
+    from nmt.compare import load_comparison, run
+
+    cmp = load_comparison(recipe, set_)
+    run(cmp, out or Path("runs") / cmp.name, only=only, device=device, quiet=quiet)
+
+
+@app.command()
+@user_errors
+def attention(checkpoint: Path = typer.Option(..., "--checkpoint", help="Run directory or .pt."),
+              text: str = typer.Option(..., "--text", help="Source sentence to translate."),
+              out: Path = typer.Option(Path("attention.png"), "-o", "--out", help="PNG to write.")):
+    """Translate one sentence and draw its attention heatmap."""
+    from nmt.checkpoint import load_for_inference
+    from nmt.plots import heatmaps, sentence_attention
+
+    model, tok, _ = load_for_inference(checkpoint, "cpu")
+    src, hyp, maps, translation = sentence_attention(model, tok, text)
+    print(translation)
+    if not maps:
+        raise NMTError(f"{checkpoint}: this model has no attention to draw (attention: none)")
+    heatmaps(maps, src, hyp, out, title=text)
+    err.print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -246,11 +246,29 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     return r
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML that refuses duplicate keys: a repeated key would silently win otherwise."""
+
+
+def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping)
+
+
 def read_yaml(path: Path) -> dict:
     if not path.is_file():
         raise NMTError(f"{path}: recipe not found")
     try:
-        values = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader) or {}
     except yaml.YAMLError as e:
         raise NMTError(f"{path}: not valid YAML: {e}") from None
     _check(isinstance(values, dict), str(path), "a recipe must be a mapping of sections")

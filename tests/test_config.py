@@ -72,3 +72,10 @@ def test_every_shipped_recipe_loads():
             load_comparison(path)
         else:
             load_recipe(path)
+
+
+def test_duplicate_key_is_an_error(tmp_path):
+    p = tmp_path / "dup.yaml"
+    p.write_text("model:\n  attention: bahdanau\n  attention: none\n")
+    with pytest.raises(NMTError, match="duplicate key 'attention'"):
+        load_recipe(p)

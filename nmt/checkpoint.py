@@ -1,0 +1,93 @@
+"""Checkpoints: everything a run needs to resume, and everything `translate` needs to decode.
+
+A checkpoint carries its resolved recipe and serialized tokenizer, so a single `.pt` file is
+enough to translate. Writes are atomic (temp file in the same directory, then rename), so a crash
+mid-write leaves the previous file intact.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nmt import __version__
+from nmt.errors import NMTError
+
+FORMAT = 1  # bump when the layout of a checkpoint changes incompatibly
+
+
+def save(path: Path, payload: dict[str, Any]) -> None:
+    """Write `payload` (plus format and versions) atomically to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "nmt_version": __version__,
+               "torch_version": torch.__version__, **payload}
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def resolve(path: str | Path, which: str = "best") -> Path:
+    """A run directory means its `best.pt` (or `last.pt` when no best exists yet)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (f"{which}.pt", "best.pt", "last.pt"):
+            if (path / name).is_file():
+                return path / name
+        raise NMTError(f"{path}: no checkpoint (best.pt or last.pt) in this run directory; "
+                       "train first with `nmt train`")
+    if not path.is_file():
+        raise NMTError(f"{path}: checkpoint not found")
+    return path
+
+
+def load(path: str | Path, which: str = "best") -> dict[str, Any]:
+    """Read a checkpoint on CPU and check that this version of nmt can use it."""
+    path = resolve(path, which)
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # truncated, not a torch file, ...
+        raise NMTError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e}); "
+                       "it may be truncated or from another program") from None
+    if not isinstance(ckpt, dict) or "format" not in ckpt:
+        raise NMTError(f"{path}: not an nmt checkpoint")
+    if ckpt["format"] != FORMAT:
+        raise NMTError(f"{path}: checkpoint format {ckpt['format']} written by nmt "
+                       f"{ckpt.get('nmt_version', '?')}; this is nmt {__version__} (format "
+                       f"{FORMAT}). Use that nmt version, or retrain.")
+    ckpt["path"] = path
+    return ckpt
+
+
+def load_for_inference(path: str | Path, device: str | torch.device = "cpu"):
+    """(model in eval mode, tokenizer, recipe) from a checkpoint file or run directory."""
+    from nmt.config import recipe_from_dict
+    from nmt.model import build_model
+    from nmt.tokenizer import Tokenizer
+
+    ckpt = load(path)
+    recipe = recipe_from_dict(ckpt["recipe"], where=f"{ckpt['path']} (recipe)")
+    tok = Tokenizer.from_state(ckpt["tokenizer"])
+    model = build_model(recipe.model, tok.src_vocab_size, tok.tgt_vocab_size)
+    load_weights(model, ckpt["model"], ckpt["path"])
+    return model.to(device).eval(), tok, recipe
+
+
+def load_weights(model: torch.nn.Module, state: dict, where: Path) -> None:
+    """Load weights, turning a shape or key mismatch into an error a user can act on."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[:3]
+        raise NMTError(f"{where}: weights do not fit the model its recipe describes "
+                       f"({' '.join(first)}); was the recipe changed after training?") from None

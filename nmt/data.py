@@ -1,0 +1,299 @@
+"""Parallel text in, token-id pairs out.
+
+`load_split` reads one split from any source (Multi30k, plain/gzip files, TSV, JSONL, Hugging Face
+datasets) into aligned, validated sentence lists; `encode_pairs` tokenizes them and, for training
+only, drops the pairs that would hurt it. Bad input is an NMTError that names the file, the line
+when there is one, and what to do.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from nmt.batching import padding_fraction, token_batches
+from nmt.config import DataConfig
+from nmt.errors import NMTError
+from nmt.multi30k import LANGS, SPLITS, multi30k_dir
+from nmt.tokenizer import Tokenizer
+
+
+@dataclass
+class Corpus:            # raw parallel text of one split, aligned, validated
+    src: list[str]
+    tgt: list[str]
+    name: str            # like "multi30k:train" or a file path
+
+
+@dataclass
+class FilterReport:
+    total: int
+    empty: int           # either side empty
+    too_long: int        # more than max_len tokens on a side
+    bad_ratio: int       # longer side / shorter side > max_ratio
+    kept: int
+
+
+# ----------------------------------------------------------------------------- reading
+
+def read_lines(path: Path) -> list[str]:
+    """Lines of a UTF-8 text file, gzip-compressed if it ends in .gz; only the newline (and a
+    CR before it) is removed."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise NMTError(f"{path}: file not found") from None
+    except OSError as e:
+        raise NMTError(f"{path}: cannot read it ({e.strerror or e})") from None
+    if path.name.endswith(".gz"):
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as e:
+            raise NMTError(f"{path}: not a readable gzip file ({e}); it may be truncated or "
+                           f"corrupt: delete it and download or compress it again") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise NMTError(f"{path}: line {line} is not valid UTF-8 ({e.reason}); convert the file "
+                       f"to UTF-8, e.g. with iconv") from None
+    lines = text.removeprefix("\ufeff").split("\n")  # not splitlines(): it also splits on \x85
+    if lines[-1] == "":
+        lines.pop()
+    return [s.removesuffix("\r") for s in lines]
+
+
+def _find(path: Path) -> Path:
+    """path, or path.gz when only the compressed file exists."""
+    gz = path.with_name(path.name + ".gz")
+    if not path.is_file() and gz.is_file():
+        return gz
+    if not path.is_file():
+        raise NMTError(f"{path}: file not found (nor {gz.name}); check data.path and the "
+                       f"split and language names")
+    return path
+
+
+def read_parallel(src_path: Path, tgt_path: Path) -> tuple[list[str], list[str]]:
+    src = [s.strip() for s in read_lines(src_path)]
+    tgt = [s.strip() for s in read_lines(tgt_path)]
+    if len(src) != len(tgt):
+        raise NMTError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; line i "
+                       f"of one must translate line i of the other")
+    return src, tgt
+
+
+def _fields(cfg: DataConfig) -> tuple[str, str]:
+    # tsv/jsonl without named fields use the language codes as column names
+    return cfg.src_field or cfg.src_lang, cfg.tgt_field or cfg.tgt_lang
+
+
+def _text(value, where: str, field: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise NMTError(f"{where}: field {field!r} is {type(value).__name__}, expected text")
+    return value.strip()
+
+
+def _tsv(path: Path, cfg: DataConfig) -> tuple[list[str], list[str]]:
+    lines = read_lines(path)
+    if not lines:
+        raise NMTError(f"{path}: empty; a TSV needs a header row naming its columns")
+    header = lines[0].split("\t")
+    cols = []
+    for f in _fields(cfg):
+        if f not in header:
+            raise NMTError(f"{path}: no column {f!r} in the header ({', '.join(header)}); "
+                           f"set data.src_field / data.tgt_field")
+        cols.append(header.index(f))
+    src, tgt = [], []
+    for n, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        row = line.split("\t")
+        if len(row) != len(header):
+            raise NMTError(f"{path}: line {n} has {len(row)} tab-separated fields, the header "
+                           f"has {len(header)} (a tab inside a sentence?)")
+        src.append(row[cols[0]].strip())
+        tgt.append(row[cols[1]].strip())
+    return src, tgt
+
+
+def _jsonl(path: Path, cfg: DataConfig) -> tuple[list[str], list[str]]:
+    fs, ft = _fields(cfg)
+    src, tgt = [], []
+    for n, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise NMTError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
+        where = f"{path}: line {n}"
+        if not isinstance(obj, dict) or fs not in obj or ft not in obj:
+            raise NMTError(f"{where}: expected an object with fields {fs!r} and {ft!r}; "
+                           f"set data.src_field / data.tgt_field")
+        src.append(_text(obj[fs], where, fs))
+        tgt.append(_text(obj[ft], where, ft))
+    return src, tgt
+
+
+def _hf(cfg: DataConfig, split: str, limit: int) -> tuple[list[str], list[str], str]:
+    """A Hugging Face dataset: a `save_to_disk` directory, else anything `load_dataset` takes (a
+    hub name, a local folder of data files). Pairs come from a `translation` column of
+    {lang: text} dicts (as in wmt14) or from two named columns (as in bentrevett/multi30k)."""
+    import datasets  # slow to import; only this source needs it
+
+    name = f"hf:{cfg.path}" + (f"/{cfg.hf_config}" if cfg.hf_config else "") + f":{split}"
+    saved = Path(cfg.path)
+    if (saved / "dataset_dict.json").is_file() or (saved / "state.json").is_file():
+        try:
+            ds = datasets.load_from_disk(cfg.path)
+        except (FileNotFoundError, ValueError) as e:
+            raise NMTError(f"{cfg.path}: cannot read this save_to_disk dataset ({e})") from None
+        if not isinstance(ds, datasets.DatasetDict):
+            raise NMTError(f"{cfg.path}: holds a single Dataset; save a DatasetDict with "
+                           f"{split!r} among its splits")
+        if split not in ds:
+            raise NMTError(f"{cfg.path}: no split {split!r}; it has {', '.join(ds)}; "
+                           f"set data.train / data.valid / data.test")
+        ds = ds[split]
+    else:
+        try:
+            ds = datasets.load_dataset(cfg.path, cfg.hf_config or None, split=split)
+        except Exception as e:  # network, unknown name/config/split: all the user's to fix
+            raise NMTError(f"{name}: load_dataset failed ({type(e).__name__}: {e})") from None
+    if limit:
+        ds = ds.select(range(min(limit, len(ds))))
+    if not cfg.src_field:
+        if "translation" not in ds.column_names:
+            raise NMTError(f"{name}: no `translation` column (columns: "
+                           f"{', '.join(ds.column_names)}); set data.src_field / data.tgt_field")
+        src, tgt = [], []
+        for n, pair in enumerate(ds["translation"]):
+            if not isinstance(pair, dict) or cfg.src_lang not in pair or cfg.tgt_lang not in pair:
+                keys = ", ".join(pair) if isinstance(pair, dict) else type(pair).__name__
+                raise NMTError(f"{name}: row {n}: translation has {keys}, not "
+                               f"{cfg.src_lang!r} and {cfg.tgt_lang!r}; check data.src_lang / "
+                               f"data.tgt_lang")
+            src.append(_text(pair[cfg.src_lang], f"{name}: row {n}", cfg.src_lang))
+            tgt.append(_text(pair[cfg.tgt_lang], f"{name}: row {n}", cfg.tgt_lang))
+        return src, tgt, name
+    fs, ft = _fields(cfg)
+    for f in (fs, ft):
+        if f not in ds.column_names:
+            raise NMTError(f"{name}: no column {f!r} (columns: {', '.join(ds.column_names)})")
+    src = [_text(v, f"{name}: row {n}", fs) for n, v in enumerate(ds[fs])]
+    tgt = [_text(v, f"{name}: row {n}", ft) for n, v in enumerate(ds[ft])]
+    return src, tgt, name
+
+
+def load_split(cfg: DataConfig, split: str, limit: int = 0) -> Corpus:
+    """One split of the configured source, aligned and validated, each sentence stripped of
+    surrounding whitespace; the first `limit` pairs if limit > 0. Nothing is filtered here (see
+    encode_pairs)."""
+    src_lang, tgt_lang = cfg.src_lang, cfg.tgt_lang
+    if cfg.source == "multi30k":
+        for lang in (src_lang, tgt_lang):
+            if lang not in LANGS:
+                raise NMTError(f"multi30k has no language {lang!r}; use one of {', '.join(LANGS)}")
+        if split not in SPLITS:
+            raise NMTError(f"multi30k has no split {split!r}; use one of {', '.join(SPLITS)}")
+        d = multi30k_dir()
+        src, tgt = read_parallel(d / f"{split}.{src_lang}.gz", d / f"{split}.{tgt_lang}.gz")
+        name = f"multi30k:{split}"
+    elif cfg.source == "files":
+        d = Path(cfg.path)
+        src, tgt = read_parallel(_find(d / f"{split}.{src_lang}"),
+                                 _find(d / f"{split}.{tgt_lang}"))
+        name = f"{d / split}.{{{src_lang},{tgt_lang}}}"
+    elif cfg.source in ("tsv", "jsonl"):
+        path = _find(Path(cfg.path) / f"{split}.{cfg.source}")
+        src, tgt = (_tsv if cfg.source == "tsv" else _jsonl)(path, cfg)
+        name = str(path)
+    elif cfg.source == "hf":
+        src, tgt, name = _hf(cfg, split, limit)
+    else:  # validate() rejects this already; here for recipes built without it
+        raise NMTError(f"data.source: unknown source {cfg.source!r}")
+    if limit:
+        src, tgt = src[:limit], tgt[:limit]
+    return Corpus(src, tgt, name)
+
+
+# ----------------------------------------------------------------------------- encoding
+
+def filter_pairs(src_lens: list[int], tgt_lens: list[int],
+                 cfg: DataConfig) -> tuple[list[int], FilterReport]:
+    """Indices of the pairs training keeps, and why the others go: an empty side, more than
+    max_len tokens on a side, or a length ratio above max_ratio (likely misaligned)."""
+    keep, empty, too_long, bad_ratio = [], 0, 0, 0
+    for i, (s, t) in enumerate(zip(src_lens, tgt_lens)):
+        if s == 0 or t == 0:
+            empty += 1
+        elif s > cfg.max_len or t > cfg.max_len:
+            too_long += 1
+        elif max(s, t) / min(s, t) > cfg.max_ratio:
+            bad_ratio += 1
+        else:
+            keep.append(i)
+    return keep, FilterReport(len(src_lens), empty, too_long, bad_ratio, len(keep))
+
+
+def encode_pairs(corpus: Corpus, tok: Tokenizer, cfg: DataConfig,
+                 train: bool) -> tuple[list[tuple[list[int], list[int]]], FilterReport]:
+    """Token ids (no BOS/EOS) per pair. train=True filters (see filter_pairs); train=False keeps
+    every pair, so output i is input line i, as scoring against references needs."""
+    src, tgt = tok.encode_src(corpus.src), tok.encode_tgt(corpus.tgt)
+    if not train:
+        n = len(src)
+        return list(zip(src, tgt)), FilterReport(n, 0, 0, 0, n)
+    keep, report = filter_pairs([len(x) for x in src], [len(y) for y in tgt], cfg)
+    return [(src[i], tgt[i]) for i in keep], report
+
+
+# ----------------------------------------------------------------------------- statistics
+
+@dataclass
+class SplitStats:
+    name: str
+    pairs: int
+    src_chars: list[int]            # p50, p90, p99, max
+    tgt_chars: list[int]
+    src_tokens: list[int]           # subword tokens with a tokenizer, else whitespace words
+    tgt_tokens: list[int]
+    filters: FilterReport           # what the training filters would drop (on those tokens)
+    padding: float | None           # padded share of token batches; None without a tokenizer
+
+
+PERCENTILES = (50, 90, 99, 100)
+
+
+def _percentiles(lengths: list[int]) -> list[int]:
+    if not lengths:
+        return [0] * len(PERCENTILES)
+    return [int(v) for v in np.percentile(lengths, PERCENTILES, method="higher")]
+
+
+def split_stats(corpus: Corpus, cfg: DataConfig, tok: Tokenizer | None = None,
+                max_tokens: int = 4096) -> SplitStats:
+    if tok is None:
+        src_lens = [len(s.split()) for s in corpus.src]
+        tgt_lens = [len(t.split()) for t in corpus.tgt]
+    else:
+        src_lens = [len(x) for x in tok.encode_src(corpus.src)]
+        tgt_lens = [len(y) for y in tok.encode_tgt(corpus.tgt)]
+    keep, report = filter_pairs(src_lens, tgt_lens, cfg)
+    padding = None
+    if tok is not None:
+        kept_src, kept_tgt = [src_lens[i] for i in keep], [tgt_lens[i] for i in keep]
+        batches = token_batches(kept_src, kept_tgt, max_tokens, seed=0, epoch=0)
+        padding = padding_fraction(batches, kept_src, kept_tgt)
+    return SplitStats(corpus.name, len(corpus.src),
+                      _percentiles([len(s) for s in corpus.src]),
+                      _percentiles([len(t) for t in corpus.tgt]),
+                      _percentiles(src_lens), _percentiles(tgt_lens), report, padding)

@@ -1,0 +1,103 @@
+"""Figures: learning curves, BLEU by sentence length, attention heatmaps (matplotlib, Agg)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers or in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from nmt.tokenizer import EOS  # noqa: E402
+
+
+def learning_curves(systems: dict, path: Path) -> None:
+    """Validation BLEU against updates and against wall-clock minutes, every system together."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
+    for name, s in systems.items():
+        pts = [p for p in s["curve"] if p.get("val_bleu") is not None]
+        a.plot([p["step"] for p in pts], [p["val_bleu"] for p in pts], marker=".", label=name)
+        b.plot([p["wall"] / 60 for p in pts], [p["val_bleu"] for p in pts], marker=".", label=name)
+    a.set(xlabel="updates", ylabel="validation BLEU", title="BLEU vs updates")
+    b.set(xlabel="minutes", title="BLEU vs wall-clock time")
+    for ax in (a, b):
+        ax.grid(alpha=0.3)
+    b.legend(fontsize=8)
+    _save(fig, path)
+
+
+def bleu_by_length(systems: dict, split: str, path: Path) -> None:
+    """Corpus BLEU per source-length bucket (Bahdanau et al. 2015, Fig. 2)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, s in systems.items():
+        rows = s["tests"].get(split, {}).get("by_length", [])
+        ax.plot([r["bucket"] for r in rows], [r["bleu"] for r in rows], marker="o", label=name)
+    ax.set(xlabel="source sentence length (words)", ylabel="BLEU", title=f"BLEU by length: {split}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def heatmaps(maps: dict[str, torch.Tensor], src: list[str], out: list[str], path: Path,
+             title: str = "") -> None:
+    """One heatmap per entry of `maps` ((T, S) weights), source pieces across, output down.
+
+    The figure grows with the number of pieces so that 30+ piece sentences stay readable.
+    """
+    n = len(maps)
+    S, T = len(src), len(out)
+    w, h = max(4.0, 0.28 * S + 1.5), max(3.0, 0.28 * T + 1.2)
+    cols = min(n, 4)
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(w * cols, h * rows), squeeze=False)
+    size = 9 if max(S, T) <= 30 else 7
+    for ax, (name, m) in zip(axes.flat, maps.items()):
+        m = m[:T, :S].float().cpu().numpy()
+        ax.imshow(m, cmap="viridis", aspect="auto", vmin=0.0, vmax=max(float(m.max()), 1e-6))
+        ax.set_xticks(range(S), src, rotation=90, fontsize=size)
+        ax.set_yticks(range(T), out, fontsize=size)
+        ax.set_title(name, fontsize=10)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    _save(fig, path)
+
+
+@torch.inference_mode()
+def sentence_attention(model, tok, text: str, max_len: int = 100):
+    """Greedy-translate one sentence: (source pieces, output pieces, attention maps, translation).
+
+    An RNN gives one map. A Transformer gives encoder-decoder attention per layer (heads
+    averaged) and each head of the last layer.
+    """
+    from nmt.search import greedy
+
+    device = next(model.parameters()).device
+    ids = tok.encode_src([text])[0] + [EOS]
+    src = torch.tensor([ids], device=device)                             # (1, S)
+    src_len = torch.tensor([len(ids)], device=device)                    # (1,)
+    hyps, attn = greedy(model, src, src_len, max_len, return_attention=True)
+    out_ids = hyps[0] + [EOS]
+    src_p = tok.src_pieces(text) + ["</s>"]
+    out_p = tok.tgt_pieces(hyps[0]) + ["</s>"]
+    if hasattr(model, "attention_maps"):  # multi-layer, multi-head: draw more than one map
+        from nmt.tokenizer import BOS
+
+        tgt_in = torch.tensor([[BOS] + out_ids[:-1]], device=device)    # (1, T)
+        layers = model.attention_maps(src, src_len, tgt_in)              # L x (1, H, T, S)
+        maps = {f"layer {i + 1} (heads averaged)": a[0].mean(0) for i, a in enumerate(layers)}
+        maps.update({f"layer {len(layers)}, head {h + 1}": layers[-1][0, h]
+                     for h in range(layers[-1].shape[1])})
+    elif attn[0] is None:
+        maps = {}
+    else:
+        maps = {"attention": attn[0]}
+    return src_p, out_p, maps, tok.decode_tgt(hyps)[0]
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

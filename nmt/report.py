@@ -1,0 +1,101 @@
+"""The comparison report: `report.md` with one table, significance, figures and examples."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from nmt import plots
+
+
+def _fmt(x, digits=1) -> str:
+    return "–" if x is None else f"{x:.{digits}f}"
+
+
+def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
+    systems = results["systems"]
+    splits = list(tests)
+    lines = [f"# {cmp.name}", ""]
+    if not systems:
+        lines.append("No system has finished training yet.")
+        (out / "report.md").write_text("\n".join(lines) + "\n")
+        return
+
+    # --- the table
+    head = ["system", "params"] + [f"{m} {s}" for s in splits for m in ("BLEU", "chrF")] + \
+        ["val ppl", "train time", "train tok/s", "decode sent/s", "device"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, s in systems.items():
+        sm = s["summary"]
+        row = [name, f"{sm.get('params', 0) / 1e6:.1f}M"]
+        for split in splits:
+            t = s["tests"].get(split, {})
+            row += [_fmt(t.get("bleu")), _fmt(t.get("chrf"))]
+        dec = next(iter(s["tests"].values()), {}).get("decode", {})
+        row += [_fmt(s.get("val_ppl"), 2), f"{sm.get('train_seconds', 0) / 60:.1f} min",
+                f"{sm.get('tokens_per_s', 0):,.0f}", _fmt(dec.get("sent_per_s")),
+                str(sm.get("device", dec.get("device", "?")))]
+        lines.append("| " + " | ".join(row) + " |")
+    sig = next((t["signatures"] for s in systems.values() for t in s["tests"].values()), None)
+    if sig:
+        lines += ["", "sacreBLEU signatures: " + "; ".join(f"`{v}`" for v in sig.values())]
+
+    # --- significance against the no-attention baseline
+    for split in splits:
+        bs = results["tests"].get(split, {}).get("bootstrap")
+        if not bs:
+            continue
+        lines += ["", f"## Significance on {split} (paired bootstrap vs `{cmp.baseline}`)", "",
+                  "| system | BLEU (mean ± 95% CI) | p-value | significant at 0.05 |",
+                  "|---|---|---|---|"]
+        for name, row in bs.items():
+            p = row.get("p_value")
+            mark = "–" if p is None else ("yes" if p < 0.05 else "no")
+            lines.append(f"| {name} | {row['mean']:.1f} ± {row['ci']:.1f} | "
+                         f"{_fmt(p, 4)} | {mark} |")
+
+    # --- figures
+    plots.learning_curves(systems, out / "learning_curves.png")
+    lines += ["", "## Learning curves", "", "![learning curves](learning_curves.png)"]
+    for split in splits:
+        name = f"bleu_by_length_{split}.png"
+        plots.bleu_by_length(systems, split, out / name)
+        lines += ["", f"## BLEU by source length: {split}", "", f"![BLEU by length]({name})"]
+
+    # --- attention pictures and examples from the first test set
+    split = splits[0]
+    corpus = tests[split]
+    picks = _examples(corpus.src, max(cmp.examples, cmp.heatmaps))
+    lines += ["", "## Attention", ""]
+    drew = False
+    for name in systems:
+        run_dir = out / "systems" / name
+        from nmt.checkpoint import load_for_inference
+
+        model, stok, _ = load_for_inference(run_dir, "cpu")
+        for k, i in enumerate(picks[:cmp.heatmaps]):
+            src_p, out_p, maps, _ = plots.sentence_attention(model, stok, corpus.src[i])
+            if not maps:
+                continue
+            fig = f"attention_{name}_{k + 1}.png"
+            plots.heatmaps(maps, src_p, out_p, out / fig, title=f"{name}: {split} line {i + 1}")
+            lines.append(f"![{name} attention, {split} line {i + 1}]({fig})")
+            drew = True
+    if not drew:
+        lines.append("No attention system in this comparison.")
+
+    lines += ["", f"## Example translations ({split})", ""]
+    for i in picks[:cmp.examples]:
+        lines += [f"**source (line {i + 1})**: {corpus.src[i]}  ", f"**reference**: {corpus.tgt[i]}  "]
+        for name in systems:
+            hyp = (out / "systems" / name / f"{split}.hyp").read_text(encoding="utf-8").splitlines()
+            lines.append(f"**{name}**: {hyp[i]}  ")
+        lines.append("")
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _examples(src: list[str], n: int) -> list[int]:
+    """Spread picks over the length range so short and long sentences both show up."""
+    order = sorted(range(len(src)), key=lambda i: (len(src[i].split()), i))
+    if n <= 0 or not order:
+        return []
+    step = max(1, len(order) // n)
+    return sorted({order[min(len(order) - 1, step // 2 + k * step)] for k in range(n)})
