@@ -222,6 +222,153 @@ def train_cmd(recipe: Path = typer.Argument(..., help="Recipe YAML."),
 
 # ---- translate and eval (issue 5) ----
 
+def _decode_config(base, beam: Optional[int], batch_tokens: Optional[int], nbest: int = 1):
+    """The checkpoint recipe's decode settings with the command line's changes."""
+    from dataclasses import replace
+
+    beam = base.beam if beam is None else beam
+    if nbest > beam:
+        raise NMTError(f"--nbest {nbest} needs a beam at least that wide (beam is {beam}); "
+                       f"add --beam {nbest}")
+    return replace(base, beam=beam, nbest=nbest,
+                   batch_tokens=base.batch_tokens if batch_tokens is None else batch_tokens)
+
+
+def _load_for_decoding(checkpoint: Path, device: str):
+    from nmt.checkpoint import load_for_inference
+    from nmt.prediction import pick_device
+
+    dev = pick_device(device)
+    model, tok, recipe = load_for_inference(checkpoint, dev)
+    return model, tok, recipe, dev
+
+
+@app.command("translate", epilog="N-best output: with --nbest N each input line gives N lines "
+             "(one for an empty line) of tab-separated fields: input line number (from 1), "
+             "rank (from 1), score (log-probability / GNMT length penalty; higher is better), "
+             "translation.")
+@user_errors
+def translate_cmd(
+        input: str = typer.Argument("-", help="UTF-8 text, one sentence per line; - = stdin."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", help="Run directory (its best.pt) "
+                                        "or a .pt file."),
+        output: str = typer.Option("-", "-o", "--output", help="Output file; - = stdout."),
+        beam: Optional[int] = typer.Option(None, "--beam", min=1, help="Beam size; 1 = greedy "
+                                           "(default: the recipe's decode.beam)."),
+        nbest: int = typer.Option(1, "--nbest", min=1, help="Write the N best translations "
+                                  "per line as TSV (see below)."),
+        batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", min=1,
+                                                   help="Source tokens per decoding batch."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda")):
+    """Translate text: exactly one output line per input line, in order (empty in, empty out;
+    a line too long for the model is truncated, with a warning on stderr)."""
+    from nmt.prediction import translate_file
+
+    if input != "-" and not Path(input).is_file():
+        raise NMTError(f"{input}: input file not found")
+    model, tok, recipe, dev = _load_for_decoding(checkpoint, device)
+    dcfg = _decode_config(recipe.decode, beam, batch_tokens, nbest)
+    translate_file(model, tok, input, output, dcfg, dev, nbest, progress=sys.stderr.isatty())
+
+
+@app.command("eval")
+@user_errors
+def eval_cmd(
+        hyp: List[Path] = typer.Option([], "--hyp", help="Hypothesis file (repeat to compare "
+                                       "systems: paired bootstrap against the first)."),
+        ref: List[Path] = typer.Option([], "--ref", help="Reference file (repeat for several "
+                                       "references)."),
+        checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="Translate --src "
+                                                  "with this run or .pt instead of --hyp."),
+        src: Optional[Path] = typer.Option(None, "--src", help="Source file (with --checkpoint)."),
+        beam: Optional[int] = typer.Option(None, "--beam", min=1, help="Beam size (with "
+                                           "--checkpoint; default: the recipe's)."),
+        batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", min=1,
+                                                   help="Source tokens per decoding batch."),
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+        json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+    """Score translations with sacreBLEU: BLEU (13a, cased), chrF and TER, with signatures.
+
+    nmt eval --hyp H --ref R; several --hyp: paired bootstrap vs the first. nmt eval
+    --checkpoint RUN --src S --ref R: translate S, score it, and report the teacher-forced
+    perplexity of R given S."""
+    import json
+
+    from nmt.evaluation import read_aligned, read_text
+
+    result: dict = {"refs": [str(p) for p in ref]}
+    if checkpoint is not None:
+        if hyp or src is None:
+            raise NMTError("with --checkpoint, give --src and --ref (and no --hyp)")
+        from nmt.prediction import teacher_forced_loss, translate_lines
+
+        src_lines = read_text(src, "source")
+        _, refs = read_aligned([], [str(p) for p in ref])
+        if len(src_lines) != len(refs[0]):
+            raise NMTError(f"{src} has {len(src_lines)} lines but {ref[0]} has "
+                           f"{len(refs[0])}; source and references must be line-aligned")
+        model, tok, recipe, dev = _load_for_decoding(checkpoint, device)
+        dcfg = _decode_config(recipe.decode, beam, batch_tokens)
+        hyps = {str(checkpoint): translate_lines(model, tok, src_lines, dcfg, dev,
+                                                 progress=sys.stderr.isatty())}
+        pairs = list(zip(tok.encode_src(src_lines), tok.encode_tgt(refs[0])))
+        nll, ppl = teacher_forced_loss(model, pairs, dcfg.batch_tokens, dev)
+        result.update(checkpoint=str(checkpoint), src=str(src), beam=dcfg.beam, nll=nll, ppl=ppl)
+    else:
+        if not hyp or src is not None:
+            raise NMTError("give --hyp FILE and --ref FILE (or --checkpoint RUN --src FILE "
+                           "--ref FILE to translate first)")
+        hyps, refs = read_aligned([str(p) for p in hyp], [str(p) for p in ref])
+    _score_systems(hyps, refs, result)
+    if json_out:
+        print(json.dumps(result, indent=2))
+    else:
+        _print_scores(result)
+
+
+def _score_systems(hyps: dict, refs: list, result: dict) -> None:
+    from nmt.evaluation import paired_bootstrap, score
+
+    result["systems"] = {}
+    for name, lines in hyps.items():
+        s = score(lines, refs)
+        result["signatures"] = s.pop("signatures")
+        result["systems"][name] = s
+    if len(hyps) > 1:
+        (base, base_lines), *others = hyps.items()
+        result["baseline"] = base
+        result["bootstrap"] = paired_bootstrap(base_lines, dict(others), refs, base)
+
+
+def _print_scores(result: dict) -> None:
+    from rich.table import Table
+
+    bs = result.get("bootstrap")
+    names = list(result["systems"])
+    short = [Path(n).name for n in names]  # file names read better, when they are unique
+    shown = dict(zip(names, short if len(set(short)) == len(short) else names))
+    table = Table(title=f"scores against {', '.join(result['refs'])}",
+                  caption=None if not bs else "BLEU μ ± 95% CI and p: paired bootstrap, 1000 "
+                  "resamples, against the first system; * p < 0.05 (chrF's: --json)")
+    table.add_column("system", overflow="fold")
+    for col in ("BLEU", "chrF", "TER") + (("BLEU μ ± CI", "p") if bs else ()):
+        table.add_column(col, justify="right", no_wrap=True)
+    for name, s in result["systems"].items():
+        row = [shown[name], f"{s['bleu']:.2f}", f"{s['chrf']:.2f}", f"{s['ter']:.2f}"]
+        if bs:
+            b, p = bs[name], bs[name]["p_value"]
+            row += [f"{b['mean']:.2f} ± {b['ci']:.2f}",
+                    "baseline" if p is None else f"{p:.4f}{'*' if p < 0.05 else ''}"]
+        table.add_row(*row)
+    out = Console()
+    out.print(table)
+    if "ppl" in result:
+        out.print(f"teacher-forced perplexity of the references: {result['ppl']:.2f} "
+                  f"(NLL {result['nll']:.4f} per token, beam {result['beam']} for the scores)",
+                  highlight=False)
+    for metric, sig in result["signatures"].items():
+        out.print(f"{metric} signature: {sig}", highlight=False, soft_wrap=True)
+
 # ---- compare and attention (issue 6) ----
 
 @app.command()

@@ -121,7 +121,7 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
         Tokenizer.train(train.src, train.tgt, tok_dir, first.tokenizer)
     tok = Tokenizer.load(tok_dir)
 
-    tests = {s: load_split(first.data, s) for s in first.data.test}
+    tests = {s: load_split(first.data, s, limit=first.data.max_test_pairs) for s in first.data.test}
     for i, name in enumerate(todo, 1):
         r = cmp.recipes[name]
         run_dir = out / "systems" / name
@@ -135,6 +135,10 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
             if device != "auto":
                 r.train.device = device
             summary = training.train(r, run_dir, resume=resume, quiet=quiet, tokenizer_dir=tok_dir)
+            if summary.get("interrupted"):
+                raise NMTError(f"interrupted while training {name}; run the same command again "
+                               "to resume")
+            summary["device"] = _device_name(_device(r.train.device))
             done.write_text(json.dumps(summary, indent=2, default=str))
         for split, corpus in tests.items():
             hyp = run_dir / f"{split}.hyp"
@@ -239,6 +243,7 @@ def collect(cmp: Comparison, out: Path, tests: dict) -> dict:
         info: dict = {"n": len(tests[split].src)}
         if cmp.baseline in by_sys and len(by_sys) > 1:
             others = {n: h for n, h in by_sys.items() if n != cmp.baseline}
-            info["bootstrap"] = paired_bootstrap(by_sys[cmp.baseline], others, [tests[split].tgt])
+            info["bootstrap"] = paired_bootstrap(by_sys[cmp.baseline], others, [tests[split].tgt],
+                                                 baseline_name=cmp.baseline)
         results["tests"][split] = info
     return results

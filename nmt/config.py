@@ -35,6 +35,7 @@ class DataConfig:
     test: list[str] = field(default_factory=lambda: ["test_2016_flickr"])
     max_train_pairs: int = 0        # use only the first N training pairs (0 = all); for smoke runs
     max_valid_pairs: int = 0        # likewise for validation (0 = all)
+    max_test_pairs: int = 0         # likewise for each test set (0 = all)
     max_len: int = 100              # drop training pairs with more tokens than this on either side
     max_ratio: float = 3.0          # drop training pairs whose token-length ratio exceeds this
 
@@ -136,7 +137,8 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
     c(d.source in ("multi30k", "files", "tsv", "jsonl", "hf"), "data.source",
       f"unknown source {d.source!r}; use multi30k, files, tsv, jsonl or hf")
     c(d.source == "multi30k" or d.path, "data.path", f"source {d.source!r} needs a path")
-    c(d.max_train_pairs >= 0 and d.max_valid_pairs >= 0, "data.max_*_pairs", "must be >= 0")
+    c(min(d.max_train_pairs, d.max_valid_pairs, d.max_test_pairs) >= 0, "data.max_*_pairs",
+      "must be >= 0")
     c(d.max_len > 0, "data.max_len", "must be > 0")
     c(d.max_ratio >= 1, "data.max_ratio", "must be >= 1")
     c(t.model_type in ("unigram", "bpe"), "tokenizer.model_type", "must be unigram or bpe")

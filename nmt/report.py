@@ -30,7 +30,7 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
             t = s["tests"].get(split, {})
             row += [_fmt(t.get("bleu")), _fmt(t.get("chrf"))]
         dec = next(iter(s["tests"].values()), {}).get("decode", {})
-        row += [_fmt(s.get("val_ppl"), 2), f"{sm.get('train_seconds', 0) / 60:.1f} min",
+        row += [_fmt(s.get("val_ppl"), 2), f"{sm.get('train_time', 0) / 60:.1f} min",
                 f"{sm.get('tokens_per_s', 0):,.0f}", _fmt(dec.get("sent_per_s")),
                 str(sm.get("device", dec.get("device", "?")))]
         lines.append("| " + " | ".join(row) + " |")

@@ -1,0 +1,46 @@
+"""RNN encoder (Bahdanau et al. 2015, Sec. 3.2; Cho et al. 2014). The Transformer encoder lives in
+nmt/transformer.py."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+
+class RNNEncoder(nn.Module):
+    """Embeddings -> (bi)GRU/LSTM stack -> annotations h_1..h_S and a summary for the decoder.
+
+    A bidirectional encoder uses hidden_size / 2 units per direction, so the annotations
+    h_j = [->h_j; <-h_j] always have hidden_size features, the decoder's size (dot-style
+    attention then needs no projection). Sequences are packed: the RNN never reads padding, so
+    a sentence encodes the same alone or in a padded batch, and the backward direction starts
+    at the sentence's real last token.
+
+    `final` = tanh(W [->h_S; <-h_1]) from the top layer: the bridge that initialises the
+    decoder (as Bahdanau et al. 2015, Appendix A.2.2, s_0 = tanh(W_s <-h_1), with both
+    directions) and, for the attention-free model, the fixed context c = tanh(V h_N) of Cho et
+    al. 2014 (Appendix A.1.1). Dropout applies to the embeddings and to the annotations.
+    """
+
+    def __init__(self, embed: nn.Embedding, hidden_size: int, layers: int, rnn_type: str,
+                 bidirectional: bool, dropout: float):
+        super().__init__()
+        self.embed = embed
+        self.dirs = 2 if bidirectional else 1
+        rnn = nn.GRU if rnn_type == "gru" else nn.LSTM
+        self.rnn = rnn(embed.embedding_dim, hidden_size // self.dirs, layers, batch_first=True,
+                       bidirectional=bidirectional, dropout=dropout if layers > 1 else 0.0)
+        self.bridge = nn.Linear(hidden_size, hidden_size)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, src: Tensor, src_len: Tensor) -> tuple[Tensor, Tensor]:
+        """src (B, S), src_len (B,) -> outputs (B, S, H) zero on padding, final (B, H)."""
+        x = self.dropout(self.embed(src))                       # (B, S, E)
+        packed = pack_padded_sequence(x, src_len.cpu(), batch_first=True, enforce_sorted=False)
+        out, h = self.rnn(packed)
+        out, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))  # (B, S, H)
+        if isinstance(h, tuple):                                # LSTM: (h, c); summarise h
+            h = h[0]
+        top = h[-self.dirs:]                                    # (dirs, B, H/dirs) top layer
+        final = torch.tanh(self.bridge(torch.cat(list(top), dim=-1)))  # (B, H)
+        return self.dropout(out), final

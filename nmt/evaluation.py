@@ -1,0 +1,103 @@
+"""Scoring translations with sacreBLEU (Post 2018): BLEU (Papineni et al. 2002; 13a tokenizer,
+cased), chrF (Popović 2015) and TER (Snover et al. 2006), each with its signature so a number can
+be reproduced, and paired bootstrap resampling (Koehn 2004) to tell whether a system beats a
+baseline on the same test set.
+
+References follow sacreBLEU: `refs` is a list of reference *streams*, each with one line per
+hypothesis (one reference set = `[ref_lines]`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from sacrebleu.metrics import BLEU, CHRF, TER
+from sacrebleu.significance import PairedTest
+
+from nmt.data import read_lines
+from nmt.errors import NMTError
+
+BOOTSTRAP_SAMPLES = 1000  # sacreBLEU's default; its seed is fixed (SACREBLEU_SEED, 12345)
+
+
+def _metrics() -> dict:
+    return {"bleu": BLEU(), "chrf": CHRF(), "ter": TER()}
+
+
+def _check(hyps: list[str], refs: list[list[str]]) -> None:
+    if not refs:
+        raise NMTError("no reference given")
+    for i, r in enumerate(refs):
+        if len(r) != len(hyps):
+            raise NMTError(f"{len(hyps)} hypotheses but reference set {i + 1} has {len(r)} "
+                           "lines; each reference needs one line per hypothesis")
+
+
+def score(hyps: list[str], refs: list[list[str]]) -> dict:
+    """{"bleu", "chrf", "ter", "signatures": {metric: sacreBLEU signature}} on the corpus."""
+    _check(hyps, refs)
+    out: dict = {"signatures": {}}
+    for name, metric in _metrics().items():
+        out[name] = metric.corpus_score(hyps, refs).score
+        out["signatures"][name] = str(metric.get_signature())
+    return out
+
+
+def paired_bootstrap(baseline: list[str], systems: dict[str, list[str]], refs: list[list[str]],
+                     baseline_name: str = "baseline") -> dict[str, dict]:
+    """Paired bootstrap resampling (Koehn 2004) through sacreBLEU's PairedTest.
+
+    Returns per system, baseline first, BLEU's {"score", "mean", "ci", "p_value"} (the
+    bootstrap mean and 95% half-width; p_value None for the baseline itself, else the p-value
+    of its difference to the baseline) and the same four under "chrf". A system whose output
+    equals the baseline's gets p = 1: sacreBLEU's test would give it 1/(samples+1), as it only
+    counts resampled differences strictly above the observed one, and here both are 0.
+    """
+    _check(baseline, refs)
+    for name, hyps in systems.items():
+        if len(hyps) != len(baseline):
+            raise NMTError(f"system {name!r} has {len(hyps)} lines, the baseline "
+                           f"{baseline_name!r} has {len(baseline)}")
+    named = [(baseline_name, baseline), *systems.items()]
+    metrics = {"BLEU": BLEU(), "chrF": CHRF()}
+    _, table = PairedTest(named, metrics, refs, test_type="bs",
+                          n_samples=BOOTSTRAP_SAMPLES)()
+    bleu_key, chrf_key = [k for k in table if k != "System"]  # "BLEU", "chrF2"
+    rows: dict[str, dict] = {}
+    for i, name in enumerate(table["System"]):
+        b, c = table[bleu_key][i], table[chrf_key][i]
+        rows[name] = {**_result(b), "chrf": _result(c)}
+        if i and systems[name] == baseline:
+            rows[name]["p_value"] = rows[name]["chrf"]["p_value"] = 1.0
+    return rows
+
+
+def _result(r) -> dict:
+    return {"score": float(r.score), "mean": float(r.mean), "ci": float(r.ci),
+            "p_value": None if r.p_value is None else float(r.p_value)}
+
+
+def read_text(path: str | Path, what: str) -> list[str]:
+    """Lines of a hypothesis/reference/source file; an empty file is an error."""
+    lines = read_lines(Path(path))
+    if not lines:
+        raise NMTError(f"{path}: the {what} file is empty")
+    return lines
+
+
+def read_aligned(hyp_paths: list[str], ref_paths: list[str]) -> tuple[dict[str, list[str]],
+                                                                        list[list[str]]]:
+    """Hypothesis files (by path) and reference streams, checked to have one line per line."""
+    if not ref_paths:
+        raise NMTError("no reference: pass --ref FILE")
+    refs = [read_text(p, "reference") for p in ref_paths]
+    hyps = {}
+    for p in hyp_paths:
+        if p in hyps:
+            raise NMTError(f"{p}: the same hypothesis file is given twice")
+        hyps[p] = read_text(p, "hypothesis")
+    first, n = ref_paths[0], len(refs[0])
+    for p, lines in [*zip(ref_paths[1:], refs[1:]), *hyps.items()]:
+        if len(lines) != n:
+            raise NMTError(f"{p} has {len(lines)} lines but {first} has {n}; "
+                           "hypotheses and references must be line-aligned")
+    return hyps, refs

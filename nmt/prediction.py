@@ -1,0 +1,226 @@
+"""Translating text, and scoring it under teacher forcing.
+
+Lines are decoded in length-sorted, token-budget batches (little padding, long sentences in
+small batches) and put back in input order, so output line i always belongs to input line i:
+an empty line gives an empty line, a line longer than the model can read is truncated (with a
+warning on stderr), and no line is ever dropped. Files are streamed in chunks, so memory stays
+bounded however long the input is.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from nmt.batching import collate, token_batches
+from nmt.config import DecodeConfig
+from nmt.errors import NMTError
+from nmt.search import max_output_len, translate_batch
+from nmt.tokenizer import PAD
+
+CHUNK_LINES = 10_000   # lines read, sorted and decoded together when streaming a file
+MAX_SRC_TOKENS = 1024  # source cap (incl. EOS) for models without a position table
+
+
+def pick_device(name: str) -> torch.device:
+    """auto = the GPU when there is one."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise NMTError(f"--device {name}: no CUDA GPU is visible to torch; use --device cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise NMTError(f"--device {name}: use auto, cpu or cuda")
+    return torch.device(name)
+
+
+@contextlib.contextmanager
+def _eval_mode(model):
+    """Dropout off while decoding or scoring; the caller (e.g. training) gets its mode back."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def source_cap(model) -> int:
+    """Most source tokens (EOS included) the model is given."""
+    positions = getattr(model, "max_positions", None)
+    return min(MAX_SRC_TOKENS, int(positions)) if positions else MAX_SRC_TOKENS
+
+
+def _progress(enabled: bool):
+    """A bar on stderr (only when asked: the CLI asks when stderr is a terminal)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    return Progress("translating", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=Console(stderr=True), transient=True, disable=not enabled)
+
+
+def _decode(model, tok, lines: list[str], dcfg: DecodeConfig, device, where: str = "input",
+            first_line: int = 1, advance=None) -> list[list[tuple[str, float]]]:
+    """Per line its n-best (translation, score); an empty line gets [("", 0.0)]."""
+    out: list[list[tuple[str, float]]] = [[("", 0.0)] for _ in lines]
+    todo = [i for i, s in enumerate(lines) if s.strip()]
+    if advance is not None:
+        advance(len(lines) - len(todo))
+    if not todo:
+        return out
+    ids = tok.encode_src([lines[i].strip() for i in todo])
+    cap = source_cap(model) - 1  # room for the EOS collate appends
+    for i, x in zip(todo, ids):
+        if len(x) > cap:
+            print(f"warning: {where}: line {first_line + i} has {len(x)} source tokens, more "
+                  f"than the model reads ({cap}); truncated to the first {cap}", file=sys.stderr)
+    pairs = [(x[:cap], []) for x in ids]
+    lens = [len(x) for x, _ in pairs]
+    out_cap = max_output_len(model)
+    with _eval_mode(model):
+        for idx in token_batches(lens, lens, dcfg.batch_tokens, 0, 0, shuffle=False):
+            b = collate(pairs, idx)
+            hyps = translate_batch(model, b.src.to(device), b.src_len.to(device), dcfg, out_cap)
+            texts = tok.decode_tgt([y for h in hyps for y, _ in h])
+            k = 0
+            for j, h in zip(idx, hyps):
+                out[todo[j]] = [(texts[k + r], s) for r, (_, s) in enumerate(h)]
+                k += len(h)
+            if advance is not None:
+                advance(len(idx))
+    return out
+
+
+def translate_lines(model, tok, lines: list[str], dcfg: DecodeConfig, device,
+                    progress: bool = False) -> list[str]:
+    """One translation per input line, in input order (the best of the n-best)."""
+    with _progress(progress) as bar:
+        task = bar.add_task("translate", total=len(lines))
+        nbest = _decode(model, tok, lines, dcfg, device,
+                        advance=lambda n: bar.advance(task, n))
+    return [_one_line(h[0][0]) for h in nbest]
+
+
+def _one_line(text: str) -> str:
+    """Nothing in a translation may split it into two output lines or TSV fields."""
+    return text.replace("\r", " ").replace("\n", " ").replace("\t", " ")
+
+
+def read_text_lines(source: str | Path, chunk: int = CHUNK_LINES) -> Iterator[list[str]]:
+    """Chunks of lines from a UTF-8 file or stdin ("-"); a bad byte is an NMTError with the line
+    number. Only a trailing newline (and CR) is removed."""
+    name = "stdin" if str(source) == "-" else str(source)
+    if name == "stdin":
+        f = sys.stdin.buffer
+        close = False
+    else:
+        try:
+            f = open(source, "rb")
+        except FileNotFoundError:
+            raise NMTError(f"{name}: file not found") from None
+        except OSError as e:
+            raise NMTError(f"{name}: cannot read it ({e.strerror or e})") from None
+        close = True
+    try:
+        buf: list[str] = []
+        for n, raw in enumerate(f, 1):  # splits on b"\n" only, unlike str.splitlines
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise NMTError(f"{name}: line {n} is not valid UTF-8 ({e.reason}); convert the "
+                               "file to UTF-8, e.g. with iconv") from None
+            if n == 1:
+                line = line.removeprefix("\ufeff")
+            buf.append(line.removesuffix("\n").removesuffix("\r"))
+            if len(buf) == chunk:
+                yield buf
+                buf = []
+        if buf:
+            yield buf
+    finally:
+        if close:
+            f.close()
+
+
+@contextlib.contextmanager
+def _open_output(output: str | Path | None) -> Iterator[IO[str]]:
+    """stdout for None or "-"; a file is written beside its target and renamed when complete,
+    so a crash never leaves a half translation that looks finished."""
+    if output is None or str(output) == "-":
+        yield sys.stdout
+        sys.stdout.flush()
+        return
+    path = Path(output)
+    if not path.parent.is_dir():
+        raise NMTError(f"{path}: directory {path.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def translate_file(model, tok, source: str | Path, output: str | Path | None,
+                   dcfg: DecodeConfig, device, nbest: int = 1, progress: bool = False) -> int:
+    """Translate a file (or "-" for stdin) to `output` (a path, or None/"-" for stdout).
+
+    Exactly one line per input line. With nbest > 1, N lines per input line (one for an empty
+    line) of tab-separated `line number (from 1), rank (from 1), score, translation`, the
+    score being log P(y|x) / lp(y) (higher is better). Returns the number of input lines.
+    """
+    if not 1 <= nbest <= dcfg.beam:
+        raise NMTError(f"--nbest {nbest} needs a beam at least that wide (beam is {dcfg.beam}); "
+                       f"pass --beam {max(nbest, 1)}")
+    dcfg = DecodeConfig(**{**vars(dcfg), "nbest": nbest})
+    where = "stdin" if str(source) == "-" else str(source)
+    done = 0
+    with _open_output(output) as out, _progress(progress) as bar:
+        task = bar.add_task("translate", total=None)
+        for chunk in read_text_lines(source, CHUNK_LINES):
+            hyps = _decode(model, tok, chunk, dcfg, device, where, done + 1,
+                           lambda n: bar.advance(task, n))
+            if nbest == 1:
+                out.write("".join(_one_line(h[0][0]) + "\n" for h in hyps))
+            else:
+                out.write("".join(f"{done + i + 1}\t{r + 1}\t{s:.4f}\t{_one_line(t)}\n"
+                                  for i, h in enumerate(hyps) for r, (t, s) in enumerate(h)))
+            out.flush()
+            done += len(chunk)
+    return done
+
+
+@torch.inference_mode()
+def teacher_forced_loss(model, pairs: list[tuple[list[int], list[int]]], batch_tokens: int,
+                        device) -> tuple[float, float]:
+    """(mean NLL per target token incl. EOS, perplexity = exp(NLL)).
+
+    Plain cross-entropy of the reference under teacher forcing, no label smoothing, the same
+    for every model, so RNN and Transformer perplexities compare. Sides longer than the model
+    reads are cut, as translation cuts them.
+    """
+    if not pairs:
+        raise NMTError("no sentence pairs to score")
+    cap_src, cap_tgt = source_cap(model) - 1, max_output_len(model) or MAX_SRC_TOKENS
+    pairs = [(x[:cap_src], y[:cap_tgt]) for x, y in pairs]
+    total, ntokens = 0.0, 0
+    src_lens = [len(x) for x, _ in pairs]
+    tgt_lens = [len(y) for _, y in pairs]
+    with _eval_mode(model):
+        for idx in token_batches(src_lens, tgt_lens, batch_tokens, 0, 0, shuffle=False):
+            b = collate(pairs, idx).to(device)
+            logits, _ = model(b.src, b.src_len, b.tgt_in)  # (B, T, V)
+            total += F.cross_entropy(logits.float().flatten(0, 1), b.tgt_out.flatten(),
+                                     ignore_index=PAD, reduction="sum").item()
+            ntokens += b.ntokens
+    nll = total / ntokens
+    return nll, math.exp(min(nll, 700.0))  # exp overflows a float past ~709

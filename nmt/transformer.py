@@ -1,0 +1,211 @@
+"""The Transformer (Vaswani et al. 2017, "Attention is all you need").
+
+Pre-norm by default (LayerNorm before each sublayer, one final LayerNorm per stack: trains
+without warm-up tricks, Xiong et al. 2020); post-norm (the paper's LayerNorm(x + Sublayer(x)),
+Sec. 3.1) as an option. Dropout where the paper puts it (Sec. 5.4): on each sublayer's
+output before the residual sum, and on embeddings + positions.
+
+Decoding keeps a cache in the state: per layer, the self-attention keys/values of the positions
+decoded so far (one position appended per step) and the cross-attention keys/values of the
+source (computed once in `start`).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nmt.config import ModelConfig
+from nmt.errors import NMTError
+from nmt.model import Seq2Seq, embedding, source_mask
+
+KV = tuple[Tensor, Tensor]  # keys, values: (B, heads, length, d_head) each
+
+
+class MultiHeadAttention(nn.Module):
+    """MultiHead(Q, K, V) = Concat(head_1..head_h) W^O, head_i = Attention(Q W_i^Q, K W_i^K,
+    V W_i^V), Attention(Q, K, V) = softmax(Q K^T / sqrt(d_k)) V (Eq. 1 and Sec. 3.2.2).
+
+    Keys and values are projected by `kv()` apart from the queries, so callers can cache them.
+    The fast path is F.scaled_dot_product_attention (fused kernels); `need_weights` computes the
+    softmax explicitly to return the weights (B, heads, T, S): same outputs, for plots/tests.
+    """
+
+    def __init__(self, d: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.q, self.k, self.v, self.o = (nn.Linear(d, d) for _ in range(4))
+
+    def split(self, x: Tensor) -> Tensor:
+        B, T, d = x.shape
+        return x.view(B, T, self.heads, d // self.heads).transpose(1, 2)  # (B, h, T, dh)
+
+    def kv(self, x: Tensor) -> KV:
+        return self.split(self.k(x)), self.split(self.v(x))    # (B, h, S, dh) x2
+
+    def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
+                causal: bool = False, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x (B, T, d) queries; mask (B, 1, 1, S) True where a key may be attended; causal:
+        position t sees keys <= t (T == S)."""
+        q = self.split(self.q(x))                               # (B, h, T, dh)
+        w = None
+        if need_weights:
+            scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, h, T, S)
+            if causal:
+                future = torch.ones(q.size(2), k.size(2), dtype=torch.bool,
+                                    device=q.device).triu(1)    # (T, S)
+                scores = scores.masked_fill(future, float("-inf"))
+            if mask is not None:
+                scores = scores.masked_fill(~mask, float("-inf"))
+            w = scores.softmax(-1)
+            out = w @ v                                         # (B, h, T, dh)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+        B, h, T, dh = out.shape
+        return self.o(out.transpose(1, 2).reshape(B, T, h * dh)), w  # (B, T, d)
+
+
+class Sublayers(nn.Module):
+    """Residual wiring of Sec. 3.1 with the norm either before (pre) or after (post)."""
+
+    def __init__(self, d: int, n: int, dropout: float, pre_norm: bool):
+        super().__init__()
+        self.norms = nn.ModuleList(nn.LayerNorm(d) for _ in range(n))
+        self.drop = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def inp(self, x: Tensor, i: int) -> Tensor:
+        return self.norms[i](x) if self.pre_norm else x
+
+    def add(self, x: Tensor, out: Tensor, i: int) -> Tensor:
+        return x + self.drop(out) if self.pre_norm else self.norms[i](x + self.drop(out))
+
+
+def feed_forward(d: int, ff: int) -> nn.Sequential:
+    """FFN(x) = max(0, x W1 + b1) W2 + b2 (Eq. 2)."""
+    return nn.Sequential(nn.Linear(d, ff), nn.ReLU(), nn.Linear(ff, d))
+
+
+class EncoderLayer(Sublayers):
+    def __init__(self, d: int, heads: int, ff: int, dropout: float, pre_norm: bool):
+        super().__init__(d, 2, dropout, pre_norm)
+        self.self_attn, self.ff = MultiHeadAttention(d, heads), feed_forward(d, ff)
+
+    def forward(self, x: Tensor, mask: Tensor) -> Tensor:
+        y = self.inp(x, 0)                                      # (B, S, d)
+        x = self.add(x, self.self_attn(y, *self.self_attn.kv(y), mask=mask)[0], 0)
+        return self.add(x, self.ff(self.inp(x, 1)), 1)
+
+
+class DecoderLayer(Sublayers):
+    def __init__(self, d: int, heads: int, ff: int, dropout: float, pre_norm: bool):
+        super().__init__(d, 3, dropout, pre_norm)
+        self.self_attn, self.cross_attn = MultiHeadAttention(d, heads), MultiHeadAttention(d, heads)
+        self.ff = feed_forward(d, ff)
+
+    def forward(self, x: Tensor, cross: KV, mask: Tensor, cache: KV | None = None,
+                need_weights: bool = False) -> tuple[Tensor, KV, Tensor | None]:
+        """x (B, T, d). Without a cache: a whole target, causally masked. With a cache (the
+        earlier positions' keys/values): the next position(s), which may see all of it.
+        Returns the output, this layer's self-attention keys/values so far, and the cross-attention
+        weights (B, h, T, S) if asked for."""
+        y = self.inp(x, 0)
+        k, v = self.self_attn.kv(y)                             # (B, h, T, dh)
+        if cache is not None:
+            k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)  # (B, h, t+T, dh)
+        x = self.add(x, self.self_attn(y, k, v, causal=cache is None)[0], 0)
+        out, w = self.cross_attn(self.inp(x, 1), *cross, mask=mask, need_weights=need_weights)
+        x = self.add(x, out, 1)
+        return self.add(x, self.ff(self.inp(x, 2)), 2), (k, v), w
+
+
+def sinusoids(n: int, d: int) -> Tensor:
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d)), PE(pos, 2i+1) = cos(...) (Sec. 3.5)."""
+    pos = torch.arange(n, dtype=torch.float32).unsqueeze(1)    # (n, 1)
+    freq = torch.exp(torch.arange(0, d, 2, dtype=torch.float32) * (-math.log(10000.0) / d))
+    pe = torch.zeros(n, d)
+    pe[:, 0::2], pe[:, 1::2] = torch.sin(pos * freq), torch.cos(pos * freq)
+    return pe                                                   # (n, d)
+
+
+class Transformer(Seq2Seq):
+    """Encoder-decoder Transformer. Embeddings are scaled by sqrt(d_model) (Sec. 3.4) and start
+    at N(0, d^-0.5), so inputs have unit scale while tied output logits start near N(0, 1)."""
+
+    def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int, share_src: bool):
+        super().__init__()
+        d = cfg.d_model
+        self.d, self.max_positions = d, cfg.max_positions
+        layer_args = (d, cfg.heads, cfg.ff_dim, cfg.dropout, cfg.pre_norm)
+        self.encoder = nn.ModuleList(EncoderLayer(*layer_args) for _ in range(cfg.enc_layers))
+        self.decoder = nn.ModuleList(DecoderLayer(*layer_args) for _ in range(cfg.dec_layers))
+        # post-norm already ends each layer in a LayerNorm; pre-norm needs one on top
+        self.enc_norm = nn.LayerNorm(d) if cfg.pre_norm else nn.Identity()
+        self.dec_norm = nn.LayerNorm(d) if cfg.pre_norm else nn.Identity()
+        self.out = nn.Linear(d, tgt_vocab, bias=False)
+        self.drop = nn.Dropout(cfg.dropout)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):                        # xavier for every linear map
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        # embeddings after the loop: when tied, the output matrix *is* the embedding matrix
+        self.tgt_embed = embedding(tgt_vocab, d)
+        self.src_embed = self.tgt_embed if share_src else embedding(src_vocab, d)
+        if cfg.tie_embeddings:
+            self.out.weight = self.tgt_embed.weight
+        self.pos = embedding(cfg.max_positions, d) if cfg.learned_pos else None
+        self.register_buffer("pe", sinusoids(cfg.max_positions, d), persistent=False)
+
+    def embed(self, table: nn.Embedding, tokens: Tensor, offset: int = 0) -> Tensor:
+        T = tokens.size(1)
+        if offset + T > self.max_positions:
+            raise NMTError(f"a sequence of {offset + T} tokens is longer than model.max_positions="
+                           f"{self.max_positions}; raise it in the recipe or lower data.max_len")
+        pos = torch.arange(offset, offset + T, device=tokens.device)
+        pos = self.pe[pos] if self.pos is None else self.pos(pos)  # (T, d)
+        return self.drop(table(tokens) * math.sqrt(self.d) + pos)   # (B, T, d)
+
+    def encode(self, src: Tensor, src_len: Tensor) -> dict[str, Tensor]:
+        mask = source_mask(src, src_len)                        # (B, S)
+        x = self.embed(self.src_embed, src)                     # (B, S, d)
+        for layer in self.encoder:
+            x = layer(x, mask[:, None, None])
+        return {"memory": self.enc_norm(x), "mask": mask}
+
+    def _decode(self, tgt_in: Tensor, enc: dict, all_weights: bool) -> tuple[Tensor, list[Tensor]]:
+        """Whole target at once; cross-attention weights of the last layer (or of all)."""
+        x, mask, maps = self.embed(self.tgt_embed, tgt_in), enc["mask"][:, None, None], []
+        for i, layer in enumerate(self.decoder):
+            want = all_weights or i == len(self.decoder) - 1
+            x, _, w = layer(x, layer.cross_attn.kv(enc["memory"]), mask, need_weights=want)
+            maps.append(w)
+        return self.out(self.dec_norm(x)), maps                 # (B, T, V)
+
+    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
+        logits, maps = self._decode(tgt_in, self.encode(src, src_len), all_weights=False)
+        return logits, maps[-1].mean(1)                         # (B, T, V), (B, T, S)
+
+    @torch.no_grad()
+    def attention_maps(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> list[Tensor]:
+        """Cross-attention weights of every decoder layer, each (B, heads, T, S)."""
+        return self._decode(tgt_in, self.encode(src, src_len), all_weights=True)[1]
+
+    def start(self, memory: dict[str, Tensor]) -> dict:
+        B, h = memory["memory"].size(0), self.decoder[0].self_attn.heads
+        empty = memory["memory"].new_zeros(B, h, 0, self.d // h)  # no positions decoded yet
+        return {"mask": memory["mask"],
+                "cross": [layer.cross_attn.kv(memory["memory"]) for layer in self.decoder],
+                "self": [(empty, empty) for _ in self.decoder]}
+
+    def step(self, prev: Tensor, state: dict) -> tuple[Tensor, dict, Tensor]:
+        t = state["self"][0][0].size(2)                         # positions decoded so far
+        x, mask, caches = self.embed(self.tgt_embed, prev.unsqueeze(1), t), state["mask"], []
+        for i, layer in enumerate(self.decoder):
+            x, kv, w = layer(x, state["cross"][i], mask[:, None, None], cache=state["self"][i],
+                             need_weights=i == len(self.decoder) - 1)
+            caches.append(kv)
+        log_probs = self.out(self.dec_norm(x)).squeeze(1).float().log_softmax(-1)  # (B, V)
+        return log_probs, {**state, "self": caches}, w.squeeze(2).mean(1)  # w: (B, h, 1, S)

@@ -1,0 +1,200 @@
+"""Training: every smoke recipe trains end to end, the loss falls, and the run directory,
+schedule, non-finite guard and resume checks behave. Tiny slices and models keep it fast."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import nmt.training as training
+from nmt import checkpoint
+from nmt.config import TrainConfig, load_recipe
+from nmt.data import load_split
+from nmt.errors import NMTError
+from nmt.tokenizer import PAD, Tokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+SMOKE = sorted((ROOT / "recipes" / "smoke").glob("*.yaml"))
+TINY = ["data.max_train_pairs=300", "data.max_valid_pairs=20", "tokenizer.vocab_size=300",
+        "train.batch_tokens=600", "train.max_epochs=0", "train.max_steps=4",
+        "train.valid_every=2", "train.log_every=1", "train.threads=1"]
+
+
+@pytest.fixture(autouse=True)
+def _data(data_dir, monkeypatch):
+    monkeypatch.setenv("NMT_DATA_DIR", str(data_dir))
+
+
+@pytest.fixture(scope="module")
+def tok_dir(tmp_path_factory, data_dir):
+    """One small tokenizer shared by the in-process runs (as `nmt compare` shares one)."""
+    import os
+    os.environ.setdefault("NMT_DATA_DIR", str(data_dir))
+    r = load_recipe(ROOT / "recipes/smoke/transformer.yaml", TINY)
+    c = load_split(r.data, "train", limit=300)
+    d = tmp_path_factory.mktemp("tok")
+    Tokenizer.train(c.src, c.tgt, d, r.tokenizer)
+    return d
+
+
+def recipe(name="transformer", *sets):
+    return load_recipe(ROOT / "recipes" / "smoke" / f"{name}.yaml", TINY + list(sets))
+
+
+def records(run: Path, kind: str) -> list[dict]:
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return [r for r in map(json.loads, lines) if r["kind"] == kind]
+
+
+def test_smoke_recipes_exist_and_cover_the_comparison():
+    names = {p.stem for p in SMOKE}
+    assert {"transformer", "bahdanau", "luong-dot", "luong-general", "luong-concat",
+            "no-attention"} <= names
+    for p in SMOKE:
+        r = load_recipe(p)
+        assert r.data.max_train_pairs and r.train.max_epochs  # a slice and a fixed budget
+        assert p.read_text().startswith("#")                  # each says what it is for
+
+
+@pytest.mark.parametrize("path", SMOKE, ids=[p.stem for p in SMOKE])
+def test_every_smoke_recipe_trains_and_writes_a_usable_run(path, tmp_path, tok_dir):
+    r = recipe(path.stem)
+    out = tmp_path / "run"
+    s = training.train(r, out, quiet=True, tokenizer_dir=tok_dir)
+    assert s["steps"] == 4 and s["params"] > 0 and s["tokens_per_s"] > 0
+    assert not s["interrupted"] and "max_steps" in s["stopped"]
+    for f in ("best.pt", "last.pt", "recipe.yaml", "metrics.jsonl", "train.log",
+              "tokenizer/spm.model"):
+        assert (out / f).is_file(), f
+    assert [x["step"] for x in records(out, "train")] == [1, 2, 3, 4]
+    valid = records(out, "valid")
+    assert [v["step"] for v in valid] == [2, 4]
+    for v in valid:
+        assert math.isfinite(v["val_loss"]) and v["val_ppl"] == pytest.approx(
+            math.exp(v["val_loss"]), rel=1e-3)
+        assert 0 <= v["val_bleu"] <= 100 and "tok:13a" in v["bleu_signature"]
+    assert s["best_bleu"] == max(v["val_bleu"] for v in valid)
+    model, tok, saved = checkpoint.load_for_inference(out)  # best.pt is enough to translate
+    assert saved.model == r.model and not model.training
+    last = checkpoint.load(out, which="last")
+    assert last["step"] == 4 and last["optimizer"]["state"]
+    assert load_recipe(out / "recipe.yaml").model == r.model
+
+
+def test_loss_falls_with_training(tmp_path, tok_dir):
+    r = recipe("transformer", "train.max_steps=40", "train.valid_every=40",
+               "train.schedule=constant", "train.lr=0.003")
+    training.train(r, tmp_path / "run", quiet=True, tokenizer_dir=tok_dir)
+    losses = [x["loss"] for x in records(tmp_path / "run", "train")]
+    assert len(losses) == 40 and losses[0] > math.log(300)  # starts near uniform over the vocab
+    assert sum(losses[-5:]) / 5 < losses[0] - 1.5
+
+
+def test_sequence_loss_ignores_padding():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 4, 7)
+    tgt = torch.tensor([[4, 5, 6, PAD], [4, 5, PAD, PAD]])
+    want = sum(torch.nn.functional.cross_entropy(logits[b, :n], tgt[b, :n], reduction="sum",
+                                                 label_smoothing=0.1)
+               for b, n in ((0, 3), (1, 2)))
+    got = training.sequence_loss(logits, tgt, 0.1)
+    assert torch.allclose(got, want)
+    changed = logits.clone()
+    changed[1, 2:] = 100.0  # whatever the model says at padded positions does not count
+    assert torch.allclose(training.sequence_loss(changed, tgt, 0.1), want)
+
+
+def test_inverse_sqrt_warms_up_to_the_peak_then_decays():
+    cfg = TrainConfig(lr=1e-3, warmup=100, min_lr=1e-5)
+    f = [training.lr_factor(s, cfg) for s in range(1, 100_001)]
+    assert all(a < b for a, b in zip(f[:99], f[1:100]))       # linear warm-up
+    assert f[99] == 1.0 and max(f) == 1.0                      # peak train.lr at the warm-up end
+    assert f[399] == pytest.approx(0.5)                        # (100/400)^0.5: inverse sqrt
+    assert min(f) == pytest.approx(cfg.min_lr / cfg.lr)        # floored at min_lr
+    assert training.lr_factor(7, TrainConfig(schedule="constant")) == 1.0
+
+
+def test_a_taken_run_dir_is_refused_unless_overwrite(tmp_path, tok_dir):
+    out = tmp_path / "run"
+    r = recipe("transformer", "train.max_steps=2")
+    training.train(r, out, quiet=True, tokenizer_dir=tok_dir)
+    with pytest.raises(NMTError, match="already holds a run.*--resume.*--overwrite"):
+        training.train(r, out, quiet=True, tokenizer_dir=tok_dir)
+    with pytest.raises(NMTError, match="pick one"):
+        training.train(r, out, resume=True, overwrite=True, quiet=True)
+    (out / "step-9.pt").write_bytes(b"stale")
+    s = training.train(r, out, overwrite=True, quiet=True, tokenizer_dir=tok_dir)
+    assert s["steps"] == 2 and not (out / "step-9.pt").exists()
+    assert len(records(out, "train")) == 2  # the old run's records are gone
+
+
+def test_resume_checks_the_recipe_and_continues(tmp_path, tok_dir):
+    out = tmp_path / "run"
+    training.train(recipe("bahdanau"), out, quiet=True, tokenizer_dir=tok_dir)
+    with pytest.raises(NMTError, match="recipe mismatch.*model.hidden_size"):
+        training.train(recipe("bahdanau", "model.hidden_size=64"), out, resume=True)
+    with pytest.raises(NMTError, match="recipe mismatch.*model.attention"):
+        training.train(recipe("luong-dot"), out, resume=True)
+    with pytest.raises(NMTError, match="cannot change train.lr"):
+        training.train(recipe("bahdanau", "train.lr=0.1"), out, resume=True)
+    with pytest.raises(NMTError, match="nothing to resume"):
+        training.train(recipe("bahdanau"), tmp_path / "empty", resume=True)
+    s = training.train(recipe("bahdanau", "train.max_steps=6"), out, resume=True, quiet=True)
+    assert s["steps"] == 6
+    assert [x["step"] for x in records(out, "train")] == [1, 2, 3, 4, 5, 6]
+    assert load_recipe(out / "recipe.yaml").train.max_steps == 6
+    s = training.train(recipe("bahdanau", "train.max_steps=6"), out, resume=True, quiet=True)
+    assert s["steps"] == 6 and "max_steps" in s["stopped"]  # a finished run stays finished
+    assert len(records(out, "train")) == 6
+
+
+def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, tok_dir, monkeypatch, capsys):
+    real = training.sequence_loss
+    calls = {"n": 0}
+
+    def nan_on_third_call(logits, tgt, smoothing):
+        calls["n"] += 1
+        loss = real(logits, tgt, smoothing)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(training, "sequence_loss", nan_on_third_call)
+    out = tmp_path / "run"
+    s = training.train(recipe("transformer"), out, tokenizer_dir=tok_dir)
+    assert s["steps"] == 4 and calls["n"] == 5  # one batch more: its update was skipped
+    assert "update skipped" in capsys.readouterr().out
+    assert all(math.isfinite(p.float().sum()) for p in checkpoint.load(out)["model"].values())
+
+    good = (out / "last.pt").read_bytes()
+    monkeypatch.setattr(training, "sequence_loss", lambda *a: real(*a) * float("nan"))
+    r = recipe("transformer", "train.max_steps=20", "train.max_bad_steps=3")
+    with pytest.raises(NMTError, match="3 updates in a row had a non-finite.*last good"):
+        training.train(r, out, resume=True, quiet=True)
+    assert (out / "last.pt").read_bytes() == good  # the last good checkpoint is untouched
+
+
+def test_keep_last_keeps_the_newest_periodic_checkpoints(tmp_path, tok_dir):
+    r = recipe("transformer", "train.max_steps=5", "train.checkpoint_every=1",
+               "train.keep_last=2", "train.valid_every=5")
+    training.train(r, tmp_path / "run", quiet=True, tokenizer_dir=tok_dir)
+    assert sorted(p.name for p in (tmp_path / "run").glob("step-*.pt")) == \
+        ["step-4.pt", "step-5.pt"]
+    assert checkpoint.load(tmp_path / "run" / "step-4.pt")["step"] == 4
+
+
+def test_cli_train_reports_user_errors_in_one_line(tmp_path):
+    from cli import app
+
+    res = CliRunner().invoke(app, ["train", str(tmp_path / "missing.yaml")])
+    assert res.exit_code == 2 and "recipe not found" in res.output
+    res = CliRunner().invoke(app, ["train", str(SMOKE[0]), "--out", str(tmp_path / "x"),
+                                   "--resume"])
+    assert res.exit_code == 2 and "nothing to resume" in " ".join(res.output.split())
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_without_a_gpu_is_a_user_error(tmp_path):
+    with pytest.raises(NMTError, match="no CUDA GPU.*--device cpu"):
+        training.train(recipe("transformer", "train.device=cuda"), tmp_path / "run")
