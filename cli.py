@@ -268,7 +268,13 @@ def translate_cmd(
         raise NMTError(f"{input}: input file not found")
     model, tok, recipe, dev = _load_for_decoding(checkpoint, device)
     dcfg = _decode_config(recipe.decode, beam, batch_tokens, nbest)
-    translate_file(model, tok, input, output, dcfg, dev, nbest, progress=sys.stderr.isatty())
+    try:
+        translate_file(model, tok, input, output, dcfg, dev, nbest, progress=sys.stderr.isatty())
+    except BrokenPipeError:  # `nmt translate ... | head`: the reader left; stop quietly
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(1)
 
 
 @app.command("eval")

@@ -443,8 +443,8 @@ LEVERS = {  # name: (label, change to the measurement spec, configs it applies t
     "bf16": ("bf16 autocast", {"bf16": True}, "TR"),
     "compile": ("torch.compile(dynamic=True)", {"compile": True}, "TR"),
     "nobucket": ("no length bucketing (random batches)", {"bucketing": False}, "TR"),
-    "fused_adam": ("fused Adam (proposed nmt change)", {"candidates": ["fused_adam"]}, "TR"),
-    "rnn_loop": ("RNN decoder loop (proposed nmt change)", {"candidates": ["rnn_loop"]}, "R"),
+    "fused_adam": ("fused Adam*", {"candidates": ["fused_adam"]}, "TR"),
+    "rnn_loop": ("RNN decoder loop*", {"candidates": ["rnn_loop"]}, "R"),
 }
 
 
@@ -474,13 +474,13 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in the main table")
     p.add_argument("--compile", action="store_true", help="torch.compile in the main table")
     p.add_argument("--no-bucketing", action="store_true", help="random batches, main table")
-    p.add_argument("--levers", default="threads1,bf16,compile,nobucket,fused_adam,rnn_loop,"
-                                       "fused_adam+rnn_loop",
+    p.add_argument("--levers", default="threads1,nobucket,fused_adam,rnn_loop,"
+                                       "fused_adam+rnn_loop,bf16,compile",
                    help=f"tried one at a time at the first --tokens size, against the main "
                         f"table; '' = none. Known: {', '.join(LEVERS)}; a+b combines")
     p.add_argument("--decode-levers", default="rnn_loop",
                    help="proposed nmt changes also timed when decoding ('' = none)")
-    p.add_argument("--compile-timeout", type=float, default=1200, help="seconds, per compile run")
+    p.add_argument("--compile-timeout", type=float, default=900, help="seconds, per compile run")
     p.add_argument("--checkpoint-T", dest="ckpt_T", help="run dir or .pt of a trained T")
     p.add_argument("--checkpoint-R", dest="ckpt_R", help="run dir or .pt of a trained R")
     p.add_argument("--train-updates", type=int, default=400,
@@ -564,6 +564,10 @@ def main() -> None:
         for c in configs:
             ckpt = getattr(a, f"ckpt_{c}")
             source = f"`{ckpt}`" if ckpt else None
+            if not ckpt and not a.train_updates:
+                decode_rows.append({"config": c, "source": "none", "lever": "", "m": {
+                    "error": "skipped: no --checkpoint and --train-updates 0"}})
+                continue
             if not ckpt:
                 out = CACHE / "runs" / f"{c}-{a.train_updates}"
                 if not (out / "best.pt").is_file():
@@ -571,7 +575,8 @@ def main() -> None:
                                                   "threads": threads, "out": str(out)},
                             f"training {c} for {a.train_updates} updates into {out}")
                     if "error" in r:
-                        decode_rows.append({"config": c, "source": "brief training", "m": r})
+                        decode_rows.append({"config": c, "source": "brief training",
+                                            "lever": "", "m": r})
                         continue
                 ckpt, source = out, f"{a.train_updates} updates (bench)"
             spec = {"checkpoint": str(ckpt), "beams": [1, 5], "threads": threads,
@@ -584,7 +589,6 @@ def main() -> None:
                     decode_rows.append({"config": c, "source": source, "lever": label, "m": m})
 
     load1 = os.getloadavg()
-    flags = " ".join(sys.argv[1:])
     main_mode = ", ".join(x for x in ["bf16 autocast" if a.bf16 else "fp32",
                                       "torch.compile" if a.compile else "",
                                       "no bucketing" if a.no_bucketing else "bucketing"] if x)
@@ -596,7 +600,7 @@ def main() -> None:
            f"end {load1[0]:.2f}. \"other CPU\" = cores other processes used during each timed "
            f"window (/proc/stat minus our own CPU time); each measurement waited up to "
            f"{a.settle:.0f} s for them to use < {a.max_other} cores.",
-           f"- Command: `bench/run.py {flags}`".replace(" `", "`").rstrip() +
+           f"- Command: `{' '.join(['bench/run.py', *sys.argv[1:]])}`" +
            f"; {a.warmup} warm-up + {a.steps} timed updates; main table: {main_mode}."]
     if a.note:
         sec.append(f"- Note: {a.note}")
@@ -614,7 +618,8 @@ def main() -> None:
     if lever_rows:
         sec += ["", f"### Levers, one at a time ({sizes[0]:,} real target tokens/update; "
                     f"baseline = the training table's row)", ""] + \
-            lever_table(lever_rows, baseline)
+            lever_table(lever_rows, baseline) + ["", "\\* a proposed change inside nmt/, "
+                                                 "measured by monkeypatching (bench/candidates.py)"]
     if decode_rows:
         per = next((r["m"]["sent_per_batch"] for r in decode_rows if "sent_per_batch" in r["m"]),
                    None)

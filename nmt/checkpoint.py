@@ -78,7 +78,7 @@ def load_for_inference(path: str | Path, device: str | torch.device = "cpu"):
     ckpt = load(path)
     recipe = recipe_from_dict(ckpt["recipe"], where=f"{ckpt['path']} (recipe)")
     tok = Tokenizer.from_state(ckpt["tokenizer"])
-    model = build_model(recipe.model, tok.src_vocab_size, tok.tgt_vocab_size)
+    model = build_model(recipe.model, tok.src_vocab_size, tok.tgt_vocab_size, joint=tok.joint)
     load_weights(model, ckpt["model"], ckpt["path"])
     return model.to(device).eval(), tok, recipe
 
