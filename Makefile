@@ -3,7 +3,8 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
-export NMT_DATA_DIR ?= $(abspath ../shared/data)
+# a Multi30k copy beside the checkout (as on CI) is used in place; otherwise nmt downloads it
+export NMT_DATA_DIR ?= $(if $(wildcard ../shared/data/multi30k/train.de.gz),$(abspath ../shared/data))
 
 .PHONY: install test compare smoke bench clean
 

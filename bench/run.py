@@ -15,9 +15,12 @@ Batches come from nmt.batching.token_batches, whose budget counts *padded* posit
 is calibrated so that the mean number of real (non-pad) target tokens per update hits the asked
 size, which is what JoeyNMT's figures count.
 
-MFU = 6 * params * target tokens/s / (fp32 torch.mm peak of this CPU, measured in the same
-process). 6N per token is the usual forward+backward estimate (Kaplan et al. 2020); it ignores
-attention scores and the encoder's extra source tokens, so it is a rough ratio, not a profile.
+MFU = 6 * N * target tokens/s / (fp32 torch.mm peak of this CPU, measured in the same process),
+where N counts the parameters that multiply: every weight except embedding tables that are only
+looked up (a tied table that is also the output projection counts). 6N per token is the usual
+forward+backward estimate (Kaplan et al. 2020); it ignores attention scores and counts the
+encoder's work on source tokens as if there were as many as target tokens, so it is a rough
+ratio, not a profile.
 
 Every measurement runs in a fresh spawned process: ru_maxrss is that process's own peak, thread
 settings and torch.compile caches never leak into the next one. The load average gates the start
@@ -73,6 +76,8 @@ JOEY = {"train": {"T": 589, "R": 593}, "s_update": 2.9, "mem_gb": 2.8,
         "decode": {("T", 1): 10.5, ("T", 5): 9.5, ("R", 1): 110, ("R", 5): 42}}
 TARGET_TRAIN = 1200                        # tok/s at ~1,730 real target tokens, T and R
 TARGET_BEAM5_S = {"T": 20.0, "R": 12.0}    # seconds for the 1,000 test sentences, beam 5
+# decoded too when `make compare` has trained them: every model family's speed (issue 5)
+FAMILIES = ["no-attention", "luong-dot", "luong-general", "luong-concat"]
 
 
 # ----------------------------------------------------------------------------- machine
@@ -158,6 +163,13 @@ def matmul_peak(n: int = 2048, reps: int = 6) -> float:
         torch.mm(a, b)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
+
+
+def matmul_parameters(model: torch.nn.Module) -> int:
+    """Parameters that cost 2 flops per token forward: all but lookup-only embedding tables."""
+    lookups = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    lookups -= {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    return sum(p.numel() for p in model.parameters() if id(p) not in lookups)
 
 
 # ----------------------------------------------------------------------------- data
@@ -246,14 +258,15 @@ def _train_worker(spec: dict) -> dict:
     model = build_model(CONFIGS[spec["config"]], tok.src_vocab_size, tok.tgt_vocab_size,
                         joint=tok.joint)
     params = count_parameters(model)
+    flop_params = matmul_parameters(model)
     check = None
     if "rnn_loop" in cands and spec["config"] == "R":
         b = collate(pairs, batches[0])
         check = candidates.check_rnn_loop(model, b.src, b.src_len, b.tgt_in)
-    # nmt.training passes fused=None on CPU (torch's default: the per-tensor loop)
+    # fused, as nmt.training does on CPU and CUDA (adopted after the lever measured +4-8%)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                                  weight_decay=cfg.weight_decay,
-                                 fused=True if "fused_adam" in cands else None)
+                                 fused=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s + 1, cfg))
     net = torch.compile(model, dynamic=True) if spec["compile"] else model
     amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec["bf16"])
@@ -293,7 +306,8 @@ def _train_worker(spec: dict) -> dict:
             "s_update_median": float(np.median(times)), "timed_mean_tokens": float(np.mean(toks)),
             "first_update_s": warm_times[0] if warm_times else None,
             "loss_first": losses[0], "loss_last": losses[-1], "peak_gb": peak_rss_gb(),
-            "peak_gflops": peak, "mfu": 6 * params * tps / (peak * 1e9),
+            "peak_gflops": peak, "flop_params": flop_params,
+            "mfu": 6 * flop_params * tps / (peak * 1e9),
             "other_cpu": cpu.other, "own_cores": cpu.own_cores, "check": check, **binfo}
 
 
@@ -327,6 +341,9 @@ def _decode_worker(spec: dict) -> dict:
     candidates.apply(spec.get("candidates", []))
     device = torch.device("cpu")
     model, tok, recipe = load_for_inference(spec["checkpoint"], device)
+    if spec["config"] and recipe.model != CONFIGS[spec["config"]]:
+        raise ValueError(f"{spec['checkpoint']} is not configuration {spec['config']}: "
+                         f"{recipe.model}")
     test = load_split(DataConfig(), "test_2016_flickr")
     out = {}
     for beam in spec["beams"]:
@@ -429,14 +446,14 @@ def decode_table(rows: list[dict]) -> list[str]:
                        f"failed: {m['error']} | | | | | | |")
             continue
         for beam, b in m["beams"].items():
-            target = ""
-            if beam == 5:
+            joey, target = JOEY["decode"].get((r["config"], beam), ""), ""
+            if beam == 5 and r["config"] in TARGET_BEAM5_S:
                 lim = TARGET_BEAM5_S[r["config"]]
                 target = f"< {lim:.0f} s: {'met' if b['seconds'] < lim else 'NOT met'}"
             out.append(f"| {r['config']} | {r['source']} | {r['lever'] or 'none'} | "
                        f"{'greedy' if beam == 1 else f'beam {beam}'} | {b['seconds']:.1f} | "
                        f"**{b['sent_s']:.1f}** | {b['bleu']:.1f} | {b['len_ratio']:.2f} | "
-                       f"{b['other_cpu']:.2f}{tries(m)} | {JOEY['decode'][(r['config'], beam)]} | "
+                       f"{b['other_cpu']:.2f}{tries(m)} | {joey} | "
                        f"{target} |")
     return out
 
@@ -459,7 +476,6 @@ LEVERS = {  # name: (label, change to the measurement spec, configs it applies t
     "bf16": ("bf16 autocast", {"bf16": True}, "TR"),
     "compile": ("torch.compile(dynamic=True)", {"compile": True}, "TR"),
     "nobucket": ("no length bucketing (random batches)", {"bucketing": False}, "TR"),
-    "fused_adam": ("fused Adam*", {"candidates": ["fused_adam"]}, "TR"),
     "rnn_loop": ("RNN decoder loop*", {"candidates": ["rnn_loop"]}, "R"),
 }
 
@@ -478,6 +494,12 @@ def lever(names: str) -> tuple[str, dict, str]:
     return " + ".join(label), change, where
 
 
+def _trained(system: str) -> str | None:
+    """The CPU comparison's run of `system`, if finished: trained recipe models for decoding."""
+    d = Path("runs") / "compare-cpu" / "systems" / system  # relative: it is printed in RESULTS
+    return str(d) if (BENCH.parent / d / "done.json").is_file() else None
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -490,15 +512,18 @@ def main() -> None:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in the main table")
     p.add_argument("--compile", action="store_true", help="torch.compile in the main table")
     p.add_argument("--no-bucketing", action="store_true", help="random batches, main table")
-    p.add_argument("--levers", default="threads1,nobucket,fused_adam,rnn_loop,"
-                                       "fused_adam+rnn_loop,bf16,compile",
+    p.add_argument("--levers", default="threads1,nobucket,rnn_loop,bf16,compile",
                    help=f"tried one at a time at the first --tokens size, against the main "
                         f"table; '' = none. Known: {', '.join(LEVERS)}; a+b combines")
     p.add_argument("--decode-levers", default="rnn_loop",
                    help="proposed nmt changes also timed when decoding ('' = none)")
     p.add_argument("--compile-timeout", type=float, default=900, help="seconds, per compile run")
-    p.add_argument("--checkpoint-T", dest="ckpt_T", help="run dir or .pt of a trained T")
-    p.add_argument("--checkpoint-R", dest="ckpt_R", help="run dir or .pt of a trained R")
+    p.add_argument("--checkpoint-T", dest="ckpt_T", default=_trained("transformer"),
+                   help="run dir or .pt of a trained T (default: `make compare`'s Transformer, "
+                        "which is T, when it has run)")
+    p.add_argument("--checkpoint-R", dest="ckpt_R", default=_trained("bahdanau"),
+                   help="run dir or .pt of a trained R (default: `make compare`'s Bahdanau "
+                        "system, which is R, when it has run)")
     p.add_argument("--train-updates", type=int, default=400,
                    help="without a checkpoint, train this many updates with `nmt train`'s loop "
                         "(batch 4096, cached in bench/.cache/runs) before timing decoding; "
@@ -605,7 +630,7 @@ def main() -> None:
                                             "lever": "", "m": r})
                         continue
                 ckpt, source = out, f"{a.train_updates} updates (bench)"
-            spec = {"checkpoint": str(ckpt), "beams": [1, 5], "threads": threads,
+            spec = {"checkpoint": str(ckpt), "config": c, "beams": [1, 5], "threads": threads,
                     "batch_tokens": a.decode_batch_tokens}
             m = run(_decode_worker, spec, f"decode {c} from {ckpt}")
             decode_rows.append({"config": c, "source": source, "lever": "", "m": m})
@@ -613,6 +638,14 @@ def main() -> None:
                 if c in where:
                     m = run(_decode_worker, {**spec, **change}, f"decode {c} {label}")
                     decode_rows.append({"config": c, "source": source, "lever": label, "m": m})
+        # the other model families, as `make compare` trained them (R-sized RNNs)
+        for system in FAMILIES:
+            if ckpt := _trained(system):
+                spec = {"checkpoint": ckpt, "config": None, "beams": [1, 5], "threads": threads,
+                        "batch_tokens": a.decode_batch_tokens}
+                m = run(_decode_worker, spec, f"decode {system} from {ckpt}")
+                decode_rows.append({"config": system, "source": f"`{ckpt}`", "lever": "",
+                                    "m": m})
 
     load1 = os.getloadavg()
     main_mode = ", ".join(x for x in ["bf16 autocast" if a.bf16 else "fp32",
@@ -633,8 +666,8 @@ def main() -> None:
     peaks = [r["m"]["peak_gflops"] for r in train_rows if "peak_gflops" in r["m"]]
     if peaks:
         sec.append(f"- fp32 matmul peak (2048x2048 torch.mm, best of 6, measured in each run): "
-                   f"{min(peaks):.0f}-{max(peaks):.0f} GFLOP/s; MFU = 6 x params x tok/s / that "
-                   f"run's peak.")
+                   f"{min(peaks):.0f}-{max(peaks):.0f} GFLOP/s; MFU = 6 x matmul params x tok/s / "
+                   f"that run's peak.")
     sec += ["", "### Training throughput", ""] + train_table(train_rows)
     ok = [r for r in train_rows if r["tokens"] == 1730 and "tok_s" in r["m"]]
     if ok:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from nmt.config import Recipe, read_yaml, recipe_from_dict, to_dict
+from nmt.config import read_yaml, recipe_from_dict
 from nmt.errors import NMTError
 
 console = Console(stderr=True)
@@ -134,7 +134,9 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
             console.print(f"{head}: {'resuming' if resume else 'training'}")
             if device != "auto":
                 r.train.device = device
-            summary = training.train(r, run_dir, resume=resume, quiet=quiet, tokenizer_dir=tok_dir)
+            # a run killed before its first checkpoint left nothing to resume: start it afresh
+            summary = training.train(r, run_dir, resume=resume, overwrite=not resume,
+                                     quiet=quiet, tokenizer_dir=tok_dir)
             if summary.get("interrupted"):
                 raise NMTError(f"interrupted while training {name}; run the same command again "
                                "to resume")
@@ -142,7 +144,8 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
             done.write_text(json.dumps(summary, indent=2, default=str))
         for split, corpus in tests.items():
             hyp = run_dir / f"{split}.hyp"
-            if hyp.is_file() and len(hyp.read_text(encoding="utf-8").splitlines()) == len(corpus.src):
+            if hyp.is_file() and \
+                    len(hyp.read_text(encoding="utf-8").splitlines()) == len(corpus.src):
                 continue
             console.print(f"{head}: decoding {split} (beam {r.decode.beam})")
             _decode(run_dir, corpus.src, hyp, device)

@@ -76,7 +76,7 @@ class ModelConfig:
 @dataclass
 class TrainConfig:
     seed: int = 1234
-    batch_tokens: int = 4096        # target tokens (non-pad) per batch, before accumulation
+    batch_tokens: int = 4096        # padded positions per side per batch (Multi30k: ~3,400 real)
     accum_steps: int = 1            # batches per update
     optimizer: str = "adam"         # adam | adamw
     lr: float = 5e-4                # peak learning rate

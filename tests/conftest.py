@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -13,3 +14,14 @@ def data_dir() -> Path:
     if not (d / "multi30k" / "train.de.gz").is_file():
         pytest.fail(f"Multi30k not found under {d}; set NMT_DATA_DIR")
     return d
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a shared 2-core box OpenMP threads spinning
+    against other processes make them crawl (7x slower under load). Modules that build only tiny
+    models use it: pytestmark = pytest.mark.usefixtures("one_thread")."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

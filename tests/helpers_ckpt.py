@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 from pathlib import Path
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -30,14 +29,6 @@ FAMILIES = {
 }
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models on a shared 2-core box: one thread avoids OpenMP threads spinning against
-    other processes (7x faster under load). Import this fixture into a test module to use it."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny_model(family: str, seed: int = 0, vocab: int = TOY_VOCAB):

@@ -10,16 +10,7 @@ from nmt.attention import (Attention, BahdanauScore, ConcatScore, CosineScore, D
 from nmt.config import ATTENTIONS, ModelConfig
 from nmt.model import build_model
 
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on busy cores OpenMP barriers make them crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 torch.manual_seed(0)
 D, S = 4, 3

@@ -42,6 +42,18 @@ def test_smoke_comparison_writes_full_report(tmp_path, data_dir, monkeypatch):
     assert json.loads((out / "results.json").read_text())["systems"].keys() == \
         results["systems"].keys()
 
+    # A system killed before its first checkpoint (a log, no last.pt) is trained afresh; the
+    # others are still skipped.
+    killed = out / "systems" / "no-attention"
+    for f in [*killed.glob("*.pt"), *killed.glob("*.hyp"), killed / "done.json"]:
+        f.unlink()
+    assert (killed / "train.log").is_file()
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert (killed / "done.json").is_file() and (killed / "test_2016_flickr.hyp").is_file()
+    assert all(stamp[n] == (out / "systems" / n / "best.pt").stat().st_mtime_ns
+               for n in systems if n != "no-attention")
+
     # `nmt attention` draws one sentence from a finished run.
     png = tmp_path / "a.png"
     res = CliRunner().invoke(app, ["attention", "--checkpoint", str(out / "systems" / "bahdanau"),

@@ -2,12 +2,14 @@
 import json
 
 import pytest
-from helpers_ckpt import make_checkpoint, multi30k_lines, one_thread  # noqa: F401
+from helpers_ckpt import make_checkpoint, multi30k_lines
 from typer.testing import CliRunner
 
 from cli import app
 from nmt.errors import NMTError
 from nmt.evaluation import paired_bootstrap, read_aligned, score
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 runner = CliRunner()
 

@@ -10,16 +10,10 @@ from nmt.config import ATTENTIONS, ModelConfig
 from nmt.model import build_model, count_parameters
 from nmt.transformer import MultiHeadAttention
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 V = 20
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on busy cores OpenMP barriers make them crawl."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def tiny(**kw) -> ModelConfig:

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers_ckpt import make_checkpoint, multi30k_lines, one_thread  # noqa: F401
+from helpers_ckpt import make_checkpoint, multi30k_lines
 from typer.testing import CliRunner
 
 from cli import app
@@ -14,6 +14,8 @@ from nmt.config import DecodeConfig
 from nmt.errors import NMTError
 from nmt.prediction import teacher_forced_loss, translate_file, translate_lines
 from nmt.tokenizer import BOS, EOS
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 CPU = torch.device("cpu")
 LONG = " ".join(["ein Mann fährt Fahrrad"] * 60)  # ~300 pieces: over max_positions = 64

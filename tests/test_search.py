@@ -4,13 +4,15 @@ import math
 
 import pytest
 import torch
-from helpers_ckpt import (FAMILIES, batch_of, one_thread, sequence_logprob,  # noqa: F401
+from helpers_ckpt import (FAMILIES, batch_of, sequence_logprob,
                           tiny_model, toy_pairs, train_toy)
 
 from nmt.config import DecodeConfig
 from nmt.model import Seq2Seq
 from nmt.search import beam_search, greedy, length_penalty, max_lengths, translate_batch
 from nmt.tokenizer import BOS, EOS, PAD
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 SOURCES = [[5, 6, 7, 8, 9, 10, 11], [4, 12], [15, 14, 13, 12, 11, 10, 9, 8, 7, 6], [7], []]
 
