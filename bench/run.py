@@ -630,8 +630,8 @@ def main() -> None:
                                             "lever": "", "m": r})
                         continue
                 ckpt, source = out, f"{a.train_updates} updates (bench)"
-            spec = {"checkpoint": str(ckpt), "config": c, "beams": [1, 5], "threads": threads,
-                    "batch_tokens": a.decode_batch_tokens}
+            spec = {"checkpoint": str(BENCH.parent / ckpt), "config": c, "beams": [1, 5],
+                    "threads": threads, "batch_tokens": a.decode_batch_tokens}
             m = run(_decode_worker, spec, f"decode {c} from {ckpt}")
             decode_rows.append({"config": c, "source": source, "lever": "", "m": m})
             for label, change, where, _ in dlevers:
@@ -641,8 +641,8 @@ def main() -> None:
         # the other model families, as `make compare` trained them (R-sized RNNs)
         for system in FAMILIES:
             if ckpt := _trained(system):
-                spec = {"checkpoint": ckpt, "config": None, "beams": [1, 5], "threads": threads,
-                        "batch_tokens": a.decode_batch_tokens}
+                spec = {"checkpoint": str(BENCH.parent / ckpt), "config": None, "beams": [1, 5],
+                        "threads": threads, "batch_tokens": a.decode_batch_tokens}
                 m = run(_decode_worker, spec, f"decode {system} from {ckpt}")
                 decode_rows.append({"config": system, "source": f"`{ckpt}`", "lever": "",
                                     "m": m})

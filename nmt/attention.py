@@ -36,7 +36,8 @@ class BahdanauScore(nn.Module):
         return self.w1(memory)                                  # (B, S, A)
 
     def forward(self, query: Tensor, keys: Tensor) -> Tensor:
-        e = torch.tanh(self.w2(query).unsqueeze(2) + keys.unsqueeze(1))  # (B, T, S, A)
+        # in place: the (B, T, S, A) sum is the largest tensor of a decoding step
+        e = (self.w2(query).unsqueeze(2) + keys.unsqueeze(1)).tanh_()  # (B, T, S, A)
         return self.v(e).squeeze(-1)                            # (B, T, S)
 
 

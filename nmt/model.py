@@ -35,10 +35,23 @@ class Seq2Seq(nn.Module):
         (B, S) or None."""
         raise NotImplementedError
 
-    def reorder(self, state: dict, index: Tensor) -> dict:
+    # state entries that depend on the source sentence only (encoder outputs, their attention
+    # keys, the mask, Transformer cross-attention keys/values): equal on every hypothesis row
+    # of one sentence
+    source_state = ("memory", "keys", "mask", "final", "cross")
+
+    def reorder(self, state: dict, index: Tensor, within_sentence: bool = False) -> dict:
         """Select (or repeat) batch rows of the state: beam search expands B sentences to
         B * beam rows with index = arange(B).repeat_interleave(beam), and keeps the surviving
-        hypotheses' states after each step. Non-tensor leaves are shared unchanged."""
+        hypotheses' states after each step. Non-tensor leaves are shared unchanged.
+
+        within_sentence: every new row i comes from a row of the same sentence as row i (beam
+        search re-ranking its hypotheses), so the source-side entries would be copied onto
+        equal values and are shared instead (fairseq skips its encoder-decoder keys the same
+        way); this is most of the copying in a beam step."""
+        if within_sentence:
+            return {k: v if k in self.source_state else _select(v, index)
+                    for k, v in state.items()}
         return _select(state, index)
 
 

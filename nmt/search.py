@@ -197,7 +197,8 @@ def _beam(model, src: Tensor, src_len: Tensor, K: int, alpha: float,
 
         best_live = scores[:, 0] / length_penalty(t + 1.0, alpha)  # (N,)
         done = fin_score[:, -1] >= best_live  # also true once nothing is live (-inf)
-        if bool(done.any()):
+        shrunk = bool(done.any())
+        if shrunk:
             d = done.nonzero().squeeze(1)
             out_tok[sent[d]] = fin_tok[d]
             out_score[sent[d]] = fin_score[d]
@@ -212,7 +213,8 @@ def _beam(model, src: Tensor, src_len: Tensor, K: int, alpha: float,
             parent, prev, hist = parent[go], prev[rows], hist[rows]
             if ahist is not None:
                 ahist, fin_attn = ahist[rows], fin_attn[go]
-        state = model.reorder(state, parent.view(-1))
+        # parents are hypotheses of the same sentence unless finished sentences left the batch
+        state = model.reorder(state, parent.view(-1), within_sentence=not shrunk)
     return out_tok, out_score, (out_attn if want_attn and fin_attn is not None else None)
 
 

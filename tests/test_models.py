@@ -88,6 +88,27 @@ def test_reorder_permutes_and_expands_the_batch(cfg):
 
 
 @pytest.mark.parametrize("cfg", VARIANTS, ids=name)
+def test_reorder_within_sentences_shares_the_source_side_and_steps_the_same(cfg):
+    model = model_for(cfg)
+    src, src_len, tgt, _ = batch()
+    K = 2                                                           # two hypotheses a sentence
+    beams = torch.arange(3).repeat_interleave(K)                    # rows 0,0,1,1,2,2
+    within = torch.tensor([1, 0, 2, 2, 5, 4])                       # each row stays in its sentence
+    with torch.no_grad():
+        state = model.reorder(model.start(model.encode(src, src_len)), beams)
+        state = model.step(tgt[beams, 0], state)[1]
+        full = model.reorder(state, within)
+        shared = model.reorder(state, within, within_sentence=True)
+        assert {"mask"} <= set(model.source_state) & set(state)
+        for key in model.source_state:
+            if key in state:
+                assert shared[key] is state[key]                   # not copied
+        a, _, _ = model.step(tgt[beams[within], 1], full)
+        b, _, _ = model.step(tgt[beams[within], 1], shared)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("cfg", VARIANTS, ids=name)
 def test_padding_does_not_change_a_sentence(cfg):
     model = model_for(cfg)
     src, src_len, tgt, tgt_len = batch()
