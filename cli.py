@@ -1,6 +1,7 @@
 """The `nmt` command line. Thin: each command parses its options and calls into `nmt`."""
 from __future__ import annotations
 
+import os
 import sys
 from functools import wraps
 from pathlib import Path
@@ -271,8 +272,6 @@ def translate_cmd(
     try:
         translate_file(model, tok, input, output, dcfg, dev, nbest, progress=sys.stderr.isatty())
     except BrokenPipeError:  # `nmt translate ... | head`: the reader left; stop quietly
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(1)
 

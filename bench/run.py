@@ -611,41 +611,42 @@ def main() -> None:
             lever_rows.append({"config": c, "lever": label, "m": m, "note": "; ".join(note)})
 
     decode_rows = []
+
+    def decode(name: str, ckpt, config: str | None, source: str) -> None:
+        """Time one trained model (and the decoding levers that apply to its config)."""
+        spec = {"checkpoint": str(BENCH.parent / ckpt), "config": config, "beams": [1, 5],
+                "threads": threads, "batch_tokens": a.decode_batch_tokens}
+        m = run(_decode_worker, spec, f"decode {name} from {ckpt}")
+        decode_rows.append({"config": name, "source": source, "lever": "", "m": m})
+        for label, change, where, _ in dlevers:
+            if config and config in where:
+                m = run(_decode_worker, {**spec, **change}, f"decode {name} {label}")
+                decode_rows.append({"config": name, "source": source, "lever": label, "m": m})
+
     if not a.no_decode and (a.train_updates > 0 or a.ckpt_T or a.ckpt_R):
         for c in configs:
             ckpt = getattr(a, f"ckpt_{c}")
-            source = f"`{ckpt}`" if ckpt else None
-            if not ckpt and not a.train_updates:
+            if ckpt:
+                decode(c, ckpt, c, f"`{ckpt}`")
+                continue
+            if not a.train_updates:
                 decode_rows.append({"config": c, "source": "none", "lever": "", "m": {
                     "error": "skipped: no --checkpoint and --train-updates 0"}})
                 continue
-            if not ckpt:
-                out = CACHE / "runs" / f"{c}-{a.train_updates}"
-                if not (out / "best.pt").is_file():
-                    r = run(_brief_train_worker, {"config": c, "updates": a.train_updates,
-                                                  "threads": threads, "out": str(out)},
-                            f"training {c} for {a.train_updates} updates into {out}")
-                    if "error" in r:
-                        decode_rows.append({"config": c, "source": "brief training",
-                                            "lever": "", "m": r})
-                        continue
-                ckpt, source = out, f"{a.train_updates} updates (bench)"
-            spec = {"checkpoint": str(BENCH.parent / ckpt), "config": c, "beams": [1, 5],
-                    "threads": threads, "batch_tokens": a.decode_batch_tokens}
-            m = run(_decode_worker, spec, f"decode {c} from {ckpt}")
-            decode_rows.append({"config": c, "source": source, "lever": "", "m": m})
-            for label, change, where, _ in dlevers:
-                if c in where:
-                    m = run(_decode_worker, {**spec, **change}, f"decode {c} {label}")
-                    decode_rows.append({"config": c, "source": source, "lever": label, "m": m})
+            out = CACHE / "runs" / f"{c}-{a.train_updates}"
+            if not (out / "best.pt").is_file():
+                r = run(_brief_train_worker, {"config": c, "updates": a.train_updates,
+                                              "threads": threads, "out": str(out)},
+                        f"training {c} for {a.train_updates} updates into {out}")
+                if "error" in r:
+                    decode_rows.append({"config": c, "source": "brief training",
+                                        "lever": "", "m": r})
+                    continue
+            decode(c, out, c, f"{a.train_updates} updates (bench)")
         # the other model families, as `make compare` trained them (R-sized RNNs)
         for system in FAMILIES:
             if ckpt := _trained(system):
-                spec = {"checkpoint": str(BENCH.parent / ckpt), "config": None, "beams": [1, 5],
-                        "threads": threads, "batch_tokens": a.decode_batch_tokens}
-                m = run(_decode_worker, spec, f"decode {system} from {ckpt}")
-                decode_rows.append({"config": system, "source": f"`{ckpt}`", "lever": "",
-                                    "m": m})
+                decode(system, ckpt, None, f"`{ckpt}`")
 
     load1 = os.getloadavg()
     main_mode = ", ".join(x for x in ["bf16 autocast" if a.bf16 else "fp32",

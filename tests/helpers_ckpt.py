@@ -29,8 +29,6 @@ FAMILIES = {
 }
 
 
-
-
 def tiny_model(family: str, seed: int = 0, vocab: int = TOY_VOCAB):
     torch.manual_seed(seed)
     return build_model(FAMILIES[family], vocab, vocab).eval()

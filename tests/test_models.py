@@ -15,7 +15,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 V = 20
 
 
-
 def tiny(**kw) -> ModelConfig:
     base = dict(emb_dim=8, hidden_size=12, d_model=16, heads=2, ff_dim=32, enc_layers=2,
                 dec_layers=2, dropout=0.0, local_window=2)
