@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 # a Multi30k copy beside the checkout (as on CI) is used in place; otherwise nmt downloads it
 export NMT_DATA_DIR ?= $(if $(wildcard ../shared/data/multi30k/train.de.gz),$(abspath ../shared/data))
 
-.PHONY: install test compare smoke bench clean
+.PHONY: install test compare smoke bench bench-joeynmt clean
 
 install: $(VENV)/.installed
 
@@ -29,5 +29,17 @@ smoke: install
 bench: install
 	$(PY) bench/run.py
 
+# JoeyNMT 2.3.0 trained beside nmt on the same data and models (bench/vs_joeynmt.py), from a venv
+# of its own. Its pins: sentencepiece 0.2.0 (it calls SetVocabulary, which the current 0.2.3 lacks) and
+# importlib_metadata, which it imports without declaring.
+JOEY ?= .joey/bin/python
+bench-joeynmt: install $(JOEY)
+	$(PY) bench/vs_joeynmt.py --joey-python $(JOEY)
+
+.joey/bin/python:
+	python3 -m venv .joey
+	.joey/bin/pip install -q "$(TORCH)"
+	.joey/bin/pip install -q joeynmt==2.3.0 sentencepiece==0.2.0 importlib_metadata
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .joey runs .pytest_cache

@@ -30,6 +30,7 @@ gives the CPU others used ("other CPU", in cores), recorded beside every number.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import multiprocessing as mp
 import os
@@ -71,9 +72,12 @@ CONFIGS = {
 # Adam (0.9, 0.98), clip 1.0); constant lr, see the module docstring
 BENCH_TRAIN = TrainConfig(lr=5e-4, schedule="constant")
 
-# JoeyNMT 2.3.0 on this same 2-core machine, fp32, 2 threads, ~1,730 real target tokens/update
+# JoeyNMT 2.3.0 as issue 7 measured it on a 2-core AMD EPYC, fp32, 2 threads, ~1,730 real target
+# tokens/update. bench/vs_joeynmt.py measures its training on this machine; train_table prefers
+# that (JOEY_HERE) when its CPU is this one.
 JOEY = {"train": {"T": 589, "R": 593}, "s_update": 2.9, "mem_gb": 2.8,
         "decode": {("T", 1): 10.5, ("T", 5): 9.5, ("R", 1): 110, ("R", 5): 42}}
+JOEY_HERE = CACHE / "joeynmt" / "measured.json"
 TARGET_TRAIN = 1200                        # tok/s at ~1,730 real target tokens, T and R
 TARGET_BEAM5_S = {"T": 20.0, "R": 12.0}    # seconds for the 1,000 test sentences, beam 5
 # decoded too when `make compare` has trained them: every model family's speed (issue 5)
@@ -398,6 +402,17 @@ def others(m: dict) -> str:
     return f"{disturbed(m):.2f}{tries(m)}"
 
 
+def joey_train(config: str) -> dict:
+    """JoeyNMT's training figures for `config`: measured on this CPU by bench/vs_joeynmt.py if it
+    has run here, else issue 7's."""
+    if JOEY_HERE.is_file():
+        here = json.loads(JOEY_HERE.read_text())
+        if here["cpu"] == hardware()["cpu"] and config in here["train"]:
+            return {**here["train"][config], "where": f"this CPU, {here['date']}"}
+    return {"tok_s": JOEY["train"][config], "s_update": JOEY["s_update"],
+            "peak_gb": JOEY["mem_gb"], "where": "issue 7, AMD EPYC"}
+
+
 def train_table(rows: list[dict]) -> list[str]:
     out = ["| model | params | real tgt tok/update: asked / epoch mean / timed mean | budget "
            "(padded) | padding | **tok/s** | s/update | peak RSS | MFU | loss first -> last "
@@ -409,8 +424,9 @@ def train_table(rows: list[dict]) -> list[str]:
             out.append(f"| {r['config']} | | {r['tokens']} | | | failed: {m['error']} "
                        "| | | | | | |")
             continue
-        joey = (f"{JOEY['train'][r['config']]} tok/s, {JOEY['s_update']} s, "
-                f"{JOEY['mem_gb']} GB") if r["tokens"] == 1730 else ""
+        j = joey_train(r["config"])
+        joey = (f"{j['tok_s']:,.0f} tok/s, {j['s_update']:.2f} s, {j['peak_gb']:.1f} GB "
+                f"({j['where']})") if r["tokens"] == 1730 else ""
         out.append(
             f"| {r['config']} | {m['params'] / 1e6:.2f}M | {r['tokens']:,} / "
             f"{m['epoch_mean']:,.0f} / {m['timed_mean_tokens']:,.0f} | {fmt(m['budget'])} | "
