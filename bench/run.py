@@ -219,12 +219,19 @@ def make_batches(pairs, real_tokens: int, bucketing: bool) -> tuple[list[list[in
         budget, batches = ((lo, cand[0]) if err[0] <= err[1] else (hi, cand[1]))
     else:
         per = max(1, round(real_tokens / ntok.mean()))
-        order = np.random.default_rng(SEED).permutation(len(pairs)).tolist()
-        batches = [order[i:i + per] for i in range(0, len(order), per)]
+        batches = random_batches(len(pairs), per, SEED)
         budget = None
     info = {"budget": budget, "epoch_mean": mean_real(batches), "n_batches": len(batches),
-            "padding": padding_fraction(batches, src, tgt)}
+            "padding": padding_fraction(batches, src, tgt),
+            "per_batch": None if bucketing else per}
     return batches, info
+
+
+def random_batches(n: int, per: int, seed) -> list[list[int]]:
+    """n pairs shuffled and cut into batches of `per` as they come, so every batch mixes
+    lengths: JoeyNMT's batching (its TokenBatchSampler has "no bucketing implemented")."""
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    return [order[i:i + per] for i in range(0, n, per)]
 
 
 # ----------------------------------------------------------------------------- workers
@@ -402,15 +409,17 @@ def others(m: dict) -> str:
     return f"{disturbed(m):.2f}{tries(m)}"
 
 
-def joey_train(config: str) -> dict:
-    """JoeyNMT's training figures for `config`: measured on this CPU by bench/vs_joeynmt.py if it
+def joey_train() -> dict[str, dict]:
+    """JoeyNMT's training figures per config: measured on this CPU by bench/vs_joeynmt.py if it
     has run here, else issue 7's."""
+    figures = {k: {"tok_s": v, "s_update": JOEY["s_update"], "peak_gb": JOEY["mem_gb"],
+                   "where": "issue 7, AMD EPYC"} for k, v in JOEY["train"].items()}
     if JOEY_HERE.is_file():
         here = json.loads(JOEY_HERE.read_text())
-        if here["cpu"] == hardware()["cpu"] and config in here["train"]:
-            return {**here["train"][config], "where": f"this CPU, {here['date']}"}
-    return {"tok_s": JOEY["train"][config], "s_update": JOEY["s_update"],
-            "peak_gb": JOEY["mem_gb"], "where": "issue 7, AMD EPYC"}
+        if here["cpu"] == hardware()["cpu"]:
+            figures.update({k: {**v, "where": f"this CPU, {here['date']}"}
+                            for k, v in here["train"].items()})
+    return figures
 
 
 def train_table(rows: list[dict]) -> list[str]:
@@ -418,13 +427,14 @@ def train_table(rows: list[dict]) -> list[str]:
            "(padded) | padding | **tok/s** | s/update | peak RSS | MFU | loss first -> last "
            "| other CPU | JoeyNMT |",
            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    joeys = joey_train()
     for r in rows:
         m = r["m"]
         if "error" in m:
             out.append(f"| {r['config']} | | {r['tokens']} | | | failed: {m['error']} "
                        "| | | | | | |")
             continue
-        j = joey_train(r["config"])
+        j = joeys[r["config"]]
         joey = (f"{j['tok_s']:,.0f} tok/s, {j['s_update']:.2f} s, {j['peak_gb']:.1f} GB "
                 f"({j['where']})") if r["tokens"] == 1730 else ""
         out.append(

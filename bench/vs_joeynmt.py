@@ -77,13 +77,13 @@ def joey_model(k: str) -> dict:
         return {"tied_embeddings": True, "tied_softmax": True, "encoder": side,
                 "decoder": {**side, "num_layers": c.dec_layers}}
     emb = {"embedding_dim": c.emb_dim}
-    drop = {"dropout": c.dropout}  # JoeyNMT applies it to the embeddings too
+    # JoeyNMT applies `dropout` to the embeddings too (their own dropout defaults to it)
     return {"encoder": {"type": "recurrent", "rnn_type": c.rnn_type, "bidirectional": True,
                         "num_layers": c.enc_layers, "hidden_size": c.hidden_size // 2,
-                        "embeddings": emb, **drop},
+                        "embeddings": emb, "dropout": c.dropout},
             "decoder": {"type": "recurrent", "rnn_type": c.rnn_type, "attention": "bahdanau",
                         "num_layers": c.dec_layers, "hidden_size": c.hidden_size,
-                        "embeddings": emb, **drop, "hidden_dropout": c.dropout,
+                        "embeddings": emb, "dropout": c.dropout, "hidden_dropout": c.dropout,
                         "init_hidden": "bridge", "input_feeding": True}}
 
 
@@ -187,7 +187,7 @@ def run_joey(python: str, cfg: Path, k: str, timeout: float) -> dict:
 def run_ours(name: str, model: ModelConfig, budget: int, updates: int, valid_every: int,
              timeout: float, per_batch: int = 0) -> dict:
     """`nmt train`'s loop (nmt.training.train, in a child process) with the same settings.
-    per_batch > 0: JoeyNMT's batching instead of nmt's (see random_batches)."""
+    per_batch > 0: JoeyNMT's batching instead of nmt's (bench/run.py's random_batches)."""
     out = WORK / f"ours-{name}"
     tr = replace(TrainConfig(), seed=SEED, batch_tokens=budget, lr=LR, schedule="constant",
                  clip_norm=CLIP, label_smoothing=0.0, max_steps=updates, max_epochs=0,
@@ -213,24 +213,22 @@ def child_train(recipe_file: str, out: str, per_batch: str) -> None:
     from nmt.config import load_recipe
 
     if int(per_batch):
-        nmt.training.token_batches = random_batches(int(per_batch))
+        nmt.training.token_batches = joey_batches(int(per_batch))
     summary = nmt.training.train(load_recipe(recipe_file), Path(out), overwrite=True, quiet=True,
                                  tokenizer_dir=bench.TOK_DIR)
     print(json.dumps(summary))
 
 
-def random_batches(per_batch: int):
-    """JoeyNMT's batching (its TokenBatchSampler: "no bucketing implemented"): shuffled pairs,
-    cut into batches as they come, so every batch mixes lengths. As a stand-in for
-    nmt.batching.token_batches: `per_batch` pairs a batch, a pure function of (seed, epoch) as
-    nmt's resumable training needs."""
+def joey_batches(per_batch: int):
+    """A stand-in for nmt.batching.token_batches that batches as JoeyNMT does
+    (bench.random_batches, `per_batch` pairs a batch), a pure function of (seed, epoch) as nmt's
+    resumable training needs."""
     from nmt.batching import token_batches
 
     def batches(src_lens, tgt_lens, max_tokens, seed, epoch, shuffle=True):
         if not shuffle:  # decoding keeps nmt's own order
             return token_batches(src_lens, tgt_lens, max_tokens, seed, epoch, shuffle)
-        order = np.random.default_rng([seed, epoch]).permutation(len(src_lens)).tolist()
-        return [order[i:i + per_batch] for i in range(0, len(order), per_batch)]
+        return bench.random_batches(len(src_lens), per_batch, [seed, epoch])
     return batches
 
 
@@ -281,7 +279,6 @@ def main() -> None:
                         capture_output=True, text=True, check=True).stdout.split()
     started = time.strftime("%Y-%m-%d %H:%M %Z")
     pairs = bench.train_pairs(bench.tokenizer())
-    mean_tgt = float(np.mean([len(t) + 1 for _, t in pairs]))  # real target tokens per pair
     rows = []
     for k in configs:
         cfg = joey_config(k, data, a.valid_every)
@@ -292,15 +289,14 @@ def main() -> None:
         real = joey.get("real_per_update") or 1730
         updates = joey.get("updates") or 270  # JoeyNMT's epoch 1, or about that if it failed
         _, info = bench.make_batches(pairs, round(real), bucketing=True)
-        print(f"nmt {k}: budget {info['budget']} padded tokens = {info['epoch_mean']:.0f} real",
-              flush=True)
-        per_batch = round(real / mean_tgt)  # pairs per batch, for JoeyNMT's batching
-        for name, (label, model, joey_batches) in OURS[k].items():
+        _, mixed = bench.make_batches(pairs, round(real), bucketing=False)  # JoeyNMT's kind
+        print(f"nmt {k}: budget {info['budget']} padded tokens = {info['epoch_mean']:.0f} real; "
+              f"JoeyNMT's batching: {mixed['per_batch']} pairs", flush=True)
+        for name, (label, model, like_joey) in OURS[k].items():
             ours = _try(lambda: run_ours(name, model, info["budget"], updates, a.valid_every,
-                                         a.timeout, per_batch if joey_batches else 0))
+                                         a.timeout, mixed["per_batch"] if like_joey else 0))
             if "error" not in ours:
-                ours["real_per_update"] = per_batch * mean_tgt if joey_batches \
-                    else info["epoch_mean"]
+                ours["real_per_update"] = (mixed if like_joey else info)["epoch_mean"]
             rows.append({"config": k, "toolkit": label, "m": ours})
             print("   ", _brief(ours), flush=True)
 
@@ -333,13 +329,14 @@ def main() -> None:
                     "no worse at every step compared." if not worse else f"WORSE at steps {worse}.")
             sec.append(line + ("" if i == 0 else "."))
     print("\n" + "\n".join(sec))
-    joey = {r["config"]: r["m"] for r in rows if r["toolkit"].startswith("JoeyNMT")
-            and "error" not in r["m"]}
-    if joey:  # for bench/run.py's tables: JoeyNMT measured on this CPU
-        bench.JOEY_HERE.write_text(json.dumps({"cpu": hw["cpu"], "date": started[:10], "train": {
-            k: {f: m[f] for f in ("tok_s", "s_update", "peak_gb")} for k, m in joey.items()}}))
     if not a.dry_run:
         bench.write_results(sec, a.results)
+        # for bench/run.py's tables: JoeyNMT as measured on this CPU
+        train = {r["config"]: {f: r["m"][f] for f in ("tok_s", "s_update", "peak_gb")}
+                 for r in rows if r["toolkit"].startswith("JoeyNMT") and "error" not in r["m"]}
+        if train:
+            bench.JOEY_HERE.write_text(json.dumps({"cpu": hw["cpu"], "date": started[:10],
+                                                   "train": train}))
         print(f"\nappended to {a.results}")
 
 
