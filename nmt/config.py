@@ -19,6 +19,7 @@ from nmt.errors import NMTError
 
 ATTENTIONS = ("none", "bahdanau", "luong-dot", "luong-general", "luong-concat",
               "scaled-dot", "cosine", "luong-local")
+INIT_STEPS = ("zero_bias", "xavier", "orthogonal", "identity_general")  # nmt/initialization.py
 
 
 @dataclass
@@ -59,6 +60,10 @@ class ModelConfig:
     bidirectional: bool = True      # bidirectional encoder
     input_feeding: bool = True      # Luong: feed the attentional state into the next step
     local_window: int = 5           # Luong local-p: half-width D of the window
+    readout: int = 0                # RNN readout width (Bahdanau's deep output, Luong's ~h_t); 0 = hidden_size
+    # RNN initialisation steps (nmt/initialization.py); [] keeps torch's defaults
+    init: list[str] = field(default_factory=lambda: ["zero_bias", "xavier", "orthogonal",
+                                                     "identity_general"])
     # --- Transformer (Vaswani et al. 2017) ---
     d_model: int = 256
     heads: int = 4
@@ -151,6 +156,9 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
     for name in ("emb_dim", "hidden_size", "d_model", "heads", "ff_dim", "enc_layers",
                  "dec_layers", "max_positions", "local_window"):
         c(getattr(m, name) > 0, f"model.{name}", f"must be > 0, got {getattr(m, name)}")
+    c(m.readout >= 0, "model.readout", f"must be >= 0 (0 = hidden_size), got {m.readout}")
+    bad = [x for x in m.init if x not in INIT_STEPS]
+    c(not bad, "model.init", f"unknown step {bad[0] if bad else ''}; use any of {', '.join(INIT_STEPS)}")
     c(m.d_model % m.heads == 0, "model.heads", f"d_model {m.d_model} is not divisible by {m.heads}")
     c(not (m.bidirectional and m.arch == "rnn" and m.hidden_size % 2), "model.hidden_size",
       "must be even with a bidirectional encoder")

@@ -16,8 +16,7 @@ from torch import Tensor, nn
 
 from nmt.attention import (Attention, BahdanauScore, ConcatScore, CosineScore, DotScore,
                            GeneralScore, LocalPosition, ScaledDotScore)
-
-Hidden = Tensor | tuple[Tensor, Tensor]  # GRU h, or LSTM (h, c); each (layers, B, H)
+from nmt.encoders import Hidden, run_rnn
 
 
 def _batch_first(h: Hidden) -> Hidden:
@@ -36,11 +35,13 @@ def _top(h: Hidden) -> Tensor:
 
 
 class RNNDecoder(nn.Module):
-    """Shared parts: target embeddings, the GRU/LSTM stack and the vocabulary projection.
+    """Shared parts: target embeddings, the GRU/LSTM stack and the readout to the vocabulary.
 
-    The first state of every layer is the encoder's summary tanh(W [->h_S; <-h_1]) (LSTM cells
-    start at zero). With `tie`, the output layer reuses the target embedding matrix (Press &
-    Wolf 2017), so whatever feeds it must have emb_dim features.
+    Every RNN decoder ends in a readout layer of `readout` features (Bahdanau's deep output t_i,
+    Luong's attentional state ~h_t) and logits = W_y t. With `tie`, W_y is the target embedding
+    matrix (Press & Wolf 2017), reached through a bias-free readout -> emb_dim projection when
+    the sizes differ. The first state of every layer is the encoder's summary
+    tanh(W [->h_S; <-h_1]) (LSTM cells start at zero).
     """
 
     def __init__(self, embed: nn.Embedding, rnn_input: int, hidden: int, layers: int,
@@ -51,9 +52,11 @@ class RNNDecoder(nn.Module):
         self.rnn = rnn(rnn_input, hidden, layers, batch_first=True,
                        dropout=dropout if layers > 1 else 0.0)
         self.layers, self.lstm = layers, rnn_type == "lstm"
-        self.out = nn.Linear(readout, embed.num_embeddings)
+        emb = embed.embedding_dim
+        self.proj = nn.Linear(readout, emb, bias=False) if tie and readout != emb \
+            else nn.Identity()
+        self.out = nn.Linear(emb if tie else readout, embed.num_embeddings)
         if tie:
-            assert readout == embed.embedding_dim
             self.out.weight = embed.weight
         self.dropout = nn.Dropout(dropout)
 
@@ -61,13 +64,19 @@ class RNNDecoder(nn.Module):
         h = enc["final"].unsqueeze(1).expand(-1, self.layers, -1).contiguous()  # (B, L, H)
         return {**enc, "hidden": (h, torch.zeros_like(h)) if self.lstm else h}
 
+    def logits(self, t: Tensor) -> Tensor:
+        """Readout t (B, T, R) -> logits (B, T, V): one matmul for all positions."""
+        return self.out(self.proj(self.dropout(t)))
+
 
 class ContextDecoder(RNNDecoder):
     """Cho et al. 2014 (no attention) and Bahdanau et al. 2015 (additive attention).
 
     s_i = RNN([y_{i-1}; c_i], s_{i-1}); the context also feeds a deep output (Bahdanau A.2.2)
-    t_i = tanh(W_o [s_i; c_i; y_{i-1}]) of emb_dim features, and logits = W_y t_i.
-    (The paper's t_i is a maxout layer; tanh keeps it a plain projection.)
+    t_i = tanh(W_o [s_i; c_i; y_{i-1}]) of `readout` features, and logits = W_y t_i. The paper's
+    t_i is a maxout layer of 500 units over a 1000-unit decoder; tanh keeps it a plain projection,
+    and its width defaults to the decoder's, as wide as Luong's ~h_t, so the two families differ
+    in where attention sits, not in readout capacity.
 
     - no attention: c_i = c, the encoder summary, at every step (Cho et al. 2014, Sec. 2.2:
       s_i = f(s_{i-1}, y_{i-1}, c), P(y_i) = g(s_i, y_{i-1}, c)): a fair, strong baseline, as
@@ -78,11 +87,11 @@ class ContextDecoder(RNNDecoder):
     """
 
     def __init__(self, embed: nn.Embedding, enc_dim: int, hidden: int, layers: int,
-                 rnn_type: str, dropout: float, attention: bool, tie: bool):
+                 rnn_type: str, dropout: float, readout: int, attention: bool, tie: bool):
         emb = embed.embedding_dim
-        super().__init__(embed, emb + enc_dim, hidden, layers, rnn_type, dropout, emb, tie)
+        super().__init__(embed, emb + enc_dim, hidden, layers, rnn_type, dropout, readout, tie)
         self.attention = Attention(BahdanauScore(hidden, enc_dim, hidden)) if attention else None
-        self.deep_out = nn.Linear(hidden + enc_dim + emb, emb)
+        self.deep_out = nn.Linear(hidden + enc_dim + emb, readout)
 
     def start(self, enc: dict[str, Tensor]) -> dict[str, Tensor]:
         state = self.init_state(enc)
@@ -95,7 +104,7 @@ class ContextDecoder(RNNDecoder):
         h = _layer_first(state["hidden"])                       # (L, B, H)
         if self.attention is None:
             c = state["final"].unsqueeze(1).expand(-1, y.size(1), -1)  # (B, T, He)
-            s, h = self.rnn(torch.cat([y, c], -1), h)           # (B, T, H)
+            s, h = run_rnn(self.rnn, torch.cat([y, c], -1), h)  # (B, T, H)
             attn = None
         else:
             ss, cs, ws = [], [], []
@@ -103,12 +112,11 @@ class ContextDecoder(RNNDecoder):
                 # slicing's backward would build a zero (B, T, E) gradient at every step
                 c, w = self.attention(_top(h).unsqueeze(1), state["keys"], state["memory"],
                                       state["mask"])            # (B, 1, He), (B, 1, S)
-                s, h = self.rnn(torch.cat([y_i, c], -1), h)     # (B, 1, H)
+                s, h = run_rnn(self.rnn, torch.cat([y_i, c], -1), h)  # (B, 1, H)
                 ss.append(s), cs.append(c), ws.append(w)
             s, c, attn = torch.cat(ss, 1), torch.cat(cs, 1), torch.cat(ws, 1)  # (B, T, .)
-        t = torch.tanh(self.deep_out(torch.cat([s, c, y], -1)))  # (B, T, E)
-        logits = self.out(self.dropout(t))                      # (B, T, V): one matmul
-        return logits, attn, {**state, "hidden": _batch_first(h)}
+        t = torch.tanh(self.deep_out(torch.cat([s, c, y], -1)))  # (B, T, R)
+        return self.logits(t), attn, {**state, "hidden": _batch_first(h)}
 
 
 def luong_attention(kind: str, hidden: int, enc_dim: int, window: int) -> Attention:
@@ -132,8 +140,7 @@ class LuongDecoder(RNNDecoder):
     """Luong et al. 2015: attention *after* the RNN step, from the current state h_t.
 
     h_t = RNN(y_{t-1}, h_{t-1}); c_t = attention(h_t, h_1..h_S);
-    ~h_t = tanh(W_c [c_t; h_t]) (Eq. 5); logits = W_s ~h_t (Eq. 6), through an extra
-    emb_dim projection when tied to the embeddings.
+    ~h_t = tanh(W_c [c_t; h_t]) (Eq. 5) of `readout` features; logits = W_s ~h_t (Eq. 6).
 
     Input feeding (Sec. 3.3): the RNN reads [y_{t-1}; ~h_{t-1}], so it knows what it attended to
     before (a coverage hint). That makes each step depend on the previous attention: a loop.
@@ -146,14 +153,13 @@ class LuongDecoder(RNNDecoder):
     """
 
     def __init__(self, embed: nn.Embedding, enc_dim: int, hidden: int, layers: int,
-                 rnn_type: str, dropout: float, attention: str, input_feeding: bool,
-                 window: int, tie: bool):
+                 rnn_type: str, dropout: float, readout: int, attention: str,
+                 input_feeding: bool, window: int, tie: bool):
         emb = embed.embedding_dim
-        super().__init__(embed, emb + (hidden if input_feeding else 0), hidden, layers,
-                         rnn_type, dropout, emb if tie else hidden, tie)
+        super().__init__(embed, emb + (readout if input_feeding else 0), hidden, layers,
+                         rnn_type, dropout, readout, tie)
         self.attention = luong_attention(attention, hidden, enc_dim, window)
-        self.w_c = nn.Linear(enc_dim + hidden, hidden, bias=False)
-        self.proj = nn.Linear(hidden, emb, bias=False) if tie else nn.Identity()
+        self.w_c = nn.Linear(enc_dim + hidden, readout, bias=False)
         self.input_feeding = input_feeding
 
     def start(self, enc: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -165,22 +171,22 @@ class LuongDecoder(RNNDecoder):
 
     def _attend(self, h: Tensor, state: dict) -> tuple[Tensor, Tensor]:
         c, w = self.attention(h, state["keys"], state["memory"], state["mask"])  # (B, T, .)
-        return torch.tanh(self.w_c(torch.cat([c, h], -1))), w  # ~h (B, T, H), Eq. 5
+        return torch.tanh(self.w_c(torch.cat([c, h], -1))), w  # ~h (B, T, R), Eq. 5
 
     def forward(self, tgt_in: Tensor, state: dict) -> tuple[Tensor, Tensor, dict]:
         y = self.dropout(self.embed(tgt_in))                    # (B, T, E)
         h = _layer_first(state["hidden"])                       # (L, B, H)
         state = dict(state)
         if not self.input_feeding:
-            hs, h = self.rnn(y, h)                              # (B, T, H)
-            att, attn = self._attend(hs, state)                 # (B, T, H), (B, T, S)
+            hs, h = run_rnn(self.rnn, y, h)                     # (B, T, H)
+            att, attn = self._attend(hs, state)                 # (B, T, R), (B, T, S)
         else:
-            feed, atts, ws = state["feed"].unsqueeze(1), [], []  # (B, 1, H)
+            feed, atts, ws = state["feed"].unsqueeze(1), [], []  # (B, 1, R)
             for y_t in y.unsqueeze(2).unbind(1):                # (B, 1, E)
-                ht, h = self.rnn(torch.cat([y_t, feed], -1), h)  # (B, 1, H)
+                ht, h = run_rnn(self.rnn, torch.cat([y_t, feed], -1), h)  # (B, 1, H)
                 feed, w = self._attend(ht, state)
                 atts.append(feed), ws.append(w)
-            att, attn = torch.cat(atts, 1), torch.cat(ws, 1)    # (B, T, H), (B, T, S)
+            att, attn = torch.cat(atts, 1), torch.cat(ws, 1)    # (B, T, R), (B, T, S)
             state["feed"] = feed.squeeze(1)
         state["hidden"] = _batch_first(h)
-        return self.out(self.proj(self.dropout(att))), attn, state  # (B, T, V): one matmul
+        return self.logits(att), attn, state                   # (B, T, V)

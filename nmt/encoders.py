@@ -4,7 +4,27 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
+
+Hidden = Tensor | tuple[Tensor, Tensor]  # GRU h, or LSTM (h, c); each (layers, B, H)
+
+
+def run_rnn(rnn: nn.RNNBase, x: Tensor | PackedSequence, h: Hidden | None = None):
+    """rnn(x, h) in float32, also under autocast.
+
+    Under CUDA autocast, cuDNN's RNN wrapper casts inputs and weights to *float16*, whatever dtype
+    autocast was given (bf16 included), without loss scaling: small weight gradients flush to
+    zero. It also copies the weights into a new half buffer at every call, i.e. at every decoder
+    step. So the recurrence runs outside autocast on float32 inputs and state; the layers around
+    it (projections, attention, readout) still run in the autocast dtype.
+    """
+    data = x.data if isinstance(x, PackedSequence) else x
+    if not torch.is_autocast_enabled(data.device.type):
+        return rnn(x, h)
+    if h is not None:
+        h = tuple(t.float() for t in h) if isinstance(h, tuple) else h.float()
+    with torch.autocast(data.device.type, enabled=False):
+        return rnn(x.float(), h)
 
 
 class RNNEncoder(nn.Module):
@@ -37,7 +57,7 @@ class RNNEncoder(nn.Module):
         """src (B, S), src_len (B,) -> outputs (B, S, H) zero on padding, final (B, H)."""
         x = self.dropout(self.embed(src))                       # (B, S, E)
         packed = pack_padded_sequence(x, src_len.cpu(), batch_first=True, enforce_sorted=False)
-        out, h = self.rnn(packed)
+        out, h = run_rnn(self.rnn, packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))  # (B, S, H)
         if isinstance(h, tuple):                                # LSTM: (h, c); summarise h
             h = h[0]

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from nmt.config import ModelConfig
 from nmt.decoders import ContextDecoder, LuongDecoder
 from nmt.encoders import RNNEncoder
+from nmt.initialization import init_rnn_model
 
 
 class Seq2Seq(nn.Module):
@@ -117,13 +118,15 @@ def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int, joint: bool = 
                          cfg.bidirectional, cfg.dropout)
     common = dict(embed=tgt_embed, enc_dim=cfg.hidden_size, hidden=cfg.hidden_size,
                   layers=cfg.dec_layers, rnn_type=cfg.rnn_type, dropout=cfg.dropout,
-                  tie=cfg.tie_embeddings)
+                  readout=cfg.readout or cfg.hidden_size, tie=cfg.tie_embeddings)
     if cfg.attention in ("none", "bahdanau"):
         decoder = ContextDecoder(attention=cfg.attention == "bahdanau", **common)
     else:
         decoder = LuongDecoder(attention=cfg.attention, input_feeding=cfg.input_feeding,
                                window=cfg.local_window, **common)
-    return RNNSeq2Seq(encoder, decoder)
+    model = RNNSeq2Seq(encoder, decoder)
+    init_rnn_model(model, cfg.init)
+    return model
 
 
 def count_parameters(model: nn.Module) -> int:

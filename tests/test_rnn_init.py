@@ -1,0 +1,119 @@
+"""RNN initialisation, the controlled RNN family, and float32 recurrences under autocast."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nmt.config import ModelConfig, load_recipe
+from nmt.encoders import run_rnn
+from nmt.model import build_model, count_parameters
+
+RNN_SYSTEMS = ("none", "bahdanau", "luong-dot", "luong-general", "luong-concat")
+ALL_STEPS = ["zero_bias", "xavier", "orthogonal", "identity_general"]
+
+
+def _rnn(attention="none", **kw) -> torch.nn.Module:
+    base = dict(arch="rnn", attention=attention, emb_dim=32, hidden_size=48, enc_layers=2,
+                dec_layers=2, dropout=0.0)
+    return build_model(ModelConfig(**{**base, **kw}), 300, 300)
+
+
+def _mean_cosine(x: torch.Tensor) -> float:
+    """Mean cosine between the rows of x (N, H), the diagonal left out."""
+    f = torch.nn.functional.normalize(x, dim=-1)
+    off = ~torch.eye(len(x), dtype=torch.bool)
+    return (f @ f.T)[off].mean().item()
+
+
+@pytest.mark.parametrize("rnn_type", ["gru", "lstm"])
+def test_encoder_summaries_of_different_sentences_differ_at_init(rnn_type):
+    # the summary is the only view of the source the attention-free decoder has: with torch's
+    # random biases it is nearly one shared vector for every sentence (cosine ~0.97)
+    torch.manual_seed(0)
+    src = torch.randint(4, 300, (16, 12))
+    lengths = torch.full((16,), 12)
+    model = _rnn(rnn_type=rnn_type).eval()
+    with torch.no_grad():
+        memory, final = model.encoder(src, lengths)
+    assert _mean_cosine(final) < 0.3
+    assert _mean_cosine(memory.reshape(-1, memory.size(-1))) < 0.3
+    torch.manual_seed(0)
+    with torch.no_grad():
+        _, final_torch = _rnn(rnn_type=rnn_type, init=[]).eval().encoder(src, lengths)
+    assert _mean_cosine(final_torch) > _mean_cosine(final)
+
+
+def test_init_steps_do_what_they_say():
+    model = _rnn("luong-general", rnn_type="lstm")
+    for name, p in model.named_parameters():
+        if ".rnn.bias_ih" in name:              # LSTM gates i, f, g, o: forget gate at 1
+            h = p.numel() // 4
+            assert torch.all(p[h:2 * h] == 1) and torch.all(p[:h] == 0) and torch.all(p[2 * h:] == 0)
+        elif "bias" in name:
+            assert torch.all(p == 0), name
+        if ".rnn.weight_hh" in name:            # orthogonal per gate block (H, H)
+            for block in p.detach().chunk(4, dim=0):
+                eye = torch.eye(block.size(0))
+                assert torch.allclose(block @ block.T, eye, atol=1e-5), name
+    w = model.decoder.attention.score.key_proj.weight
+    assert torch.equal(w, torch.eye(w.size(0)))   # general starts as the dot score
+    untouched = _rnn("luong-general", init=[])
+    assert not torch.equal(untouched.decoder.attention.score.key_proj.weight, torch.eye(48))
+
+
+def test_tied_output_layer_keeps_the_embedding_init():
+    model = _rnn("bahdanau", tie_embeddings=True)
+    assert model.decoder.out.weight is model.decoder.embed.weight
+    std = model.decoder.embed.weight.std().item()
+    assert abs(std - 32 ** -0.5) < 0.2 * 32 ** -0.5
+
+
+def test_rnn_family_is_controlled():
+    # every RNN system of the comparison: same encoder, decoder width and readout width, and
+    # parameter counts within 10% of each other, so the table measures attention
+    recipes = {a: load_recipe(f"recipes/multi30k-de-en/{n}.yaml") for a, n in
+               [("none", "no-attention"), ("bahdanau", "bahdanau"), ("luong-dot", "luong-dot"),
+                ("luong-general", "luong-general"), ("luong-concat", "luong-concat")]}
+    counts = {}
+    for attention, r in recipes.items():
+        assert r.model.attention == attention
+        m = r.model
+        assert (m.hidden_size, m.emb_dim, m.enc_layers, m.dec_layers, m.readout) == \
+            (recipes["none"].model.hidden_size, recipes["none"].model.emb_dim,
+             recipes["none"].model.enc_layers, recipes["none"].model.dec_layers,
+             recipes["none"].model.readout)
+        model = build_model(m, 8000, 8000)
+        counts[attention] = count_parameters(model)
+        readout = model.decoder.deep_out if attention in ("none", "bahdanau") else model.decoder.w_c
+        assert readout.out_features == (m.readout or m.hidden_size) >= m.hidden_size
+    assert max(counts.values()) / min(counts.values()) < 1.10, counts
+
+
+def test_rnn_runs_in_float32_under_autocast():
+    torch.manual_seed(0)
+    gru = torch.nn.GRU(8, 16, 2, batch_first=True)
+    x, h = torch.randn(3, 5, 8), torch.randn(2, 3, 16)
+    ref_out, ref_h = gru(x, h)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, h_n = run_rnn(gru, x.bfloat16(), h.bfloat16())
+    assert out.dtype == h_n.dtype == torch.float32
+    torch.testing.assert_close(out, gru(x.bfloat16().float(), h.bfloat16().float())[0])
+    assert ref_out.shape == out.shape and ref_h.shape == h_n.shape
+
+
+@pytest.mark.parametrize("attention", RNN_SYSTEMS)
+def test_every_recurrence_sees_float32_under_autocast(attention):
+    model = _rnn(attention)
+    seen = []
+    for m in model.modules():
+        if isinstance(m, torch.nn.RNNBase):
+            m.register_forward_pre_hook(lambda mod, args: seen.append(
+                (args[0].data if hasattr(args[0], "batch_sizes") else args[0]).dtype))
+    src, lengths = torch.randint(4, 300, (2, 7)), torch.tensor([7, 4])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits, _ = model(src, lengths, torch.randint(4, 300, (2, 5)))
+        logits.float().sum().backward()
+    assert seen and all(d == torch.float32 for d in seen)
+    grads = [p.grad for n, p in model.named_parameters() if ".rnn." in n]
+    assert grads and all(g is not None and g.dtype == torch.float32 and g.abs().sum() > 0
+                         for g in grads)
