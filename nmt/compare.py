@@ -37,7 +37,8 @@ class Comparison:
     baseline: str = "no-attention"  # system the attention systems are tested against
     examples: int = 5               # test sentences shown from every system beside the reference
     heatmaps: int = 3               # test sentences whose attention is drawn for every system
-    length_buckets: list[int] = field(default_factory=lambda: [10, 15, 20, 25])  # source words
+    length_bins: int = 5            # BLEU by length: buckets at source-length quantiles
+    length_buckets: list[int] = field(default_factory=list)  # or explicit edges, in source words
     base: dict = field(default_factory=dict)      # recipe sections under every system's own
     overrides: dict = field(default_factory=dict)  # recipe sections over every system's own
     systems: dict = field(default_factory=dict)   # NAME -> {recipe: FILE, set: {overrides}}
@@ -197,6 +198,21 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def quantile_edges(src: list[str], bins: int) -> list[int]:
+    """Source-length edges (words) that split `src` into `bins` buckets of about equal size.
+
+    Multi30k captions are short: fixed edges leave a handful of sentences in the top buckets,
+    whose BLEU then swings by many points. Equal-count buckets hold ~len/bins sentences each
+    (ties at an edge make them somewhat uneven); an edge that would repeat is dropped."""
+    lengths = sorted(len(s.split()) for s in src)
+    edges: list[int] = []
+    for k in range(1, bins):
+        e = lengths[round(k * len(lengths) / bins)] if lengths else 0
+        if e > (edges[-1] if edges else lengths[0]):
+            edges.append(e)
+    return edges
+
+
 def length_buckets(src: list[str], edges: list[int]) -> list[tuple[str, list[int]]]:
     """Group sentence indices by source length in words: [<e0, e0-e1, ..., >=eN]."""
     bounds = [0, *edges, math.inf]
@@ -209,9 +225,24 @@ def length_buckets(src: list[str], edges: list[int]) -> list[tuple[str, list[int
     return out
 
 
+def design(r) -> str:
+    """What a system's decoder does with the source: the part that differs *because it is the
+    method* (the report prints it beside the parameter counts)."""
+    m = r.model
+    if m.arch == "transformer":
+        return f"{m.dec_layers} layers of self- and cross-attention, {m.heads} heads; no recurrence"
+    if m.attention == "none":
+        return "fixed context: the encoder summary c, into the RNN and the readout at every step"
+    if m.attention == "bahdanau":
+        return "attends from s_{i-1} (before the RNN step); c_i into the RNN and the readout"
+    feed = "; ~h_t fed back (input feeding)" if m.input_feeding else ""
+    return f"attends from h_t (after the RNN step), {m.attention.removeprefix('luong-')} " \
+           f"score; readout ~h_t = tanh(W_c [c_t; h_t]){feed}"
+
+
 def collect(cmp: Comparison, out: Path, tests: dict) -> dict:
     """Everything the report shows, as plain data (results.json)."""
-    from nmt.evaluation import paired_bootstrap, score
+    from nmt.evaluation import bleu_interval, paired_bootstrap, score
 
     results: dict = {"name": cmp.name, "baseline": cmp.baseline, "systems": {}, "tests": {}}
     hyps: dict[str, dict[str, list[str]]] = {}
@@ -224,7 +255,7 @@ def collect(cmp: Comparison, out: Path, tests: dict) -> dict:
         valid = [m for m in _metrics(run_dir) if m.get("kind") == "valid"]
         best = max(valid, key=lambda m: m.get("val_bleu", -1), default={})
         sys = {"arch": r.model.arch, "attention": r.model.attention if r.model.arch == "rnn"
-               else "multi-head self + cross", "summary": summary,
+               else "multi-head self + cross", "design": design(r), "summary": summary,
                "val_ppl": best.get("val_ppl"), "val_bleu": best.get("val_bleu"),
                "curve": [{k: m.get(k) for k in ("step", "wall", "val_bleu", "val_ppl")}
                          for m in valid], "tests": {}}
@@ -236,10 +267,11 @@ def collect(cmp: Comparison, out: Path, tests: dict) -> dict:
             hyps.setdefault(split, {})[name] = hyp
             scores = score(hyp, [corpus.tgt])
             scores["decode"] = json.loads(hyp_path.with_suffix(".json").read_text())
+            edges = cmp.length_buckets or quantile_edges(corpus.src, cmp.length_bins)
             scores["by_length"] = [
                 {"bucket": label, "n": len(idx),
-                 "bleu": score([hyp[i] for i in idx], [[corpus.tgt[i] for i in idx]])["bleu"]}
-                for label, idx in length_buckets(corpus.src, cmp.length_buckets)]
+                 **bleu_interval([hyp[i] for i in idx], [corpus.tgt[i] for i in idx])}
+                for label, idx in length_buckets(corpus.src, edges)]
             sys["tests"][split] = scores
         results["systems"][name] = sys
     for split, by_sys in hyps.items():

@@ -42,6 +42,17 @@ def score(hyps: list[str], refs: list[list[str]]) -> dict:
     return out
 
 
+def bleu_interval(hyps: list[str], refs: list[str]) -> dict:
+    """Corpus BLEU with its 95% bootstrap interval: {"bleu", "ci"} (ci the half-width).
+
+    sacreBLEU resamples the sentences BOOTSTRAP_SAMPLES times (with its fixed seed, so the
+    interval is reproducible) and reports the spread of the resampled corpus BLEU: how much a
+    score over this many sentences moves by chance alone."""
+    _check(hyps, [refs])
+    s = BLEU().corpus_score(hyps, [refs], n_bootstrap=BOOTSTRAP_SAMPLES)
+    return {"bleu": float(s.score), "ci": float(s._ci)}
+
+
 def paired_bootstrap(baseline: list[str], systems: dict[str, list[str]], refs: list[list[str]],
                      baseline_name: str = "baseline") -> dict[str, dict]:
     """Paired bootstrap resampling (Koehn 2004) through sacreBLEU's PairedTest.

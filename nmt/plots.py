@@ -28,12 +28,19 @@ def learning_curves(systems: dict, path: Path) -> None:
 
 
 def bleu_by_length(systems: dict, split: str, path: Path) -> None:
-    """Corpus BLEU per source-length bucket (Bahdanau et al. 2015, Fig. 2)."""
+    """Corpus BLEU per source-length bucket (Bahdanau et al. 2015, Fig. 2), each with its 95%
+    bootstrap interval; the tick labels give the bucket's sentence count."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    for name, s in systems.items():
+    labels: list[str] = []
+    for k, (name, s) in enumerate(systems.items()):
         rows = s["tests"].get(split, {}).get("by_length", [])
-        ax.plot([r["bucket"] for r in rows], [r["bleu"] for r in rows], marker="o", label=name)
-    ax.set(xlabel="source sentence length (words)", ylabel="BLEU", title=f"BLEU by length: {split}")
+        x = [i + (k - (len(systems) - 1) / 2) * 0.06 for i in range(len(rows))]  # side by side
+        ax.errorbar(x, [r["bleu"] for r in rows], yerr=[r.get("ci", 0) for r in rows],
+                    marker="o", capsize=3, label=name)
+        labels = labels or [f"{r['bucket']}\n(n={r['n']})" for r in rows]
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set(xlabel="source sentence length (words)", ylabel="BLEU (± 95% CI)",
+           title=f"BLEU by length: {split}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)

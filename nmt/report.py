@@ -34,6 +34,10 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
                 f"{sm.get('tokens_per_s', 0):,.0f}", _fmt(dec.get("sent_per_s")),
                 str(sm.get("device", dec.get("device", "?")))]
         lines.append("| " + " | ".join(row) + " |")
+    lines += ["", "What each decoder does with the source (the differences that *are* the method; "
+              "everything else is shared as far as the recipes allow):", ""]
+    lines += [f"- **{name}** ({s['summary'].get('params', 0) / 1e6:.2f}M parameters): "
+              f"{s.get('design', '')}" for name, s in systems.items()]
     sig = next((t["signatures"] for s in systems.values() for t in s["tests"].values()), None)
     if sig:
         lines += ["", "sacreBLEU signatures: " + "; ".join(f"`{v}`" for v in sig.values())]
@@ -58,7 +62,8 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
     for split in splits:
         name = f"bleu_by_length_{split}.png"
         plots.bleu_by_length(systems, split, out / name)
-        lines += ["", f"## BLEU by source length: {split}", "", f"![BLEU by length]({name})"]
+        lines += ["", f"## BLEU by source length: {split}", ""] + _length_table(systems, split) + \
+            ["", f"![BLEU by length]({name})"]
 
     # --- attention pictures and examples from the first test set
     split = splits[0]
@@ -90,6 +95,21 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
             lines.append(f"**{name}**: {hyp[i]}  ")
         lines.append("")
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _length_table(systems: dict, split: str) -> list[str]:
+    """BLEU ± 95% bootstrap interval per source-length bucket, with each bucket's size."""
+    first = next((s["tests"][split]["by_length"] for s in systems.values()
+                  if s["tests"].get(split, {}).get("by_length")), [])
+    if not first:
+        return []
+    head = ["system"] + [f"{r['bucket']} words (n={r['n']})" for r in first]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, s in systems.items():
+        rows = s["tests"].get(split, {}).get("by_length", [])
+        lines.append("| " + " | ".join([name] + [f"{r['bleu']:.1f} ± {r.get('ci', 0):.1f}"
+                                                 for r in rows]) + " |")
+    return lines
 
 
 def _examples(src: list[str], n: int) -> list[int]:

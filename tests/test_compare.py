@@ -1,6 +1,8 @@
 """The smoke comparison end to end: every system type trains, decodes, scores and is reported."""
 import json
 
+import pytest
+
 from typer.testing import CliRunner
 
 from cli import app
@@ -85,3 +87,30 @@ def test_length_buckets_cover_every_sentence_once():
     seen = sorted(i for _, idx in buckets for i in idx)
     assert seen == list(range(len(src)))
     assert [label for label, _ in buckets] == ["<10", "10-14", "15-19", "25+"]
+
+
+def test_quantile_buckets_hold_about_equal_shares():
+    import random
+
+    from nmt.compare import quantile_edges
+
+    rng = random.Random(0)
+    # caption-like lengths: many short sentences, a thin tail of long ones
+    src = ["w " * max(1, int(rng.gauss(12, 4))) for _ in range(1000)] + ["w " * 40] * 3
+    edges = quantile_edges(src, 5)
+    buckets = length_buckets(src, edges)
+    sizes = [len(idx) for _, idx in buckets]
+    assert sum(sizes) == len(src) and len(buckets) == 5
+    assert min(sizes) >= 0.5 * len(src) / 5            # no bucket of a handful of sentences
+    assert edges == sorted(set(edges))
+    assert quantile_edges(["a b"] * 10, 5) == []        # one length: one bucket
+
+
+def test_bleu_interval_shrinks_with_more_sentences():
+    from nmt.evaluation import bleu_interval, score
+
+    hyps = ["a man rides a red bike .", "two dogs play in the snow .", "a woman is cooking ."]
+    refs = ["a man is riding a red bike .", "two dogs are playing in snow .", "a woman cooks ."]
+    small, large = bleu_interval(hyps * 10, refs * 10), bleu_interval(hyps * 100, refs * 100)
+    assert small["bleu"] == pytest.approx(score(hyps, [refs])["bleu"], abs=1e-6)
+    assert 0 < large["ci"] < small["ci"]

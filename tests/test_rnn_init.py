@@ -117,3 +117,20 @@ def test_every_recurrence_sees_float32_under_autocast(attention):
     grads = [p.grad for n, p in model.named_parameters() if ".rnn." in n]
     assert grads and all(g is not None and g.dtype == torch.float32 and g.abs().sum() > 0
                          for g in grads)
+
+
+def test_score_ablation_varies_only_the_score():
+    from nmt.compare import load_comparison
+    from nmt.config import to_dict
+
+    cmp = load_comparison("recipes/multi30k-de-en/scores.yaml")
+    scores = {r.model.attention for r in cmp.recipes.values()}
+    assert scores == {"luong-dot", "luong-general", "luong-concat", "scaled-dot", "cosine",
+                      "luong-local"}
+    flat = []
+    for r in cmp.recipes.values():
+        d = to_dict(r)
+        d["model"].pop("attention")
+        d.pop("name", None)
+        flat.append(d)
+    assert all(d == flat[0] for d in flat)
