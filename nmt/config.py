@@ -61,9 +61,9 @@ class ModelConfig:
     input_feeding: bool = True      # Luong: feed the attentional state into the next step
     local_window: int = 5           # Luong local-p: half-width D of the window
     readout: int = 0                # RNN readout width (Bahdanau's deep output, Luong's ~h_t); 0 = hidden_size
-    # RNN initialisation steps (nmt/initialization.py); [] keeps torch's defaults
-    init: list[str] = field(default_factory=lambda: ["zero_bias", "xavier", "orthogonal",
-                                                     "identity_general"])
+    # RNN initialisation steps (nmt/initialization.py; chosen by bench/init_sweep.py, results in
+    # bench/RESULTS.md); [] keeps torch's defaults
+    init: list[str] = field(default_factory=lambda: ["zero_bias", "xavier"])
     # --- Transformer (Vaswani et al. 2017) ---
     d_model: int = 256
     heads: int = 4

@@ -5,7 +5,8 @@ biases likewise. The random biases add one vector to every position of every sen
 real Multi30k batches at initialisation, ~77% of the encoder annotations and ~96% of the summary
 that starts the decoder (the only view of the source the attention-free model has) are that shared
 vector, so every sentence looks alike until training removes it. The references initialise
-explicitly instead; `model.init` lists the steps applied, in this order:
+explicitly instead. `model.init` lists the steps applied; its default, zero_bias and xavier, is
+what bench/init_sweep.py measured to learn fastest on every RNN system (bench/RESULTS.md):
 
 - zero_bias: every bias 0 (Bahdanau et al. 2015, App. B.1; JoeyNMT), except an LSTM's forget
   gate, which starts at 1 (Jozefowicz et al. 2015) so that cells remember by default.

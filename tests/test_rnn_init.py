@@ -44,7 +44,7 @@ def test_encoder_summaries_of_different_sentences_differ_at_init(rnn_type):
 
 
 def test_init_steps_do_what_they_say():
-    model = _rnn("luong-general", rnn_type="lstm")
+    model = _rnn("luong-general", rnn_type="lstm", init=ALL_STEPS)
     for name, p in model.named_parameters():
         if ".rnn.bias_ih" in name:              # LSTM gates i, f, g, o: forget gate at 1
             h = p.numel() // 4

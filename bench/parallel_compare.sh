@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Every system of one or more comparison recipes trained at the same time on one machine, then each
+# comparison's report. On a GPU an RNN run leaves most of the card idle (its decoder is a loop of
+# small steps), so concurrent systems finish the whole comparison in about the time of the
+# slowest one. Each system is `nmt compare RECIPE --only NAME`; the tokenizer is built first, once
+# per comparison, so that no two runs race to build it; a last plain `nmt compare` per recipe
+# decodes nothing new and writes the report.
+#
+#   bench/parallel_compare.sh OUT_ROOT RECIPE.yaml [RECIPE.yaml ...]
+#   NMT="python3 cli.py" LIMIT=540 bench/parallel_compare.sh /tmp/runs recipes/multi30k-de-en/compare.yaml
+#
+# LIMIT (seconds, default none) sends SIGINT to a system still training then: it saves last.pt
+# and stops, and running the same command again resumes it.
+set -uo pipefail
+root=$1; shift
+nmt=${NMT:-nmt}
+limit=${LIMIT:-0}
+pids=()
+for recipe in "$@"; do
+  out=$root/$(basename "$recipe" .yaml)
+  mkdir -p "$out"
+  python3 - "$recipe" "$out/tokenizer" <<'PY'
+import sys
+from pathlib import Path
+sys.path.insert(0, ".")
+from nmt.compare import load_comparison
+from nmt.data import load_split
+from nmt.tokenizer import Tokenizer
+cmp = load_comparison(sys.argv[1])
+first = next(iter(cmp.recipes.values()))
+if not any(Path(sys.argv[2]).glob("*.model")):
+    train = load_split(first.data, first.data.train, limit=first.data.max_train_pairs)
+    Tokenizer.train(train.src, train.tgt, Path(sys.argv[2]), first.tokenizer)
+print("\n".join(cmp.recipes), file=open(Path(sys.argv[2]).parent / "systems.txt", "w"))
+PY
+  while read -r name; do
+    if [ "$limit" -gt 0 ]; then
+      timeout -s INT "$limit" $nmt compare "$recipe" --out "$out" --only "$name" --quiet \
+        > "$out/$name.log" 2>&1 &
+    else
+      $nmt compare "$recipe" --out "$out" --only "$name" --quiet > "$out/$name.log" 2>&1 &
+    fi
+    pids+=($!)
+  done < "$out/systems.txt"
+done
+for p in "${pids[@]}"; do wait "$p"; done
+for recipe in "$@"; do
+  out=$root/$(basename "$recipe" .yaml)
+  # only the finished systems: a plain compare would go on training one that LIMIT stopped
+  only=()
+  while read -r name; do
+    [ -f "$out/systems/$name/done.json" ] && only+=(--only "$name")
+  done < "$out/systems.txt"
+  [ ${#only[@]} -gt 0 ] || { echo "$recipe: no system finished"; continue; }
+  $nmt compare "$recipe" --out "$out" "${only[@]}" --quiet > "$out/report.log" 2>&1 \
+    && echo "$out/report.md" || echo "$recipe: report failed, see $out/report.log"
+done
+touch "$root/DONE"
