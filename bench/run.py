@@ -250,7 +250,8 @@ def _train_worker(spec: dict) -> dict:
     import torch.nn.functional  # noqa: F401  (import cost outside the timing)
 
     import candidates
-    from nmt.model import build_model, count_parameters
+    from nmt.model import build_model
+    from nmt.seq2seq import count_parameters
     from nmt.training import lr_factor, sequence_loss
 
     torch.set_num_threads(spec["threads"])

@@ -163,7 +163,8 @@ def _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d: dist.Dis
         raise NMTError(f"{valid_corpus.name}: the validation split is empty")
 
     # ---- model, optimizer, schedule
-    from nmt.model import build_model, count_parameters  # heavy; only training needs it here
+    from nmt.model import build_model  # heavy; only training needs it here
+    from nmt.seq2seq import count_parameters
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
