@@ -5,12 +5,12 @@ for two fixed models on Multi30k de-en, appended as a dated section to bench/RES
     .venv/bin/python bench/run.py --configs T --tokens 1730 --warmup 1 --steps 3 --no-decode \
         --no-levers --dry-run                    # a one-minute smoke run, writes nothing
 
-Training. The update is nmt.training's, reproduced for one process (training.py exposes no step
-function): collate -> forward -> label-smoothed CE summed over real target tokens
-(training.sequence_loss) -> backward of loss / target tokens -> clip_grad_norm_ -> Adam step ->
-zero_grad -> LambdaLR step (training.lr_factor). Only the schedule differs from a recipe's: a
-constant lr, so the loss visibly falls within the few timed updates (first and last are
-recorded: an update that silently skipped work could not lower it); the schedule costs nothing.
+Training. The update is nmt.training.Trainer.update, one batch per update, in one process:
+collate -> forward -> label-smoothed CE summed over real target tokens -> backward of loss /
+target tokens -> clip_grad_norm_ -> fused Adam step -> zero_grad -> LambdaLR step. Only the
+schedule differs from a recipe's: a constant lr, so the loss visibly falls within the few timed
+updates (first and last are recorded: an update that silently skipped work could not lower it);
+the schedule costs nothing.
 Batches come from nmt.batching.token_batches, whose budget counts *padded* positions; the budget
 is calibrated so that the mean number of real (non-pad) target tokens per update hits the asked
 size, which is what JoeyNMT's figures count.
@@ -252,7 +252,7 @@ def _train_worker(spec: dict) -> dict:
     import candidates
     from nmt.model import build_model
     from nmt.seq2seq import count_parameters
-    from nmt.training import lr_factor, sequence_loss
+    from nmt.training import Trainer
 
     torch.set_num_threads(spec["threads"])
     cands = spec.get("candidates", [])
@@ -266,7 +266,6 @@ def _train_worker(spec: dict) -> dict:
     batches = batches[:n]
 
     torch.manual_seed(SEED)
-    cfg = BENCH_TRAIN
     model = build_model(CONFIGS[spec["config"]], tok.src_vocab_size, tok.tgt_vocab_size,
                         joint=tok.joint)
     params = count_parameters(model)
@@ -275,29 +274,15 @@ def _train_worker(spec: dict) -> dict:
     if "rnn_loop" in cands and spec["config"] == "R":
         b = collate(pairs, batches[0])
         check = candidates.check_rnn_loop(model, b.src, b.src_len, b.tgt_in)
-    # fused, as nmt.training does on CPU and CUDA (adopted after the lever measured +4-8%)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
-                                 weight_decay=cfg.weight_decay,
-                                 fused=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s + 1, cfg))
-    net = torch.compile(model, dynamic=True) if spec["compile"] else model
-    amp = torch.autocast("cpu", dtype=torch.bfloat16, enabled=spec["bf16"])
-    model.train()
+    # nmt's own update (fused Adam, clipping, schedule), one batch per update
+    trainer = Trainer(model.train(), BENCH_TRAIN, pairs, amp=spec["bf16"],
+                      compile=spec["compile"])
 
     def update(idx: list[int]) -> tuple[float, int]:
-        # nmt.training's update for world = 1, accum_steps = 1
-        batch = collate(pairs, idx)
-        with amp:
-            logits, _ = net(batch.src, batch.src_len, batch.tgt_in)  # (B, T, V)
-            loss = sequence_loss(logits, batch.tgt_out, cfg.label_smoothing)
-        (loss / batch.ntokens).backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_norm or math.inf)
-        if not (math.isfinite(norm.item()) and math.isfinite(loss.item())):
+        r = trainer.update([idx])
+        if r.skipped:
             raise FloatingPointError("non-finite loss or gradient norm")
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        scheduler.step()
-        return loss.item() / batch.ntokens, batch.ntokens
+        return r.loss / r.tokens, r.tokens
 
     warm_times = []
     for idx in batches[:spec["warmup"]]:

@@ -44,6 +44,7 @@ import sentencepiece as spm
 import yaml
 
 import run as bench
+from nmt.batching import token_batches
 from nmt.config import DataConfig, ModelConfig, Recipe, TrainConfig, save_recipe
 from nmt.data import multi30k_dir
 
@@ -209,25 +210,20 @@ def run_ours(name: str, model: ModelConfig, budget: int, updates: int, valid_eve
 
 def child_train(recipe_file: str, out: str, per_batch: str) -> None:
     """The child of run_ours: train, print the summary as JSON."""
-    import nmt.training
     from nmt.config import load_recipe
+    from nmt.training import train
 
-    if int(per_batch):
-        nmt.training.token_batches = joey_batches(int(per_batch))
-    summary = nmt.training.train(load_recipe(recipe_file), Path(out), overwrite=True, quiet=True,
-                                 tokenizer_dir=bench.TOK_DIR)
+    batcher = joey_batches(int(per_batch)) if int(per_batch) else token_batches
+    summary = train(load_recipe(recipe_file), Path(out), overwrite=True, quiet=True,
+                    tokenizer_dir=bench.TOK_DIR, batcher=batcher)
     print(json.dumps(summary))
 
 
 def joey_batches(per_batch: int):
-    """A stand-in for nmt.batching.token_batches that batches as JoeyNMT does
-    (bench.random_batches, `per_batch` pairs a batch), a pure function of (seed, epoch) as nmt's
-    resumable training needs."""
-    from nmt.batching import token_batches
-
-    def batches(src_lens, tgt_lens, max_tokens, seed, epoch, shuffle=True):
-        if not shuffle:  # decoding keeps nmt's own order
-            return token_batches(src_lens, tgt_lens, max_tokens, seed, epoch, shuffle)
+    """An epoch's batches as JoeyNMT makes them (bench.random_batches, `per_batch` pairs a
+    batch), a pure function of (seed, epoch) as nmt's resumable training needs; the batcher
+    nmt.training.train takes in place of token_batches."""
+    def batches(src_lens, tgt_lens, max_tokens, seed, epoch):
         return bench.random_batches(len(src_lens), per_batch, [seed, epoch])
     return batches
 

@@ -14,9 +14,20 @@ from typing import Any
 import torch
 
 from nmt import __version__
+from nmt.config import Recipe, recipe_from_dict, to_dict
 from nmt.errors import NMTError
+from nmt.model import build_model
+from nmt.tokenizer import Tokenizer
 
 FORMAT = 1  # bump when the layout of a checkpoint changes incompatibly
+
+
+def payload(recipe: Recipe, tok: Tokenizer, model: torch.nn.Module, **extra: Any) -> dict[str, Any]:
+    """What every checkpoint holds (enough to translate: recipe, tokenizer, weights), plus
+    `extra`; training adds its RunState and validations, and for last.pt the optimizer,
+    schedule and RNG states to resume."""
+    return {"recipe": to_dict(recipe), "tokenizer": tok.to_state(), "model": model.state_dict(),
+            **extra}
 
 
 def save(path: Path, payload: dict[str, Any]) -> None:
@@ -71,10 +82,6 @@ def load(path: str | Path, which: str = "best") -> dict[str, Any]:
 
 def load_for_inference(path: str | Path, device: str | torch.device = "cpu"):
     """(model in eval mode, tokenizer, recipe) from a checkpoint file or run directory."""
-    from nmt.config import recipe_from_dict
-    from nmt.model import build_model
-    from nmt.tokenizer import Tokenizer
-
     ckpt = load(path)
     recipe = recipe_from_dict(ckpt["recipe"], where=f"{ckpt['path']} (recipe)")
     tok = Tokenizer.from_state(ckpt["tokenizer"])
