@@ -1,4 +1,4 @@
-"""Speed benchmark (issue 7): training throughput, decoding speed and what each speed lever gives,
+"""Speed benchmark: training throughput, decoding speed and what each speed lever gives,
 for two fixed models on Multi30k de-en, appended as a dated section to bench/RESULTS.md.
 
     make bench                                   # everything, as published
@@ -72,15 +72,15 @@ CONFIGS = {
 # Adam (0.9, 0.98), clip 1.0); constant lr, see the module docstring
 BENCH_TRAIN = TrainConfig(lr=5e-4, schedule="constant")
 
-# JoeyNMT 2.3.0 as issue 7 measured it on a 2-core AMD EPYC, fp32, 2 threads, ~1,730 real target
-# tokens/update. bench/vs_joeynmt.py measures its training on this machine; train_table prefers
+# JoeyNMT 2.3.0 as first measured (before vs_joeynmt.py existed) on a 2-core AMD EPYC, fp32,
+# 2 threads, ~1,730 real target tokens/update. bench/vs_joeynmt.py measures its training on this machine; train_table prefers
 # that (JOEY_HERE) when its CPU is this one.
 JOEY = {"train": {"T": 589, "R": 593}, "s_update": 2.9, "mem_gb": 2.8,
         "decode": {("T", 1): 10.5, ("T", 5): 9.5, ("R", 1): 110, ("R", 5): 42}}
 JOEY_HERE = CACHE / "joeynmt" / "measured.json"
 TARGET_TRAIN = 1200                        # tok/s at ~1,730 real target tokens, T and R
 TARGET_BEAM5_S = {"T": 20.0, "R": 12.0}    # seconds for the 1,000 test sentences, beam 5
-# decoded too when `make compare` has trained them: every model family's speed (issue 5)
+# decoded too when `make compare` has trained them: every model family's speed
 FAMILIES = ["no-attention", "luong-dot", "luong-general", "luong-concat"]
 
 
@@ -397,9 +397,9 @@ def others(m: dict) -> str:
 
 def joey_train() -> dict[str, dict]:
     """JoeyNMT's training figures per config: measured on this CPU by bench/vs_joeynmt.py if it
-    has run here, else issue 7's."""
+    has run here, else the first measurement's (JOEY)."""
     figures = {k: {"tok_s": v, "s_update": JOEY["s_update"], "peak_gb": JOEY["mem_gb"],
-                   "where": "issue 7, AMD EPYC"} for k, v in JOEY["train"].items()}
+                   "where": "first measurement, AMD EPYC"} for k, v in JOEY["train"].items()}
     if JOEY_HERE.is_file():
         here = json.loads(JOEY_HERE.read_text())
         if here["cpu"] == hardware()["cpu"]:

@@ -1,4 +1,4 @@
-"""nmt beside JoeyNMT 2.3.0 (issue 7): the same two models trained in both toolkits on this machine,
+"""nmt beside JoeyNMT 2.3.0: the same two models trained in both toolkits on this machine,
 with the same data, tokenizer, batch size, optimiser and number of updates (JoeyNMT's first
 epoch); each toolkit's target tokens/s, s/update and peak memory, and the validation perplexity
 of both at the same steps, so that a speed-up that skipped work (or learnt less per update) would

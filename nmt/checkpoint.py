@@ -6,14 +6,13 @@ mid-write leaves the previous file intact.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from nmt import __version__
+from nmt.atomic import atomic_write
 from nmt.config import Recipe, recipe_from_dict, to_dict
 from nmt.errors import NMTError
 from nmt.model import build_model
@@ -36,16 +35,8 @@ def save(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "nmt_version": __version__,
                "torch_version": torch.__version__, **payload}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, binary=True) as f:
+        torch.save(payload, f)
 
 
 def resolve(path: str | Path, which: str = "best") -> Path:

@@ -25,6 +25,7 @@ import torch
 from rich.console import Console
 
 from nmt.config import read_yaml, recipe_from_dict
+from nmt.distributed import resolve_device
 from nmt.errors import NMTError
 
 console = Console(stderr=True)
@@ -140,7 +141,7 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
             if summary.get("interrupted"):
                 raise NMTError(f"interrupted while training {name}; run the same command again "
                                "to resume")
-            summary["device"] = _device_name(_device(r.train.device))
+            summary["device"] = _device_name(resolve_device(r.train.device))
             done.write_text(json.dumps(summary, indent=2, default=str))
         for split, corpus in tests.items():
             hyp = run_dir / f"{split}.hyp"
@@ -159,17 +160,11 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
     return results
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _decode(run_dir: Path, src: list[str], hyp: Path, device: str) -> None:
     from nmt.checkpoint import load_for_inference
     from nmt.prediction import translate_lines
 
-    dev = _device(device)
+    dev = resolve_device(device)
     model, tok, recipe = load_for_inference(run_dir, dev)
     t0 = time.perf_counter()
     lines = translate_lines(model, tok, src, recipe.decode, dev)
