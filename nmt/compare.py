@@ -24,9 +24,15 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from nmt.config import read_yaml, recipe_from_dict
+from nmt import report, training
+from nmt.checkpoint import load_for_inference
+from nmt.config import apply_overrides, read_yaml, recipe_from_dict
+from nmt.data import load_split
 from nmt.distributed import resolve_device
 from nmt.errors import NMTError
+from nmt.evaluation import paired_bootstrap, score
+from nmt.prediction import translate_lines
+from nmt.tokenizer import Tokenizer
 
 console = Console(stderr=True)
 SHARED = ("data", "tokenizer")  # sections every system must share, or BLEU is not comparable
@@ -55,8 +61,6 @@ def _merge(a: dict, b: dict) -> dict:
 
 def load_comparison(path: str | Path, overrides: list[str] | None = None) -> Comparison:
     """Load a comparison recipe; `overrides` (section.key=value) apply to every system."""
-    from nmt.config import apply_overrides
-
     path = Path(path)
     raw = read_yaml(path)
     names = [f.name for f in dataclasses.fields(Comparison) if f.name != "recipes"]
@@ -103,10 +107,6 @@ def load_comparison(path: str | Path, overrides: list[str] | None = None) -> Com
 def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str = "auto",
         quiet: bool = False) -> dict:
     """Tokenizer once, then train -> decode -> score each system, then the report."""
-    from nmt import training
-    from nmt.data import load_split
-    from nmt.tokenizer import Tokenizer
-
     out.mkdir(parents=True, exist_ok=True)
     names = list(cmp.recipes)
     for n in only or []:
@@ -153,17 +153,12 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
 
     results = collect(cmp, out, tests)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    from nmt import report
-
     report.write(cmp, out, results, tests, tok)
     console.print(f"[bold green]report:[/] {out / 'report.md'}")
     return results
 
 
 def _decode(run_dir: Path, src: list[str], hyp: Path, device: str) -> None:
-    from nmt.checkpoint import load_for_inference
-    from nmt.prediction import translate_lines
-
     dev = resolve_device(device)
     model, tok, recipe = load_for_inference(run_dir, dev)
     t0 = time.perf_counter()
@@ -206,8 +201,6 @@ def length_buckets(src: list[str], edges: list[int]) -> list[tuple[str, list[int
 
 def collect(cmp: Comparison, out: Path, tests: dict) -> dict:
     """Everything the report shows, as plain data (results.json)."""
-    from nmt.evaluation import paired_bootstrap, score
-
     results: dict = {"name": cmp.name, "baseline": cmp.baseline, "systems": {}, "tests": {}}
     hyps: dict[str, dict[str, list[str]]] = {}
     for name, r in cmp.recipes.items():
