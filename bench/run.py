@@ -73,8 +73,8 @@ CONFIGS = {
 BENCH_TRAIN = TrainConfig(lr=5e-4, schedule="constant")
 
 # JoeyNMT 2.3.0 as first measured (before vs_joeynmt.py existed) on a 2-core AMD EPYC, fp32,
-# 2 threads, ~1,730 real target tokens/update. bench/vs_joeynmt.py measures its training on this machine; train_table prefers
-# that (JOEY_HERE) when its CPU is this one.
+# 2 threads, ~1,730 real target tokens/update. bench/vs_joeynmt.py measures its training on this
+# machine; train_table prefers that (JOEY_HERE) when its CPU is this one.
 JOEY = {"train": {"T": 589, "R": 593}, "s_update": 2.9, "mem_gb": 2.8,
         "decode": {("T", 1): 10.5, ("T", 5): 9.5, ("R", 1): 110, ("R", 5): 42}}
 JOEY_HERE = CACHE / "joeynmt" / "measured.json"

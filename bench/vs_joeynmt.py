@@ -103,7 +103,7 @@ def prepare() -> dict:
     vocab = WORK / "vocab.txt"  # JoeyNMT puts its <unk> <pad> <s> </s> first and skips repeats
     vocab.write_text("".join(sp.id_to_piece(i) + "\n" for i in range(sp.get_piece_size())),
                      encoding="utf-8")
-    side = lambda lang: {"lang": lang, "level": "bpe", "lowercase": False,  # noqa: E731
+    side = lambda lang: {"lang": lang, "level": "bpe", "lowercase": False,
                          "normalize": False, "max_length": DataConfig().max_len,
                          "voc_file": str(vocab), "tokenizer_type": "sentencepiece",
                          "tokenizer_cfg": {"model_file": str(bench.TOK_DIR / "spm.model")}}
@@ -245,7 +245,8 @@ def table(rows: list[dict], checkpoints: list[int]) -> list[str]:
             out.append(f"| {r['config']} | {r['toolkit']} | failed: {m['error']} |")
             continue
         ppl = " | ".join(fmt_ppl(m["valid_nll"].get(s)) for s in checkpoints)
-        out.append(f"| {r['config']} | {r['toolkit']} | {bench.fmt(m['params'] / 1e6 if m['params'] else None, '.2f')}M | "
+        params = bench.fmt(m["params"] / 1e6 if m["params"] else None, ".2f")
+        out.append(f"| {r['config']} | {r['toolkit']} | {params}M | "
                    f"{m['real_per_update']:,.0f} | **{m['tok_s']:,.0f}** | {m['s_update']:.2f} | "
                    f"{m['peak_gb']:.2f} GB | {ppl} | {smooth(m['loss'], checkpoints[-1]):.3f} |")
     return out

@@ -28,7 +28,7 @@ class DataConfig:
     hf_config: str = ""             # hf: dataset config name (e.g. "de-en" for wmt14)
     src_lang: str = "de"            # source language code (also the file suffix for `files`)
     tgt_lang: str = "en"            # target language code
-    src_field: str = ""             # tsv/jsonl/hf column of the source; "" = hf `translation` column
+    src_field: str = ""             # tsv/jsonl/hf column of the source ("": hf `translation`)
     tgt_field: str = ""             # tsv/jsonl/hf column of the target
     train: str = "train"            # split names; files: {path}/{split}.{lang}[.gz]
     valid: str = "val"
@@ -133,7 +133,7 @@ def _check(cond: bool, where: str, msg: str) -> None:
 def validate(r: Recipe, where: str = "recipe") -> Recipe:
     """Impossible values are errors naming the field; checked after every override."""
     d, t, m, tr, dc = r.data, r.tokenizer, r.model, r.train, r.decode
-    c = lambda cond, name, msg: _check(cond, f"{where}: {name}", msg)  # noqa: E731
+    c = lambda cond, name, msg: _check(cond, f"{where}: {name}", msg)
     c(d.source in ("multi30k", "files", "tsv", "jsonl", "hf"), "data.source",
       f"unknown source {d.source!r}; use multi30k, files, tsv, jsonl or hf")
     c(d.source == "multi30k" or d.path, "data.path", f"source {d.source!r} needs a path")

@@ -6,11 +6,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers or in CI
-import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-from nmt.search import greedy  # noqa: E402
-from nmt.tokenizer import BOS, EOS  # noqa: E402
+from nmt.search import greedy
+from nmt.tokenizer import BOS, EOS
 
 
 def learning_curves(systems: dict, path: Path) -> None:

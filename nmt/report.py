@@ -83,7 +83,8 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
 
     lines += ["", f"## Example translations ({split})", ""]
     for i in picks[:cmp.examples]:
-        lines += [f"**source (line {i + 1})**: {corpus.src[i]}  ", f"**reference**: {corpus.tgt[i]}  "]
+        lines += [f"**source (line {i + 1})**: {corpus.src[i]}  ",
+                  f"**reference**: {corpus.tgt[i]}  "]
         for name in systems:
             hyp = (out / "systems" / name / f"{split}.hyp").read_text(encoding="utf-8").splitlines()
             lines.append(f"**{name}**: {hyp[i]}  ")

@@ -628,7 +628,7 @@ def _resume_recipe(new: Recipe, saved: dict, where: Path) -> Recipe:
     old = recipe_from_dict(saved, where=f"{where} (recipe)")
     a, b = _flat(to_dict(old)), _flat(to_dict(new))
     changed = sorted(k for k in a.keys() | b.keys() if k != "name" and a.get(k) != b.get(k))
-    diff = lambda keys: "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys)  # noqa
+    diff = lambda keys: "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys)
     model = [k for k in changed if k.startswith("model.")]
     if model:
         raise NMTError(f"recipe mismatch: {where} was trained with another model ({diff(model)});"
@@ -723,7 +723,7 @@ def _to_device(b: Batch, device: torch.device) -> Batch:
     """Pinned host memory makes the copy asynchronous, overlapping it with queued GPU work."""
     if device.type != "cuda":
         return b
-    move = lambda t: t.pin_memory().to(device, non_blocking=True)  # noqa: E731
+    move = lambda t: t.pin_memory().to(device, non_blocking=True)
     return Batch(move(b.src), move(b.src_len), move(b.tgt_in), move(b.tgt_out), b.ntokens,
                  b.index)
 
