@@ -305,7 +305,7 @@ def eval_cmd(
     if checkpoint is not None:
         if hyp or src is None:
             raise NMTError("with --checkpoint, give --src and --ref (and no --hyp)")
-        from nmt.prediction import teacher_forced_loss, translate_lines
+        from nmt.evaluation import translate_and_score
 
         src_lines = read_text(src, "source")
         _, refs = read_aligned([], [str(p) for p in ref])
@@ -314,11 +314,10 @@ def eval_cmd(
                            f"{len(refs[0])}; source and references must be line-aligned")
         model, tok, recipe, dev = _load_for_decoding(checkpoint, device)
         dcfg = _decode_config(recipe.decode, beam, batch_tokens)
-        hyps = {str(checkpoint): translate_lines(model, tok, src_lines, dcfg, dev,
-                                                 progress=sys.stderr.isatty())}
-        pairs = list(zip(tok.encode_src(src_lines), tok.encode_tgt(refs[0])))
-        nll, ppl = teacher_forced_loss(model, pairs, dcfg.batch_tokens, dev)
-        result.update(checkpoint=str(checkpoint), src=str(src), beam=dcfg.beam, nll=nll, ppl=ppl)
+        lines, tf = translate_and_score(model, tok, src_lines, refs, dcfg, dev,
+                                        progress=sys.stderr.isatty())
+        hyps = {str(checkpoint): lines}
+        result.update(checkpoint=str(checkpoint), src=str(src), **tf)
     else:
         if not hyp or src is not None:
             raise NMTError("give --hyp FILE and --ref FILE (or --checkpoint RUN --src FILE "
