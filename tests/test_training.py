@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_ckpt import tiny_model, toy_pairs
 from typer.testing import CliRunner
 
 import nmt.training as training
 from nmt import checkpoint
+from nmt.atomic import atomic_write
 from nmt.config import TrainConfig, load_recipe
 from nmt.data import load_split
 from nmt.errors import NMTError
@@ -205,8 +207,6 @@ def test_trainer_update_steps_once_and_reports_what_it_did():
     """Trainer.update without a run directory (as bench/ uses it): one optimizer step per call,
     the tokens it counts are the batches' real target tokens, and the loss falls on a batch it
     keeps seeing."""
-    from helpers_ckpt import tiny_model, toy_pairs
-
     torch.manual_seed(0)
     model = tiny_model("transformer").train()
     pairs = toy_pairs(64, seed=3)
@@ -222,3 +222,16 @@ def test_trainer_update_steps_once_and_reports_what_it_did():
     assert t.state.step == 9 and last.loss / last.tokens < first.loss / first.tokens - 0.3
     with pytest.raises(RuntimeError, match="only update"):
         t.save("last")
+
+
+def test_an_interrupted_atomic_write_leaves_the_old_file(tmp_path):
+    path = tmp_path / "last.pt"
+    checkpoint.save(path, {"x": 1})
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(path, binary=True) as f:
+            f.write(b"half a checkpoint")
+            raise KeyboardInterrupt
+    assert checkpoint.load(path)["x"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    with atomic_write(tmp_path / "out.txt") as f:
+        f.write("done\n")
+    assert (tmp_path / "out.txt").read_text() == "done\n"
