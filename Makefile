@@ -6,7 +6,7 @@ TORCH  ?= torch==2.13.0
 # a Multi30k copy beside the checkout (as on CI) is used in place; otherwise nmt downloads it
 export NMT_DATA_DIR ?= $(if $(wildcard ../shared/data/multi30k/train.de.gz),$(abspath ../shared/data))
 
-.PHONY: install test compare smoke bench bench-joeynmt clean
+.PHONY: install test lint compare smoke bench bench-joeynmt clean
 
 install: $(VENV)/.installed
 
@@ -17,8 +17,12 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 
-test: install
+# lint first (ruff, configured in pyproject.toml): a style slip fails in seconds, not after the suite
+test: lint
 	$(PY) -m pytest -q
+
+lint: install
+	$(PY) -m ruff check .
 
 compare: install
 	$(VENV)/bin/nmt compare recipes/multi30k-de-en/compare-cpu.yaml --out runs/compare-cpu

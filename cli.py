@@ -42,7 +42,7 @@ def main(version: bool = typer.Option(False, "--version", callback=_version, is_
     """Train, decode, score and compare neural machine translation models."""
 
 
-# ---- data and tokenizer commands (issue 2) ----
+# ---- data and tokenizer commands ----
 
 data_app = typer.Typer(no_args_is_help=True, help="Inspect a recipe's parallel data.")
 tokenizer_app = typer.Typer(no_args_is_help=True, help="Build and try SentencePiece tokenizers.")
@@ -189,7 +189,7 @@ def tokenizer_decode(
     print(Tokenizer.load(model).decode_tgt([ids])[0])
 
 
-# ---- train (issue 4) ----
+# ---- train ----
 
 @app.command("train")
 @user_errors
@@ -221,7 +221,7 @@ def train_cmd(recipe: Path = typer.Argument(..., help="Recipe YAML."),
         err.print(f"resume with: nmt train {recipe} --out {out} --resume{extra}", highlight=False)
         raise typer.Exit(130)
 
-# ---- translate and eval (issue 5) ----
+# ---- translate and eval ----
 
 def _decode_config(base, beam: Optional[int], batch_tokens: Optional[int], nbest: int = 1):
     """The checkpoint recipe's decode settings with the command line's changes."""
@@ -237,9 +237,9 @@ def _decode_config(base, beam: Optional[int], batch_tokens: Optional[int], nbest
 
 def _load_for_decoding(checkpoint: Path, device: str):
     from nmt.checkpoint import load_for_inference
-    from nmt.prediction import pick_device
+    from nmt.distributed import resolve_device
 
-    dev = pick_device(device)
+    dev = resolve_device(device)
     model, tok, recipe = load_for_inference(checkpoint, dev)
     return model, tok, recipe, dev
 
@@ -305,7 +305,7 @@ def eval_cmd(
     if checkpoint is not None:
         if hyp or src is None:
             raise NMTError("with --checkpoint, give --src and --ref (and no --hyp)")
-        from nmt.prediction import teacher_forced_loss, translate_lines
+        from nmt.evaluation import translate_and_score
 
         src_lines = read_text(src, "source")
         _, refs = read_aligned([], [str(p) for p in ref])
@@ -314,11 +314,10 @@ def eval_cmd(
                            f"{len(refs[0])}; source and references must be line-aligned")
         model, tok, recipe, dev = _load_for_decoding(checkpoint, device)
         dcfg = _decode_config(recipe.decode, beam, batch_tokens)
-        hyps = {str(checkpoint): translate_lines(model, tok, src_lines, dcfg, dev,
-                                                 progress=sys.stderr.isatty())}
-        pairs = list(zip(tok.encode_src(src_lines), tok.encode_tgt(refs[0])))
-        nll, ppl = teacher_forced_loss(model, pairs, dcfg.batch_tokens, dev)
-        result.update(checkpoint=str(checkpoint), src=str(src), beam=dcfg.beam, nll=nll, ppl=ppl)
+        lines, tf = translate_and_score(model, tok, src_lines, refs, dcfg, dev,
+                                        progress=sys.stderr.isatty())
+        hyps = {str(checkpoint): lines}
+        result.update(checkpoint=str(checkpoint), src=str(src), **tf)
     else:
         if not hyp or src is not None:
             raise NMTError("give --hyp FILE and --ref FILE (or --checkpoint RUN --src FILE "
@@ -374,7 +373,7 @@ def _print_scores(result: dict) -> None:
     for metric, sig in result["signatures"].items():
         out.print(f"{metric} signature: {sig}", highlight=False, soft_wrap=True)
 
-# ---- compare and attention (issue 6) ----
+# ---- compare and attention ----
 
 @app.command()
 @user_errors

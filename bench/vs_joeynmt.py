@@ -1,4 +1,4 @@
-"""nmt beside JoeyNMT 2.3.0 (issue 7): the same two models trained in both toolkits on this machine,
+"""nmt beside JoeyNMT 2.3.0: the same two models trained in both toolkits on this machine,
 with the same data, tokenizer, batch size, optimiser and number of updates (JoeyNMT's first
 epoch); each toolkit's target tokens/s, s/update and peak memory, and the validation perplexity
 of both at the same steps, so that a speed-up that skipped work (or learnt less per update) would
@@ -43,12 +43,15 @@ import numpy as np
 import sentencepiece as spm
 import yaml
 
-import run as bench
+import machine
+import measure
+import tables
+from nmt.batching import token_batches
 from nmt.config import DataConfig, ModelConfig, Recipe, TrainConfig, save_recipe
 from nmt.data import multi30k_dir
 
-WORK = bench.CACHE / "joeynmt"
-LR, CLIP, SEED = 5e-4, 1.0, bench.SEED
+WORK = measure.CACHE / "joeynmt"
+LR, CLIP, SEED = 5e-4, 1.0, measure.SEED
 JOEY_BATCH = 4096  # JoeyNMT's nominal token batch (its "4096 tokens")
 
 # what nmt trains beside each JoeyNMT model: name -> (label, network, JoeyNMT's batching?).
@@ -59,16 +62,16 @@ JOEY_BATCH = 4096  # JoeyNMT's nominal token batch (its "4096 tokens")
 # previous state, before the RNN step; deep output), 10.03M: another network, shown, not judged.
 # The first row of each model is the one whose loss curve is held against JoeyNMT's: the same
 # network fed the same kind of batches, so only a shortcut could make it learn less per update.
-R_JOEY = replace(bench.CONFIGS["R"], attention="luong-concat", input_feeding=True)
-OURS = {"T": {"T": ("nmt", bench.CONFIGS["T"], False)},  # no worse even with nmt's batches
+R_JOEY = replace(measure.CONFIGS["R"], attention="luong-concat", input_feeding=True)
+OURS = {"T": {"T": ("nmt", measure.CONFIGS["T"], False)},  # no worse even with nmt's batches
         "R": {"R-joey-batches": ("nmt, JoeyNMT's network and batching", R_JOEY, True),
               "R-joey": ("nmt, JoeyNMT's network (luong-concat)", R_JOEY, False),
-              "R": ("nmt R (Bahdanau 2015 decoder)", bench.CONFIGS["R"], False)}}
+              "R": ("nmt R (Bahdanau 2015 decoder)", measure.CONFIGS["R"], False)}}
 
 
 def joey_model(k: str) -> dict:
     """JoeyNMT's `model:` section for bench/run.py's configuration k."""
-    c = bench.CONFIGS[k]
+    c = measure.CONFIGS[k]
     if k == "T":
         side = {"type": "transformer", "num_layers": c.enc_layers, "num_heads": c.heads,
                 "embeddings": {"embedding_dim": c.d_model, "scale": True},
@@ -89,7 +92,7 @@ def joey_model(k: str) -> dict:
 
 def prepare() -> dict:
     """Plain-text Multi30k and a JoeyNMT vocabulary made of the bench SentencePiece pieces."""
-    bench.tokenizer()
+    measure.tokenizer()
     data = WORK / "data"
     data.mkdir(parents=True, exist_ok=True)
     for split, name in (("train", "train"), ("val", "dev")):
@@ -98,14 +101,14 @@ def prepare() -> dict:
             if not out.is_file():
                 with gzip.open(multi30k_dir() / f"{split}.{lang}.gz", "rt", encoding="utf-8") as f:
                     out.write_text(f.read(), encoding="utf-8")
-    sp = spm.SentencePieceProcessor(model_file=str(bench.TOK_DIR / "spm.model"))
+    sp = spm.SentencePieceProcessor(model_file=str(measure.TOK_DIR / "spm.model"))
     vocab = WORK / "vocab.txt"  # JoeyNMT puts its <unk> <pad> <s> </s> first and skips repeats
     vocab.write_text("".join(sp.id_to_piece(i) + "\n" for i in range(sp.get_piece_size())),
                      encoding="utf-8")
-    side = lambda lang: {"lang": lang, "level": "bpe", "lowercase": False,  # noqa: E731
+    side = lambda lang: {"lang": lang, "level": "bpe", "lowercase": False,
                          "normalize": False, "max_length": DataConfig().max_len,
                          "voc_file": str(vocab), "tokenizer_type": "sentencepiece",
-                         "tokenizer_cfg": {"model_file": str(bench.TOK_DIR / "spm.model")}}
+                         "tokenizer_cfg": {"model_file": str(measure.TOK_DIR / "spm.model")}}
     return {"train": str(data / "train"), "dev": str(data / "dev"), "dataset_type": "plain",
             "src": side("de"), "trg": side("en")}
 
@@ -187,14 +190,14 @@ def run_joey(python: str, cfg: Path, k: str, timeout: float) -> dict:
 def run_ours(name: str, model: ModelConfig, budget: int, updates: int, valid_every: int,
              timeout: float, per_batch: int = 0) -> dict:
     """`nmt train`'s loop (nmt.training.train, in a child process) with the same settings.
-    per_batch > 0: JoeyNMT's batching instead of nmt's (bench/run.py's random_batches)."""
+    per_batch > 0: JoeyNMT's batching instead of nmt's (bench/measure.py's random_batches)."""
     out = WORK / f"ours-{name}"
     tr = replace(TrainConfig(), seed=SEED, batch_tokens=budget, lr=LR, schedule="constant",
                  clip_norm=CLIP, label_smoothing=0.0, max_steps=updates, max_epochs=0,
                  valid_every=valid_every, log_every=1, patience=0)
     recipe_file = WORK / f"ours-{name}.yaml"
     save_recipe(Recipe(name=f"bench-{name}", model=model, train=tr), recipe_file)
-    code = (f"import sys; sys.path.insert(0, {str(bench.BENCH)!r}); import vs_joeynmt; "
+    code = (f"import sys; sys.path.insert(0, {str(measure.BENCH)!r}); import vs_joeynmt; "
             "vs_joeynmt.child_train(*sys.argv[1:])")
     wall, peak, stdout = child([sys.executable, "-c", code, str(recipe_file), str(out),
                                 str(per_batch)], timeout)
@@ -209,26 +212,21 @@ def run_ours(name: str, model: ModelConfig, budget: int, updates: int, valid_eve
 
 def child_train(recipe_file: str, out: str, per_batch: str) -> None:
     """The child of run_ours: train, print the summary as JSON."""
-    import nmt.training
     from nmt.config import load_recipe
+    from nmt.training import train
 
-    if int(per_batch):
-        nmt.training.token_batches = joey_batches(int(per_batch))
-    summary = nmt.training.train(load_recipe(recipe_file), Path(out), overwrite=True, quiet=True,
-                                 tokenizer_dir=bench.TOK_DIR)
+    batcher = joey_batches(int(per_batch)) if int(per_batch) else token_batches
+    summary = train(load_recipe(recipe_file), Path(out), overwrite=True, quiet=True,
+                    tokenizer_dir=measure.TOK_DIR, batcher=batcher)
     print(json.dumps(summary))
 
 
 def joey_batches(per_batch: int):
-    """A stand-in for nmt.batching.token_batches that batches as JoeyNMT does
-    (bench.random_batches, `per_batch` pairs a batch), a pure function of (seed, epoch) as nmt's
-    resumable training needs."""
-    from nmt.batching import token_batches
-
-    def batches(src_lens, tgt_lens, max_tokens, seed, epoch, shuffle=True):
-        if not shuffle:  # decoding keeps nmt's own order
-            return token_batches(src_lens, tgt_lens, max_tokens, seed, epoch, shuffle)
-        return bench.random_batches(len(src_lens), per_batch, [seed, epoch])
+    """An epoch's batches as JoeyNMT makes them (measure.random_batches, `per_batch` pairs a
+    batch), a pure function of (seed, epoch) as nmt's resumable training needs; the batcher
+    nmt.training.train takes in place of token_batches."""
+    def batches(src_lens, tgt_lens, max_tokens, seed, epoch):
+        return measure.random_batches(len(src_lens), per_batch, [seed, epoch])
     return batches
 
 
@@ -249,7 +247,8 @@ def table(rows: list[dict], checkpoints: list[int]) -> list[str]:
             out.append(f"| {r['config']} | {r['toolkit']} | failed: {m['error']} |")
             continue
         ppl = " | ".join(fmt_ppl(m["valid_nll"].get(s)) for s in checkpoints)
-        out.append(f"| {r['config']} | {r['toolkit']} | {bench.fmt(m['params'] / 1e6 if m['params'] else None, '.2f')}M | "
+        params = tables.fmt(m["params"] / 1e6 if m["params"] else None, ".2f")
+        out.append(f"| {r['config']} | {r['toolkit']} | {params}M | "
                    f"{m['real_per_update']:,.0f} | **{m['tok_s']:,.0f}** | {m['s_update']:.2f} | "
                    f"{m['peak_gb']:.2f} GB | {ppl} | {smooth(m['loss'], checkpoints[-1]):.3f} |")
     return out
@@ -265,20 +264,20 @@ def main() -> None:
     p.add_argument("--configs", default="T,R")
     p.add_argument("--valid-every", type=int, default=60)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per training run")
-    p.add_argument("--results", type=Path, default=bench.RESULTS)
+    p.add_argument("--results", type=Path, default=tables.RESULTS)
     p.add_argument("--dry-run", action="store_true", help="print the section, write nothing")
     a = p.parse_args()
 
     configs = [c for c in a.configs.split(",") if c]
     a.joey_python = os.path.abspath(a.joey_python)  # the runs start in WORK; no symlink resolving:
     # a venv's python finds its packages through the link
-    hw = bench.hardware()
+    hw = machine.hardware()
     data = prepare()
     jv = subprocess.run([a.joey_python, "-c", "import joeynmt, torch; print(joeynmt.__version__,"
                          " torch.__version__, torch.get_num_threads())"],
                         capture_output=True, text=True, check=True).stdout.split()
     started = time.strftime("%Y-%m-%d %H:%M %Z")
-    pairs = bench.train_pairs(bench.tokenizer())
+    pairs = measure.train_pairs(measure.tokenizer())
     rows = []
     for k in configs:
         cfg = joey_config(k, data, a.valid_every)
@@ -288,8 +287,8 @@ def main() -> None:
         print("   ", _brief(joey), flush=True)
         real = joey.get("real_per_update") or 1730
         updates = joey.get("updates") or 270  # JoeyNMT's epoch 1, or about that if it failed
-        _, info = bench.make_batches(pairs, round(real), bucketing=True)
-        _, mixed = bench.make_batches(pairs, round(real), bucketing=False)  # JoeyNMT's kind
+        _, info = measure.make_batches(pairs, round(real), bucketing=True)
+        _, mixed = measure.make_batches(pairs, round(real), bucketing=False)  # JoeyNMT's kind
         print(f"nmt {k}: budget {info['budget']} padded tokens = {info['epoch_mean']:.0f} real; "
               f"JoeyNMT's batching: {mixed['per_batch']} pairs", flush=True)
         for name, (label, model, like_joey) in OURS[k].items():
@@ -330,12 +329,12 @@ def main() -> None:
             sec.append(line + ("" if i == 0 else "."))
     print("\n" + "\n".join(sec))
     if not a.dry_run:
-        bench.write_results(sec, a.results)
+        tables.write_results(sec, a.results)
         # for bench/run.py's tables: JoeyNMT as measured on this CPU
         train = {r["config"]: {f: r["m"][f] for f in ("tok_s", "s_update", "peak_gb")}
                  for r in rows if r["toolkit"].startswith("JoeyNMT") and "error" not in r["m"]}
         if train:
-            bench.JOEY_HERE.write_text(json.dumps({"cpu": hw["cpu"], "date": started[:10],
+            tables.JOEY_HERE.write_text(json.dumps({"cpu": hw["cpu"], "date": started[:10],
                                                    "train": train}))
         print(f"\nappended to {a.results}")
 

@@ -6,17 +6,27 @@ mid-write leaves the previous file intact.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from nmt import __version__
+from nmt.atomic import atomic_write
+from nmt.config import Recipe, recipe_from_dict, to_dict
 from nmt.errors import NMTError
+from nmt.model import build_model
+from nmt.tokenizer import Tokenizer
 
 FORMAT = 1  # bump when the layout of a checkpoint changes incompatibly
+
+
+def payload(recipe: Recipe, tok: Tokenizer, model: torch.nn.Module, **extra: Any) -> dict[str, Any]:
+    """What every checkpoint holds (enough to translate: recipe, tokenizer, weights), plus
+    `extra`; training adds its RunState and validations, and for last.pt the optimizer,
+    schedule and RNG states to resume."""
+    return {"recipe": to_dict(recipe), "tokenizer": tok.to_state(), "model": model.state_dict(),
+            **extra}
 
 
 def save(path: Path, payload: dict[str, Any]) -> None:
@@ -25,16 +35,8 @@ def save(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "nmt_version": __version__,
                "torch_version": torch.__version__, **payload}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, binary=True) as f:
+        torch.save(payload, f)
 
 
 def resolve(path: str | Path, which: str = "best") -> Path:
@@ -71,10 +73,6 @@ def load(path: str | Path, which: str = "best") -> dict[str, Any]:
 
 def load_for_inference(path: str | Path, device: str | torch.device = "cpu"):
     """(model in eval mode, tokenizer, recipe) from a checkpoint file or run directory."""
-    from nmt.config import recipe_from_dict
-    from nmt.model import build_model
-    from nmt.tokenizer import Tokenizer
-
     ckpt = load(path)
     recipe = recipe_from_dict(ckpt["recipe"], where=f"{ckpt['path']} (recipe)")
     tok = Tokenizer.from_state(ckpt["tokenizer"])

@@ -24,8 +24,15 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from nmt.config import read_yaml, recipe_from_dict
+from nmt import report, training
+from nmt.checkpoint import load_for_inference
+from nmt.config import apply_overrides, read_yaml, recipe_from_dict
+from nmt.data import load_split
+from nmt.distributed import resolve_device
 from nmt.errors import NMTError
+from nmt.evaluation import bleu_interval, paired_bootstrap, score
+from nmt.prediction import translate_lines
+from nmt.tokenizer import Tokenizer
 
 console = Console(stderr=True)
 SHARED = ("data", "tokenizer")  # sections every system must share, or BLEU is not comparable
@@ -55,8 +62,6 @@ def _merge(a: dict, b: dict) -> dict:
 
 def load_comparison(path: str | Path, overrides: list[str] | None = None) -> Comparison:
     """Load a comparison recipe; `overrides` (section.key=value) apply to every system."""
-    from nmt.config import apply_overrides
-
     path = Path(path)
     raw = read_yaml(path)
     names = [f.name for f in dataclasses.fields(Comparison) if f.name != "recipes"]
@@ -103,10 +108,6 @@ def load_comparison(path: str | Path, overrides: list[str] | None = None) -> Com
 def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str = "auto",
         quiet: bool = False) -> dict:
     """Tokenizer once, then train -> decode -> score each system, then the report."""
-    from nmt import training
-    from nmt.data import load_split
-    from nmt.tokenizer import Tokenizer
-
     out.mkdir(parents=True, exist_ok=True)
     names = list(cmp.recipes)
     for n in only or []:
@@ -141,7 +142,7 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
             if summary.get("interrupted"):
                 raise NMTError(f"interrupted while training {name}; run the same command again "
                                "to resume")
-            summary["device"] = _device_name(_device(r.train.device))
+            summary["device"] = _device_name(resolve_device(r.train.device))
             done.write_text(json.dumps(summary, indent=2, default=str))
         for split, corpus in tests.items():
             hyp = run_dir / f"{split}.hyp"
@@ -153,24 +154,13 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
 
     results = collect(cmp, out, tests)
     (out / "results.json").write_text(json.dumps(results, indent=2))
-    from nmt import report
-
     report.write(cmp, out, results, tests, tok)
     console.print(f"[bold green]report:[/] {out / 'report.md'}")
     return results
 
 
-def _device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def _decode(run_dir: Path, src: list[str], hyp: Path, device: str) -> None:
-    from nmt.checkpoint import load_for_inference
-    from nmt.prediction import translate_lines
-
-    dev = _device(device)
+    dev = resolve_device(device)
     model, tok, recipe = load_for_inference(run_dir, dev)
     t0 = time.perf_counter()
     lines = translate_lines(model, tok, src, recipe.decode, dev)
@@ -242,8 +232,6 @@ def design(r) -> str:
 
 def collect(cmp: Comparison, out: Path, tests: dict) -> dict:
     """Everything the report shows, as plain data (results.json)."""
-    from nmt.evaluation import bleu_interval, paired_bootstrap, score
-
     results: dict = {"name": cmp.name, "baseline": cmp.baseline, "systems": {}, "tests": {}}
     hyps: dict[str, dict[str, list[str]]] = {}
     for name, r in cmp.recipes.items():

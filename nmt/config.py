@@ -29,7 +29,7 @@ class DataConfig:
     hf_config: str = ""             # hf: dataset config name (e.g. "de-en" for wmt14)
     src_lang: str = "de"            # source language code (also the file suffix for `files`)
     tgt_lang: str = "en"            # target language code
-    src_field: str = ""             # tsv/jsonl/hf column of the source; "" = hf `translation` column
+    src_field: str = ""             # tsv/jsonl/hf column of the source ("": hf `translation`)
     tgt_field: str = ""             # tsv/jsonl/hf column of the target
     train: str = "train"            # split names; files: {path}/{split}.{lang}[.gz]
     valid: str = "val"
@@ -60,7 +60,7 @@ class ModelConfig:
     bidirectional: bool = True      # bidirectional encoder
     input_feeding: bool = True      # Luong: feed the attentional state into the next step
     local_window: int = 5           # Luong local-p: half-width D of the window
-    readout: int = 0                # RNN readout width (Bahdanau's deep output, Luong's ~h_t); 0 = hidden_size
+    readout: int = 0                # RNN readout width (deep output, ~h_t); 0 = hidden_size
     # RNN initialisation steps (nmt/initialization.py; chosen by bench/init_sweep.py, results in
     # bench/RESULTS.md); [] keeps torch's defaults
     init: list[str] = field(default_factory=lambda: ["zero_bias", "xavier"])
@@ -138,7 +138,7 @@ def _check(cond: bool, where: str, msg: str) -> None:
 def validate(r: Recipe, where: str = "recipe") -> Recipe:
     """Impossible values are errors naming the field; checked after every override."""
     d, t, m, tr, dc = r.data, r.tokenizer, r.model, r.train, r.decode
-    c = lambda cond, name, msg: _check(cond, f"{where}: {name}", msg)  # noqa: E731
+    c = lambda cond, name, msg: _check(cond, f"{where}: {name}", msg)
     c(d.source in ("multi30k", "files", "tsv", "jsonl", "hf"), "data.source",
       f"unknown source {d.source!r}; use multi30k, files, tsv, jsonl or hf")
     c(d.source == "multi30k" or d.path, "data.path", f"source {d.source!r} needs a path")
@@ -158,7 +158,8 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
         c(getattr(m, name) > 0, f"model.{name}", f"must be > 0, got {getattr(m, name)}")
     c(m.readout >= 0, "model.readout", f"must be >= 0 (0 = hidden_size), got {m.readout}")
     bad = [x for x in m.init if x not in INIT_STEPS]
-    c(not bad, "model.init", f"unknown step {bad[0] if bad else ''}; use any of {', '.join(INIT_STEPS)}")
+    c(not bad, "model.init",
+      f"unknown step {bad[0] if bad else ''}; use any of {', '.join(INIT_STEPS)}")
     c(m.d_model % m.heads == 0, "model.heads", f"d_model {m.d_model} is not divisible by {m.heads}")
     c(not (m.bidirectional and m.arch == "rnn" and m.hidden_size % 2), "model.hidden_size",
       "must be even with a bidirectional encoder")

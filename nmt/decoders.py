@@ -1,6 +1,6 @@
 """RNN decoders: the attention-free baseline, Bahdanau attention and the Luong family.
 
-Every decoder runs on a *state* dict (batch-first tensors, see nmt.model.Seq2Seq):
+Every decoder runs on a *state* dict (batch-first tensors, see nmt.seq2seq.Seq2Seq):
 `start(enc)` builds it from the encoder's output, and `forward(tgt_in, state)` consumes T target
 tokens, returning logits (B, T, V), attention (B, T, S) or None, and the state after them.
 Training calls forward once with the whole target; decoding calls it with T = 1 per step. One

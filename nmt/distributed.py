@@ -29,9 +29,13 @@ class Dist:
 
 
 def resolve_device(name: str) -> torch.device:
-    """`auto` means CUDA when there is one; asking for CUDA without one is a user error."""
+    """The device `name` means (training, translating and comparing all ask here): `auto` is the
+    GPU when torch sees one, else the CPU; anything but auto, cpu or cuda[:N], or CUDA on a
+    machine without a GPU, is a user error."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name != "cpu" and name != "cuda" and not name.startswith("cuda:"):
+        raise NMTError(f"device {name!r}: use auto, cpu or cuda")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise NMTError(f"device {name!r} requested but torch sees no CUDA GPU "
                        f"(torch {torch.__version__}); use --device cpu")

@@ -13,8 +13,10 @@ from pathlib import Path
 from sacrebleu.metrics import BLEU, CHRF, TER
 from sacrebleu.significance import PairedTest
 
+from nmt.config import DecodeConfig
 from nmt.data import read_lines
 from nmt.errors import NMTError
+from nmt.prediction import teacher_forced_loss, translate_lines
 
 BOOTSTRAP_SAMPLES = 1000  # sacreBLEU's default; its seed is fixed (SACREBLEU_SEED, 12345)
 
@@ -80,6 +82,17 @@ def paired_bootstrap(baseline: list[str], systems: dict[str, list[str]], refs: l
         if i and systems[name] == baseline:
             rows[name]["p_value"] = rows[name]["chrf"]["p_value"] = 1.0
     return rows
+
+
+def translate_and_score(model, tok, src: list[str], refs: list[list[str]], dcfg: DecodeConfig,
+                        device, progress: bool = False) -> tuple[list[str], dict]:
+    """`nmt eval --checkpoint`: the source lines translated with `dcfg` (the hypotheses), and
+    how likely the model finds the first reference stream given the source, under teacher
+    forcing: {"beam", "nll" (per target token, EOS included), "ppl" = exp(nll)}."""
+    hyps = translate_lines(model, tok, src, dcfg, device, progress=progress)
+    pairs = list(zip(tok.encode_src(src), tok.encode_tgt(refs[0])))
+    nll, ppl = teacher_forced_loss(model, pairs, dcfg.batch_tokens, device)
+    return hyps, {"beam": dcfg.beam, "nll": nll, "ppl": ppl}
 
 
 def _result(r) -> dict:

@@ -1,6 +1,6 @@
 """Multi30k task 1 (Elliott et al. 2016): 29,000 / 1,014 / 1,000 image descriptions in en, de, fr,
 cs. Fetched once from the official repository into a local cache and checked against the sha256
-list shipped with the package (`nmt/multi30k.sha256`, a copy of `data/multi30k.sha256`).
+list shipped with the package (`nmt/multi30k.sha256`; data/README.md says where it comes from).
 """
 from __future__ import annotations
 

@@ -6,10 +6,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")  # no display on servers or in CI
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import torch
 
-from nmt.tokenizer import EOS  # noqa: E402
+from nmt.search import greedy
+from nmt.tokenizer import BOS, EOS
 
 
 def learning_curves(systems: dict, path: Path) -> None:
@@ -79,8 +80,6 @@ def sentence_attention(model, tok, text: str, max_len: int = 100):
     An RNN gives one map. A Transformer gives encoder-decoder attention per layer (heads
     averaged) and each head of the last layer.
     """
-    from nmt.search import greedy
-
     device = next(model.parameters()).device
     ids = tok.encode_src([text])[0] + [EOS]
     src = torch.tensor([ids], device=device)                             # (1, S)
@@ -90,8 +89,6 @@ def sentence_attention(model, tok, text: str, max_len: int = 100):
     src_p = tok.src_pieces(text) + ["</s>"]
     out_p = tok.tgt_pieces(hyps[0]) + ["</s>"]
     if hasattr(model, "attention_maps"):  # multi-layer, multi-head: draw more than one map
-        from nmt.tokenizer import BOS
-
         tgt_in = torch.tensor([[BOS] + out_ids[:-1]], device=device)    # (1, T)
         layers = model.attention_maps(src, src_len, tgt_in)              # L x (1, H, T, S)
         maps = {f"layer {i + 1} (heads averaged)": a[0].mean(0) for i, a in enumerate(layers)}

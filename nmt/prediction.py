@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
 import torch
 import torch.nn.functional as F
 
+from nmt.atomic import atomic_write
 from nmt.batching import collate, token_batches
 from nmt.config import DecodeConfig
 from nmt.errors import NMTError
@@ -27,17 +26,6 @@ from nmt.tokenizer import PAD
 
 CHUNK_LINES = 10_000   # lines read, sorted and decoded together when streaming a file
 MAX_SRC_TOKENS = 1024  # source cap (incl. EOS) for models without a position table
-
-
-def pick_device(name: str) -> torch.device:
-    """auto = the GPU when there is one."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise NMTError(f"--device {name}: no CUDA GPU is visible to torch; use --device cpu")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise NMTError(f"--device {name}: use auto, cpu or cuda")
-    return torch.device(name)
 
 
 @contextlib.contextmanager
@@ -160,14 +148,8 @@ def _open_output(output: str | Path | None) -> Iterator[IO[str]]:
     path = Path(output)
     if not path.parent.is_dir():
         raise NMTError(f"{path}: directory {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        yield f
 
 
 def translate_file(model, tok, source: str | Path, output: str | Path | None,

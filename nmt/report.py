@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nmt import plots
+from nmt.checkpoint import load_for_inference
 
 
 def _fmt(x, digits=1) -> str:
@@ -73,8 +74,6 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
     drew = False
     for name in systems:
         run_dir = out / "systems" / name
-        from nmt.checkpoint import load_for_inference
-
         model, stok, _ = load_for_inference(run_dir, "cpu")
         for k, i in enumerate(picks[:cmp.heatmaps]):
             src_p, out_p, maps, _ = plots.sentence_attention(model, stok, corpus.src[i])
@@ -89,7 +88,8 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
 
     lines += ["", f"## Example translations ({split})", ""]
     for i in picks[:cmp.examples]:
-        lines += [f"**source (line {i + 1})**: {corpus.src[i]}  ", f"**reference**: {corpus.tgt[i]}  "]
+        lines += [f"**source (line {i + 1})**: {corpus.src[i]}  ",
+                  f"**reference**: {corpus.tgt[i]}  "]
         for name in systems:
             hyp = (out / "systems" / name / f"{split}.hyp").read_text(encoding="utf-8").splitlines()
             lines.append(f"**{name}**: {hyp[i]}  ")

@@ -1,4 +1,5 @@
-"""Training: one loop that reads top to bottom (nanoGPT style), from a recipe to best.pt.
+"""Training: a `Trainer` that does one update, one validation or one checkpoint at a time, and a
+loop that reads top to bottom (nanoGPT style), from a recipe to best.pt.
 
 Objective: label-smoothed cross-entropy (Szegedy et al. 2016; Vaswani et al. 2017, Sec. 5.4) over
 the non-pad target tokens, divided by the number of target tokens in the whole update (every
@@ -25,6 +26,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -36,8 +38,12 @@ from nmt import checkpoint
 from nmt import distributed as dist
 from nmt.batching import Batch, collate, token_batches
 from nmt.config import Recipe, TrainConfig, recipe_from_dict, save_recipe, to_dict
-from nmt.data import encode_pairs, load_split
+from nmt.data import Corpus, encode_pairs, load_split
 from nmt.errors import NMTError
+from nmt.evaluation import score
+from nmt.model import build_model
+from nmt.prediction import teacher_forced_loss, translate_lines
+from nmt.seq2seq import count_parameters
 from nmt.tokenizer import PAD, Tokenizer
 
 # what a run writes into its directory; finding any of them means the directory is taken
@@ -46,6 +52,10 @@ RUN_OUTPUTS = ("last.pt", "best.pt", "metrics.jsonl", "recipe.yaml", "train.log"
 # what the updates compute
 RESUMABLE = ("train.max_steps", "train.max_epochs", "train.patience", "train.max_bad_steps",
              "train.device", "train.threads")
+
+Pairs = list[tuple[list[int], list[int]]]
+# an epoch's batches: (src_lens, tgt_lens, batch_tokens, seed, epoch) -> index lists into the pairs
+Batcher = Callable[[list[int], list[int], int, int, int], list[list[int]]]
 
 
 @dataclass
@@ -60,6 +70,30 @@ class RunState:
     elapsed: float = 0.0            # wall seconds over all sessions of this run
     train_time: float = 0.0         # of which spent in updates (not validation)
     tokens: int = 0                 # target tokens trained on
+
+
+@dataclass
+class UpdateResult:
+    """What one call of Trainer.update did."""
+    loss: float          # label-smoothed loss summed over this rank's target tokens
+    tokens: int          # target tokens (incl. EOS) in this rank's batches
+    update_tokens: int   # target tokens in the whole update, every rank's batches
+    lr: float            # the learning rate the update used
+    skipped: bool        # non-finite loss or gradient norm on some rank: no update was made
+    stop: bool           # Ctrl-C on some rank: stop after this update
+    seconds: float
+
+
+@dataclass
+class RunFiles:
+    """What validating and checkpointing need beyond the model: the run's recipe, tokenizer,
+    validation split and directory. bench/ runs a Trainer without one (updates only)."""
+    recipe: Recipe
+    tok: Tokenizer
+    out_dir: Path
+    log: RunLog
+    valid_corpus: Corpus
+    valid_pairs: Pairs
 
 
 def sequence_loss(logits: torch.Tensor, tgt_out: torch.Tensor, smoothing: float) -> torch.Tensor:
@@ -90,12 +124,16 @@ def _finished(st: RunState, cfg: TrainConfig) -> str | None:
     return None
 
 
+# ----------------------------------------------------------------------------- the run
+
 def train(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool = False,
-          quiet: bool = False, tokenizer_dir: Path | None = None) -> dict:
+          quiet: bool = False, tokenizer_dir: Path | None = None,
+          batcher: Batcher = token_batches) -> dict:
     """Train `recipe` into `out_dir`; returns a summary (best_bleu, steps, time, tokens/s, ...).
 
     Run under torchrun for data parallelism: every rank computes the same batch list and takes
-    its share of each update; rank 0 alone validates and writes files.
+    its share of each update; rank 0 alone validates and writes files. `batcher` makes an
+    epoch's batches (bench/ swaps in another batching to compare toolkits).
     """
     out_dir = Path(out_dir)
     if resume and overwrite:
@@ -103,14 +141,71 @@ def train(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool =
     d = dist.setup(recipe.train.device)
     threads = torch.get_num_threads()
     try:
-        return _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d)
+        trainer = _start(recipe, out_dir, resume, overwrite, tokenizer_dir, d, batcher)
+        return _loop(trainer, quiet)
     finally:
         torch.set_num_threads(threads)  # a caller (tests, compare) keeps its own setting
         dist.cleanup(d)
 
 
-def _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d: dist.Dist) -> dict:
-    # ---- run directory: a fresh run, or the recipe and state of the one being resumed
+def _loop(t: Trainer, quiet: bool) -> dict:
+    """Updates until a stopping rule fires, validating and writing last.pt on the way."""
+    st, cfg = t.state, t.cfg
+    prev_handler = _catch_sigint(t.interrupted)  # Ctrl-C: finish the update, save, stop
+    window, stop, batches = _Window(), None, []
+    try:
+        with t.progress(quiet) as bar:
+            # one pass per epoch (or the rest of the epoch a resumed run was in)
+            while stop is None and not (stop := _finished(st, cfg)):
+                # the epoch's batch list, a pure function of (seed, epoch): the same on resume
+                batches = t.epoch_batches(st.epoch)
+                while st.batch_in_epoch < len(batches):
+                    # the next update's batches, over all ranks; counted as consumed up front
+                    group = batches[st.batch_in_epoch:st.batch_in_epoch + t.per_update]
+                    st.batch_in_epoch += len(group)
+                    # forward, backward, clip, step (or skip an update with a non-finite loss)
+                    res = t.update(group)
+                    window.add(res)
+                    bar.update(bar.task_ids[0], completed=st.step, epoch=st.epoch, lr=res.lr,
+                               tps=window.tok_per_s, loss=window.mean_loss)
+                    if not res.skipped:
+                        # a train record in metrics.jsonl every log_every updates
+                        if st.step % cfg.log_every == 0:
+                            t.record_train(window, res.lr)
+                            window = _Window()
+                        # validate every valid_every updates (0: at the epoch's end, below)
+                        validated = cfg.valid_every > 0 and st.step % cfg.valid_every == 0
+                        if validated:
+                            t.validate()
+                        # last.pt every checkpoint_every updates (0: after each validation)
+                        if cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0 or \
+                                not cfg.checkpoint_every and validated:
+                            t.save("last")
+                    # stop on Ctrl-C (any rank) or a stopping rule, else the next update
+                    stop = "interrupted" if res.stop else _finished(st, cfg)
+                    if stop:
+                        break
+                else:
+                    # the epoch's batches are used up: validate (if per epoch), next epoch
+                    if not cfg.valid_every:
+                        t.validate()
+                    st.epoch, st.batch_in_epoch = st.epoch + 1, 0
+                    if not cfg.checkpoint_every and not cfg.valid_every:
+                        t.save("last")
+            # a last validation, so that best.pt has seen the final weights
+            if stop != "interrupted" and st.last_valid_step != st.step:
+                t.validate()
+    finally:
+        if prev_handler is not None:
+            signal.signal(signal.SIGINT, prev_handler)
+    # last.pt holds the final state (an interrupted run resumes from it)
+    t.save("last")
+    return t.finish(stop, len(batches))
+
+
+def _start(recipe: Recipe, out_dir: Path, resume: bool, overwrite: bool,
+           tokenizer_dir: Path | None, d: dist.Dist, batcher: Batcher) -> Trainer:
+    """Claim (or reopen) the run directory, load the data, build the model: a ready Trainer."""
     ckpt = None
     if resume:
         ckpt = checkpoint.load(_last_checkpoint(out_dir), which="last")
@@ -126,14 +221,27 @@ def _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d: dist.Dis
     torch.set_num_threads(threads)
     if device.type == "cuda":  # TF32 tensor cores for the float32 matmuls autocast leaves
         torch.set_float32_matmul_precision("high")
-    amp = torch.autocast(device.type, dtype=torch.bfloat16,
-                         enabled=cfg.amp and device.type == "cuda")
     where = f"{threads} thread{'s' if threads > 1 else ''}" if device.type == "cpu" else ""
     where += f"{', ' if where else ''}{d.world} ranks" if d.world > 1 else ""
     log.info(f"{'resuming' if resume else 'training'} {recipe.name or 'recipe'} in {out_dir} on "
              f"{device}" + (f" ({where})" if where else ""))
+    tok, train_pairs, valid_corpus, valid_pairs = _load_data(recipe, out_dir, ckpt,
+                                                             tokenizer_dir, d, log)
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = build_model(recipe.model, tok.src_vocab_size, tok.tgt_vocab_size,
+                        joint=tok.joint).to(device)
+    if d.rank:  # same initial weights everywhere, but each rank its own dropout masks
+        torch.manual_seed(cfg.seed + d.rank)
+    log.info(f"model: {_describe(recipe)}, {count_parameters(model):,} parameters")
+    files = RunFiles(recipe, tok, out_dir, log, valid_corpus, valid_pairs)
+    return Trainer(model, cfg, train_pairs, d, files=files, ckpt=ckpt, batcher=batcher)
 
-    # ---- data: tokenizer, then filtered training pairs and every validation pair
+
+def _load_data(recipe: Recipe, out_dir: Path, ckpt: dict | None, tokenizer_dir: Path | None,
+               d: dist.Dist, log: RunLog) -> tuple[Tokenizer, Pairs, Corpus, Pairs]:
+    """The tokenizer (the checkpoint's, a given one, or trained now), then the filtered
+    training pairs and every validation pair."""
     dc = recipe.data
     train_corpus = load_split(dc, dc.train, limit=dc.max_train_pairs)
     valid_corpus = load_split(dc, dc.valid, limit=dc.max_valid_pairs)
@@ -161,229 +269,299 @@ def _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d: dist.Dis
                        f"data.max_len / data.max_ratio and that the files hold text")
     if not valid_pairs:
         raise NMTError(f"{valid_corpus.name}: the validation split is empty")
+    return tok, train_pairs, valid_corpus, valid_pairs
 
-    # ---- model, optimizer, schedule
-    from nmt.model import build_model, count_parameters  # heavy; only training needs it here
 
-    torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
-    model = build_model(recipe.model, tok.src_vocab_size, tok.tgt_vocab_size,
-                        joint=tok.joint).to(device)
-    if d.rank:  # same initial weights everywhere, but each rank its own dropout masks
-        torch.manual_seed(cfg.seed + d.rank)
-    params = count_parameters(model)
-    log.info(f"model: {_describe(recipe)}, {params:,} parameters")
+@dataclass
+class _Window:
+    """Training figures since the last train record (what the progress bar and log show)."""
+    loss: float = 0.0
+    tokens: int = 0
+    update_tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, r: UpdateResult) -> None:
+        self.seconds += r.seconds
+        if not r.skipped:
+            self.loss += r.loss
+            self.tokens += r.tokens
+            self.update_tokens += r.update_tokens
+
+    @property
+    def mean_loss(self) -> float:
+        return self.loss / max(self.tokens, 1)
+
+    @property
+    def tok_per_s(self) -> float:
+        return self.update_tokens / max(self.seconds, 1e-9)
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+class Trainer:
+    """Model, optimizer, schedule and RunState, and the three things a run is made of: one
+    update, one validation, one checkpoint (JoeyNMT's TrainManager, minGPT's Trainer).
+
+    `model` is built (and seeded) by the caller and already on `d.device`; `ckpt` (a last.pt)
+    restores weights, optimizer, schedule, state and RNG. Without `files` the trainer only
+    updates (bench/ times updates this way): validate and save need a run directory.
+    `amp` None follows train.amp (bf16 autocast on CUDA only); `compile` wraps the model in
+    torch.compile(dynamic=True).
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg: TrainConfig, train_pairs: Pairs,
+                 d: dist.Dist | None = None, files: RunFiles | None = None,
+                 ckpt: dict | None = None, batcher: Batcher = token_batches,
+                 amp: bool | None = None, compile: bool = False):
+        self.model, self.cfg, self.pairs, self.files, self.batcher = \
+            model, cfg, train_pairs, files, batcher
+        self.d = d or dist.Dist(device=next(model.parameters()).device)
+        self.device = self.d.device
+        self.optimizer, self.scheduler = _optimizer(model, cfg, self.device)
+        self.state = RunState()
+        self.valid_records: list[dict] = []
+        self.bad_steps = 0                     # non-finite updates in a row
+        self.interrupted = threading.Event()   # set by Ctrl-C; every rank stops after the update
+        self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=(
+            cfg.amp and self.device.type == "cuda") if amp is None else amp)
+        self.src_lens = [len(s) for s, _ in train_pairs]
+        self.tgt_lens = [len(t) for _, t in train_pairs]
+        self.n_tok = [n + 1 for n in self.tgt_lens]  # target tokens incl. EOS, as the loss counts
+        self.per_update = self.d.world * cfg.accum_steps  # batches in one update, over all ranks
+        if ckpt is not None:
+            self._restore(ckpt)
+        self.net = self._wrap(compile)
+        self.t_start = time.time() - self.state.elapsed
+        upe = -(-len(self.epoch_batches(1)) // self.per_update)
+        self.total = min((x for x in (cfg.max_steps, cfg.max_epochs * upe) if x > 0), default=0)
+        self._info(f"{upe:,} updates per epoch ({cfg.batch_tokens:,} tokens x {self.per_update} "
+                   f"batches); training for {self.total:,} updates at most")
+
+    # ---- one update
+
+    def epoch_batches(self, epoch: int) -> list[list[int]]:
+        """The batches (index lists into the training pairs) of `epoch`, every rank's."""
+        cfg = self.cfg
+        return self.batcher(self.src_lens, self.tgt_lens, cfg.batch_tokens, cfg.seed, epoch)
+
+    def update(self, group: list[list[int]]) -> UpdateResult:
+        """One optimizer update on `group`, the update's batches over all ranks: this rank
+        accumulates the gradients of group[rank::world], the loss divided by the target tokens
+        of the whole group. A non-finite loss or gradient norm skips the update (a run survives
+        an occasional overflow); train.max_bad_steps of them in a row stop the run."""
+        t0 = time.time()
+        d, cfg, st = self.d, self.cfg, self.state
+        ntok = sum(self.n_tok[i] for b in group for i in b)
+        mine = group[d.rank::d.world]
+        # at an epoch's end some ranks may run short of batches; they repeat one at weight 0,
+        # so every rank joins every gradient all-reduce
+        n_micro = -(-len(group) // d.world)
+        micro = [(b, 1.0) for b in mine] + [(group[0], 0.0)] * (n_micro - len(mine))
+        loss_sum = torch.zeros((), device=self.device)
+        for j, (idx, weight) in enumerate(micro):
+            sync = d.world == 1 or j == len(micro) - 1  # all-reduce on the last only
+            loss_sum += self._backward(idx, weight, ntok, sync) * weight
+        norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm or math.inf)
+        bad, stop = dist.any_flags(
+            d, not (math.isfinite(norm.item()) and math.isfinite(loss_sum.item())),
+            self.interrupted.is_set())
+        lr = self.optimizer.param_groups[0]["lr"]
+        if bad:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._skipped()
+        else:
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if cfg.schedule != "plateau":
+                self.scheduler.step()
+            st.step += 1
+            st.tokens += ntok
+            self.bad_steps = 0
+        dt = time.time() - t0
+        st.train_time += dt
+        return UpdateResult(
+            loss=loss_sum.item(), tokens=sum(self.n_tok[i] for b in mine for i in b),
+            update_tokens=ntok, lr=lr, skipped=bad, stop=stop, seconds=dt)
+
+    def _backward(self, idx: list[int], weight: float, ntok: int, sync: bool) -> torch.Tensor:
+        """Forward and backward of one micro-batch, its loss scaled by weight / ntok; returns
+        its summed loss (detached). `sync`: all-reduce the gradients now (DDP)."""
+        batch = _to_device(collate(self.pairs, idx), self.device)
+        with nullcontext() if sync else self.net.no_sync():
+            with self.amp:
+                logits, _ = self.net(batch.src, batch.src_len, batch.tgt_in)  # (B, T, V)
+                loss = sequence_loss(logits, batch.tgt_out, self.cfg.label_smoothing)
+            # DDP averages gradients over ranks: the world factor makes it a sum
+            (loss * (weight * self.d.world / ntok)).backward()
+        return loss.detach()
+
+    def _skipped(self) -> None:
+        """Count a skipped update; too many in a row mean the run diverged."""
+        self.bad_steps += 1
+        st, cfg = self.state, self.cfg
+        self._warn(f"step {st.step + 1}: non-finite loss or gradient norm; update skipped "
+                   f"({self.bad_steps} of at most {cfg.max_bad_steps} in a row)")
+        if self.bad_steps < cfg.max_bad_steps:
+            return
+        last = self.files.out_dir / "last.pt" if self.files else None
+        saved = (f"{last} holds the last good checkpoint" if last and last.is_file() else
+                 "no checkpoint was written yet")
+        raise NMTError(f"{self.bad_steps} updates in a row had a non-finite loss or gradient "
+                       f"(step {st.step + 1}, epoch {st.epoch}); training stopped. {saved}. "
+                       f"Lower train.lr, raise train.warmup or set train.clip_norm, then start "
+                       f"again (or --resume)")
+
+    # ---- validation and checkpoints
+
+    def validate(self) -> dict:
+        """Validate (rank 0; the others wait and then decide alike): early-stopping count,
+        plateau schedule, best.pt when BLEU improved, a valid record. Returns the record."""
+        t0 = time.time()
+        d, st, cfg, f = self.d, self.state, self.cfg, self._files()
+        rec = None
+        if d.main:
+            rec = _validate(self.model, f.tok, f.valid_corpus, f.valid_pairs, f.recipe,
+                            self.device, self.amp)
+        rec = dist.broadcast(d, rec)
+        improved = rec["val_bleu"] > st.best_bleu
+        st.best_bleu = max(st.best_bleu, rec["val_bleu"])
+        st.bad_validations = 0 if improved else st.bad_validations + 1
+        st.last_valid_step = st.step
+        if cfg.schedule == "plateau":
+            self.scheduler.step(rec["val_bleu"] if cfg.plateau_metric == "bleu" else
+                                rec["val_loss"])
+        rec = {"kind": "valid", "step": st.step, "epoch": st.epoch,
+               "wall": round(time.time() - self.t_start, 2), **rec}
+        self.valid_records.append(rec)
+        f.log.record(rec)
+        if improved:
+            self.save("best")
+        self._info(f"valid step {st.step} epoch {st.epoch}: loss {rec['val_loss']:.3f} "
+                   f"ppl {rec['val_ppl']:.2f} BLEU {rec['val_bleu']:.2f} "
+                   + ("(new best)" if improved else
+                      f"(best {st.best_bleu:.2f}, {st.bad_validations} without gain)")
+                   + f" lr {self.optimizer.param_groups[0]['lr']:.2e} [{time.time() - t0:.0f}s]"
+                   + ("" if len(self.valid_records) > 1 else f"\n  {rec['bleu_signature']}"))
+        return rec
+
+    def save(self, which: str) -> None:
+        """Write `last` (everything to resume; every rank must call it, RNG states are gathered)
+        or `best` (what translating needs) into the run directory; rank 0 writes."""
+        f = self._files()
+        rng = dist.gather(self.d, _get_rng(self.device)) if which == "last" else None
+        if not self.d.main:
+            return
+        resume = {}
+        if which == "last":
+            self.state.elapsed = time.time() - self.t_start
+            resume = {"optimizer": self.optimizer.state_dict(),
+                      "scheduler": self.scheduler.state_dict(), "rng": rng, "world": self.d.world}
+        checkpoint.save(f.out_dir / f"{which}.pt", checkpoint.payload(
+            f.recipe, f.tok, self.model, state=asdict(self.state), metrics=self.valid_records,
+            **resume))
+        if which == "last":
+            _keep_periodic(f.out_dir, self.state.step, self.cfg.keep_last)
+
+    def _restore(self, ckpt: dict) -> None:
+        """Continue from a last.pt: weights, optimizer, schedule, state, RNG, validations."""
+        d, st = self.d, None
+        checkpoint.load_weights(self.model, ckpt["model"], ckpt["path"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.state = st = RunState(**ckpt["state"])
+        self.valid_records = list(ckpt.get("metrics", []))
+        if len(ckpt["rng"]) == d.world:
+            _set_rng(ckpt["rng"][d.rank], self.device)
+        else:
+            self._warn(f"checkpoint holds RNG states of {len(ckpt['rng'])} ranks, this run has "
+                       f"{d.world}: dropout masks will differ from an uninterrupted run")
+            torch.manual_seed(self.cfg.seed + st.step + d.rank)
+        if d.main and self.files:
+            _truncate_metrics(self.files.out_dir / "metrics.jsonl", st.step)
+        self._info(f"resumed from {ckpt['path']}: step {st.step}, epoch {st.epoch}, batch "
+                   f"{st.batch_in_epoch} of the epoch, best BLEU {max(st.best_bleu, 0):.2f}")
+
+    def _wrap(self, compile: bool) -> torch.nn.Module:
+        """The module updates run: the model, compiled and/or in DDP as asked."""
+        net = torch.compile(self.model, dynamic=True) if compile else self.model
+        if self.d.world == 1:
+            return net
+        DDP = torch.nn.parallel.DistributedDataParallel
+        # buffers (position tables) are constants: no need to broadcast them at every forward
+        no_sync_buffers = {"forward_sync_buffers": False} if "forward_sync_buffers" in \
+            inspect.signature(DDP).parameters else {"broadcast_buffers": False}
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(net, device_ids=device_ids, **no_sync_buffers)
+
+    # ---- reporting
+
+    def progress(self, quiet: bool) -> Progress:
+        """The progress bar (rank 0, unless quiet); its one task is the run's updates."""
+        log = self._files().log
+        bar = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
+                       MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
+                       TextColumn("lr {task.fields[lr]:.1e}"),
+                       TextColumn("{task.fields[tps]:,.0f} tok/s"), TimeRemainingColumn(),
+                       console=log.console, disable=quiet or not self.d.main, transient=True)
+        bar.add_task("train", total=self.total, completed=self.state.step, epoch=self.state.epoch,
+                     loss=0.0, lr=self.optimizer.param_groups[0]["lr"], tps=0.0)
+        return bar
+
+    def record_train(self, window: _Window, lr: float) -> None:
+        st = self.state
+        self._files().log.record({"kind": "train", "step": st.step, "epoch": st.epoch,
+                                  "wall": round(time.time() - self.t_start, 2),
+                                  "loss": round(window.mean_loss, 5), "lr": lr,
+                                  "tok_per_s": round(window.tok_per_s, 1)})
+
+    def finish(self, stop: str | None, epoch_batches: int) -> dict:
+        """The run's summary, and its last line for the user."""
+        st, out_dir = self.state, self._files().out_dir
+        tps = st.tokens / max(st.train_time, 1e-9)
+        summary = {"run_dir": str(out_dir), "best_bleu": st.best_bleu, "steps": st.step,
+                   "epochs": round(st.epoch - 1 + st.batch_in_epoch / max(epoch_batches, 1), 3),
+                   "time": round(time.time() - self.t_start, 1),
+                   "train_time": round(st.train_time, 1), "tokens_per_s": round(tps, 1),
+                   "params": count_parameters(self.model), "stopped": stop,
+                   "interrupted": stop == "interrupted"}
+        if stop == "interrupted":
+            self._info(f"interrupted at step {st.step} (epoch {st.epoch}); saved "
+                       f"{out_dir / 'last.pt'}")
+        else:
+            self._info(f"done: {stop}; {st.step:,} updates, best BLEU {st.best_bleu:.2f}, "
+                       f"{tps:,.0f} target tok/s, {summary['time']:.0f}s; "
+                       f"best.pt and last.pt in {out_dir}")
+        return summary
+
+    def _files(self) -> RunFiles:
+        if self.files is None:
+            raise RuntimeError("this Trainer has no run directory (RunFiles): it can only update")
+        return self.files
+
+    def _info(self, msg: str) -> None:
+        if self.files:
+            self.files.log.info(msg)
+
+    def _warn(self, msg: str) -> None:
+        if self.files:
+            self.files.log.warn(msg)
+
+
+def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
+    """(optimizer, schedule) a recipe asks for."""
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     # the fused kernel is the same update in one pass: +4% (T) / +8% (R) tok/s on a 2-core CPU
     # (bench/RESULTS.md); it exists for CPU and CUDA, not for every other device
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                         weight_decay=cfg.weight_decay,
                         fused=device.type in ("cpu", "cuda") or None)
-    plateau = cfg.schedule == "plateau"
-    if plateau:
+    if cfg.schedule == "plateau":
         scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
             optimizer, mode="max" if cfg.plateau_metric == "bleu" else "min",
             factor=cfg.plateau_factor, patience=cfg.plateau_patience, min_lr=cfg.min_lr)
     else:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s + 1, cfg))
-    st = RunState()
-    if ckpt is not None:
-        checkpoint.load_weights(model, ckpt["model"], ckpt["path"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        st = RunState(**ckpt["state"])
-        if len(ckpt["rng"]) == d.world:
-            _set_rng(ckpt["rng"][d.rank], device)
-        else:
-            log.warn(f"checkpoint holds RNG states of {len(ckpt['rng'])} ranks, this run has "
-                     f"{d.world}: dropout masks will differ from an uninterrupted run")
-            torch.manual_seed(cfg.seed + st.step + d.rank)
-        if d.main:
-            _truncate_metrics(out_dir / "metrics.jsonl", st.step)
-        log.info(f"resumed from {ckpt['path']}: step {st.step}, epoch {st.epoch}, batch "
-                 f"{st.batch_in_epoch} of the epoch, best BLEU {max(st.best_bleu, 0):.2f}")
-    net = model
-    if d.world > 1:
-        DDP = torch.nn.parallel.DistributedDataParallel
-        # buffers (position tables) are constants: no need to broadcast them at every forward
-        no_sync_buffers = {"forward_sync_buffers": False} if "forward_sync_buffers" in \
-            inspect.signature(DDP).parameters else {"broadcast_buffers": False}
-        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None,
-                  **no_sync_buffers)
-
-    # ---- everything a checkpoint or a validation needs
-    def save_last() -> None:
-        rng = dist.gather(d, _get_rng(device))  # a collective: every rank takes part
-        if d.main:
-            st.elapsed = time.time() - t_start
-            payload = {"recipe": to_dict(recipe), "tokenizer": tok.to_state(),
-                       "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                       "scheduler": scheduler.state_dict(), "rng": rng, "world": d.world,
-                       "state": asdict(st), "step": st.step, "epoch": st.epoch,
-                       "batch_in_epoch": st.batch_in_epoch, "best_bleu": st.best_bleu,
-                       "metrics": valid_records}
-            checkpoint.save(out_dir / "last.pt", payload)
-            _keep_periodic(out_dir, st.step, cfg.keep_last)
-
-    def run_validation() -> None:
-        t0 = time.time()
-        rec = None
-        if d.main:
-            rec = _validate(model, tok, valid_corpus, valid_pairs, recipe, device, amp)
-        rec = dist.broadcast(d, rec)  # the others wait here; all then decide alike
-        improved = rec["val_bleu"] > st.best_bleu
-        st.best_bleu = max(st.best_bleu, rec["val_bleu"])
-        st.bad_validations = 0 if improved else st.bad_validations + 1
-        st.last_valid_step = st.step
-        if plateau:
-            scheduler.step(rec["val_bleu"] if cfg.plateau_metric == "bleu" else rec["val_loss"])
-        rec = {"kind": "valid", "step": st.step, "epoch": st.epoch,
-               "wall": round(time.time() - t_start, 2), **rec}
-        valid_records.append(rec)
-        if d.main:
-            log.record(rec)
-            if improved:
-                checkpoint.save(out_dir / "best.pt", {
-                    "recipe": to_dict(recipe), "tokenizer": tok.to_state(),
-                    "model": model.state_dict(), "step": st.step, "epoch": st.epoch,
-                    "best_bleu": st.best_bleu, "metrics": valid_records})
-            log.info(f"valid step {st.step} epoch {st.epoch}: loss {rec['val_loss']:.3f} "
-                     f"ppl {rec['val_ppl']:.2f} BLEU {rec['val_bleu']:.2f} "
-                     + ("(new best)" if improved else
-                        f"(best {st.best_bleu:.2f}, {st.bad_validations} without gain)")
-                     + f" lr {optimizer.param_groups[0]['lr']:.2e} [{time.time() - t0:.0f}s]"
-                     + ("" if len(valid_records) > 1 else f"\n  {rec['bleu_signature']}"))
-
-    valid_records: list[dict] = list(ckpt.get("metrics", [])) if ckpt else []
-    t_start = time.time() - st.elapsed
-
-    # ---- the loop
-    src_lens = [len(s) for s, _ in train_pairs]
-    tgt_lens = [len(t) for _, t in train_pairs]
-    n_tok = [n + 1 for n in tgt_lens]  # target tokens incl. EOS, as the loss counts them
-    per_update = d.world * cfg.accum_steps  # batches in one update, over all ranks
-    upe = -(-len(token_batches(src_lens, tgt_lens, cfg.batch_tokens, cfg.seed, 1)) // per_update)
-    total = min(x for x in (cfg.max_steps, cfg.max_epochs * upe) if x > 0)
-    log.info(f"{upe:,} updates per epoch ({cfg.batch_tokens:,} tokens x {per_update} batches); "
-             f"training for {total:,} updates at most")
-    stop_reason, bad_steps, interrupted = None, 0, threading.Event()
-    prev_handler = _catch_sigint(interrupted)
-    progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
-                        MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
-                        TextColumn("lr {task.fields[lr]:.1e}"),
-                        TextColumn("{task.fields[tps]:,.0f} tok/s"), TimeRemainingColumn(),
-                        console=log.console, disable=quiet or not d.main, transient=True)
-    task = progress.add_task("train", total=total, completed=st.step, epoch=st.epoch,
-                             loss=0.0, lr=optimizer.param_groups[0]["lr"], tps=0.0)
-    win_loss, win_tok, win_global_tok, win_time = 0.0, 0, 0, 0.0  # since the last log record
-    batches: list[list[int]] = []
-    try:
-        with progress:
-            while stop_reason is None:
-                stop_reason = _finished(st, cfg)
-                if stop_reason:
-                    break
-                batches = token_batches(src_lens, tgt_lens, cfg.batch_tokens, cfg.seed, st.epoch)
-                while st.batch_in_epoch < len(batches):
-                    t0 = time.time()
-                    group = batches[st.batch_in_epoch:st.batch_in_epoch + per_update]
-                    st.batch_in_epoch += len(group)
-                    ntok = sum(n_tok[i] for b in group for i in b)  # the whole update's tokens
-                    mine = group[d.rank::d.world]
-                    # at an epoch's end some ranks may run short of batches; they repeat one at
-                    # weight 0, so every rank joins every gradient all-reduce
-                    n_micro = -(-len(group) // d.world)
-                    micro = [(b, 1.0) for b in mine] + [(group[0], 0.0)] * (n_micro - len(mine))
-                    loss_sum = torch.zeros((), device=device)
-                    for j, (idx, weight) in enumerate(micro):
-                        batch = _to_device(collate(train_pairs, idx), device)
-                        sync = d.world == 1 or j == len(micro) - 1  # all-reduce on the last only
-                        with nullcontext() if sync else net.no_sync():
-                            with amp:
-                                logits, _ = net(batch.src, batch.src_len, batch.tgt_in)  # (B,T,V)
-                                loss = sequence_loss(logits, batch.tgt_out, cfg.label_smoothing)
-                            # DDP averages gradients over ranks: the world factor makes it a sum
-                            (loss * (weight * d.world / ntok)).backward()
-                        loss_sum += loss.detach() * weight
-                    norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                          cfg.clip_norm or math.inf)
-                    bad, stop_now = dist.any_flags(
-                        d, not (math.isfinite(norm.item()) and math.isfinite(loss_sum.item())),
-                        interrupted.is_set())
-                    lr = optimizer.param_groups[0]["lr"]
-                    if bad:  # skip the update; a run survives an occasional overflow
-                        optimizer.zero_grad(set_to_none=True)
-                        bad_steps += 1
-                        log.warn(f"step {st.step + 1}: non-finite loss or gradient norm; update "
-                                 f"skipped ({bad_steps} of at most {cfg.max_bad_steps} in a row)")
-                        if bad_steps >= cfg.max_bad_steps:
-                            saved = (f"{out_dir / 'last.pt'} holds the last good checkpoint"
-                                     if (out_dir / "last.pt").is_file() else
-                                     "no checkpoint was written yet")
-                            raise NMTError(
-                                f"{bad_steps} updates in a row had a non-finite loss or gradient "
-                                f"(step {st.step + 1}, epoch {st.epoch}); training stopped. "
-                                f"{saved}. Lower train.lr, raise train.warmup or set "
-                                f"train.clip_norm, then start again (or --resume)")
-                    else:
-                        optimizer.step()
-                        optimizer.zero_grad(set_to_none=True)
-                        if not plateau:
-                            scheduler.step()
-                        st.step += 1
-                        bad_steps = 0
-                        win_loss += loss_sum.item()
-                        win_tok += sum(n_tok[i] for b in mine for i in b)
-                        win_global_tok += ntok
-                        st.tokens += ntok
-                    dt = time.time() - t0
-                    win_time += dt
-                    st.train_time += dt
-                    tps = win_global_tok / max(win_time, 1e-9)
-                    progress.update(task, completed=st.step, epoch=st.epoch, lr=lr, tps=tps,
-                                    loss=win_loss / max(win_tok, 1))
-                    if not bad:
-                        if st.step % cfg.log_every == 0:
-                            log.record({"kind": "train", "step": st.step, "epoch": st.epoch,
-                                        "wall": round(time.time() - t_start, 2),
-                                        "loss": round(win_loss / max(win_tok, 1), 5), "lr": lr,
-                                        "tok_per_s": round(tps, 1)})
-                            win_loss, win_tok, win_global_tok, win_time = 0.0, 0, 0, 0.0
-                        validated = cfg.valid_every > 0 and st.step % cfg.valid_every == 0
-                        if validated:
-                            run_validation()
-                        if cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0 or \
-                                not cfg.checkpoint_every and validated:
-                            save_last()
-                    stop_reason = "interrupted" if stop_now else _finished(st, cfg)
-                    if stop_reason:
-                        break
-                else:  # the epoch's batches are used up
-                    if not cfg.valid_every:
-                        run_validation()
-                    st.epoch, st.batch_in_epoch = st.epoch + 1, 0
-                    if not cfg.checkpoint_every and not cfg.valid_every:
-                        save_last()
-            if stop_reason != "interrupted" and st.last_valid_step != st.step:
-                run_validation()  # so best.pt has seen the final weights
-    finally:
-        if prev_handler is not None:
-            signal.signal(signal.SIGINT, prev_handler)
-    save_last()
-
-    tps = st.tokens / max(st.train_time, 1e-9)
-    summary = {"run_dir": str(out_dir), "best_bleu": st.best_bleu, "steps": st.step,
-               "epochs": round(st.epoch - 1 + st.batch_in_epoch / max(len(batches), 1), 3),
-               "time": round(time.time() - t_start, 1), "train_time": round(st.train_time, 1),
-               "tokens_per_s": round(tps, 1), "params": params, "stopped": stop_reason,
-               "interrupted": stop_reason == "interrupted"}
-    if stop_reason == "interrupted":
-        log.info(f"interrupted at step {st.step} (epoch {st.epoch}); saved {out_dir / 'last.pt'}")
-    else:
-        log.info(f"done: {stop_reason}; {st.step:,} updates, best BLEU {st.best_bleu:.2f}, "
-                 f"{tps:,.0f} target tok/s, {summary['time']:.0f}s; "
-                 f"best.pt and last.pt in {out_dir}")
-    return summary
+    return optimizer, scheduler
 
 
 # ----------------------------------------------------------------------------- validation
@@ -393,9 +571,6 @@ def _validate(model, tok, corpus, pairs, recipe: Recipe, device, amp) -> dict:
 
     The training RNG state is put back afterwards, so validating never changes what training
     does next (a resumed run need not repeat validations to stay exact)."""
-    from nmt.evaluation import score
-    from nmt.prediction import teacher_forced_loss, translate_lines
-
     rng = _get_rng(device)
     model.eval()
     try:
@@ -453,7 +628,7 @@ def _resume_recipe(new: Recipe, saved: dict, where: Path) -> Recipe:
     old = recipe_from_dict(saved, where=f"{where} (recipe)")
     a, b = _flat(to_dict(old)), _flat(to_dict(new))
     changed = sorted(k for k in a.keys() | b.keys() if k != "name" and a.get(k) != b.get(k))
-    diff = lambda keys: "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys)  # noqa
+    diff = lambda keys: "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys)
     model = [k for k in changed if k.startswith("model.")]
     if model:
         raise NMTError(f"recipe mismatch: {where} was trained with another model ({diff(model)});"
@@ -548,7 +723,7 @@ def _to_device(b: Batch, device: torch.device) -> Batch:
     """Pinned host memory makes the copy asynchronous, overlapping it with queued GPU work."""
     if device.type != "cuda":
         return b
-    move = lambda t: t.pin_memory().to(device, non_blocking=True)  # noqa: E731
+    move = lambda t: t.pin_memory().to(device, non_blocking=True)
     return Batch(move(b.src), move(b.src_len), move(b.tgt_in), move(b.tgt_out), b.ntokens,
                  b.index)
 

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from nmt.config import ModelConfig
 from nmt.errors import NMTError
-from nmt.model import Seq2Seq, embedding, source_mask
+from nmt.seq2seq import Seq2Seq, embedding, source_mask
 
 KV = tuple[Tensor, Tensor]  # keys, values: (B, heads, length, d_head) each
 

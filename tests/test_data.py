@@ -24,7 +24,8 @@ def shared_multi30k(data_dir, monkeypatch):
 def tok(data_dir, tmp_path_factory):
     d = data_dir / "multi30k"
     src, tgt = read_lines(d / "train.de.gz")[:1500], read_lines(d / "train.en.gz")[:1500]
-    return Tokenizer.train(src, tgt, tmp_path_factory.mktemp("tok"), TokenizerConfig(vocab_size=400))
+    return Tokenizer.train(src, tgt, tmp_path_factory.mktemp("tok"),
+                           TokenizerConfig(vocab_size=400))
 
 
 def write(path, lines, gz=False, raw=None):

@@ -1,11 +1,14 @@
 """sacreBLEU scores, paired bootstrap, and `nmt eval`."""
 import json
+import math
 
 import pytest
-from helpers_ckpt import make_checkpoint, multi30k_lines
+import sacrebleu
+from helpers_ckpt import batch_of, make_checkpoint, multi30k_lines, sequence_logprob
 from typer.testing import CliRunner
 
 from cli import app
+from nmt.checkpoint import load_for_inference
 from nmt.errors import NMTError
 from nmt.evaluation import paired_bootstrap, read_aligned, score
 
@@ -139,8 +142,22 @@ def test_cli_eval_translates_a_checkpoint(tmp_path, data_dir):
                             str(ref), "--beam", "2", "--device", "cpu", "--json"])
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
-    assert out["beam"] == 2 and out["ppl"] > 1 and out["nll"] > 0
-    assert 0 <= out["systems"][str(tmp_path)]["bleu"] <= 100
+    assert out["beam"] == 2 and out["ppl"] == pytest.approx(math.exp(out["nll"]))
+    # its scores are sacreBLEU's on what `nmt translate` writes with the same settings
+    hyp = tmp_path / "hyp.en"
+    r = runner.invoke(app, ["translate", str(src), "--checkpoint", str(tmp_path), "-o",
+                            str(hyp), "--beam", "2", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    hyps, refs = hyp.read_text(encoding="utf-8").splitlines(), [ref.read_text().splitlines()]
+    got = out["systems"][str(tmp_path)]
+    assert got["bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, refs).score)
+    assert got["chrf"] == pytest.approx(sacrebleu.corpus_chrf(hyps, refs).score) and got["chrf"] > 0
+    # its perplexity is the model's own: -log P(ref | src) per target token, by teacher forcing
+    model, tok, _ = load_for_inference(tmp_path)
+    src_ids = tok.encode_src(src.read_text(encoding="utf-8").splitlines())
+    ref_ids = tok.encode_tgt(refs[0])
+    logp = sum(sequence_logprob(model, *batch_of([x]), [y])[0] for x, y in zip(src_ids, ref_ids))
+    assert out["nll"] == pytest.approx(-logp / sum(len(y) + 1 for y in ref_ids), rel=1e-4)
     short = tmp_path / "short.en"
     short.write_text("one line\n", encoding="utf-8")
     r = runner.invoke(app, ["eval", "--checkpoint", str(tmp_path), "--src", str(src), "--ref",

@@ -7,7 +7,8 @@ import torch
 import torch.nn.functional as F
 
 from nmt.config import ATTENTIONS, ModelConfig
-from nmt.model import build_model, count_parameters
+from nmt.model import build_model
+from nmt.seq2seq import count_parameters
 from nmt.transformer import MultiHeadAttention
 
 pytestmark = pytest.mark.usefixtures("one_thread")

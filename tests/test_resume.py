@@ -39,7 +39,7 @@ def weights(run: Path) -> dict:
 
 
 def assert_same_weights(a: dict, b: dict) -> None:
-    assert a["step"] == b["step"] and a["model"].keys() == b["model"].keys()
+    assert a["state"]["step"] == b["state"]["step"] and a["model"].keys() == b["model"].keys()
     different = [k for k in a["model"] if not torch.equal(a["model"][k], b["model"][k])]
     assert not different, f"weights differ: {different[:5]}"
 
@@ -70,7 +70,8 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path, env, un
     killed = start_and_stop(out, env, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
     ckpt = weights(out)
-    assert 0 < ckpt["step"] < STEPS and ckpt["batch_in_epoch"] > 0  # killed mid-epoch
+    st = ckpt["state"]
+    assert 0 < st["step"] < STEPS and st["batch_in_epoch"] > 0  # killed mid-epoch
     subprocess.run(cli("--out", str(out), "--resume"), env=env, check=True, capture_output=True,
                    cwd=ROOT)
     assert_same_weights(weights(out), uninterrupted)
@@ -85,7 +86,7 @@ def test_ctrl_c_saves_last_and_says_how_to_resume(tmp_path, env, uninterrupted):
     assert stopped.returncode == 130, stopped.stderr
     assert f"nmt train {RECIPE} --out {out} --resume" in " ".join(stopped.stderr.split())
     assert "Traceback" not in stopped.stderr
-    assert 0 < weights(out)["step"] < STEPS
+    assert 0 < weights(out)["state"]["step"] < STEPS
     subprocess.run(cli("--out", str(out), "--resume"), env=env, check=True, capture_output=True,
                    cwd=ROOT)
     assert_same_weights(weights(out), uninterrupted)
@@ -103,7 +104,8 @@ def test_two_ranks_match_one_process_accumulating(tmp_path, env):
                          env=env, capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
     a, b = weights(single), weights(ddp)
-    assert a["step"] == b["step"] == 20 and b["world"] == 2 and len(b["rng"]) == 2
-    assert a["epoch"] == b["epoch"] > 1  # an epoch end, where a rank may run short, was crossed
+    sa, sb = a["state"], b["state"]
+    assert sa["step"] == sb["step"] == 20 and b["world"] == 2 and len(b["rng"]) == 2
+    assert sa["epoch"] == sb["epoch"] > 1  # an epoch end, where a rank may run short, was crossed
     for k in a["model"]:
         assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5, rtol=0), k

@@ -6,7 +6,8 @@ import torch
 
 from nmt.config import ModelConfig, load_recipe
 from nmt.encoders import run_rnn
-from nmt.model import build_model, count_parameters
+from nmt.model import build_model
+from nmt.seq2seq import count_parameters
 
 RNN_SYSTEMS = ("none", "bahdanau", "luong-dot", "luong-general", "luong-concat")
 ALL_STEPS = ["zero_bias", "xavier", "orthogonal", "identity_general"]
@@ -48,7 +49,8 @@ def test_init_steps_do_what_they_say():
     for name, p in model.named_parameters():
         if ".rnn.bias_ih" in name:              # LSTM gates i, f, g, o: forget gate at 1
             h = p.numel() // 4
-            assert torch.all(p[h:2 * h] == 1) and torch.all(p[:h] == 0) and torch.all(p[2 * h:] == 0)
+            assert torch.all(p[h:2 * h] == 1)
+            assert torch.all(p[:h] == 0) and torch.all(p[2 * h:] == 0)
         elif "bias" in name:
             assert torch.all(p == 0), name
         if ".rnn.weight_hh" in name:            # orthogonal per gate block (H, H)

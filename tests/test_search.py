@@ -8,7 +8,7 @@ from helpers_ckpt import (FAMILIES, batch_of, sequence_logprob,
                           tiny_model, toy_pairs, train_toy)
 
 from nmt.config import DecodeConfig
-from nmt.model import Seq2Seq
+from nmt.seq2seq import Seq2Seq
 from nmt.search import beam_search, greedy, length_penalty, max_lengths, translate_batch
 from nmt.tokenizer import BOS, EOS, PAD
 

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_ckpt import tiny_model, toy_pairs
 from typer.testing import CliRunner
 
 import nmt.training as training
 from nmt import checkpoint
+from nmt.atomic import atomic_write
 from nmt.config import TrainConfig, load_recipe
 from nmt.data import load_split
 from nmt.errors import NMTError
@@ -79,7 +81,8 @@ def test_every_smoke_recipe_trains_and_writes_a_usable_run(path, tmp_path, tok_d
     model, tok, saved = checkpoint.load_for_inference(out)  # best.pt is enough to translate
     assert saved.model == r.model and not model.training
     last = checkpoint.load(out, which="last")
-    assert last["step"] == 4 and last["optimizer"]["state"]
+    assert last["state"]["step"] == 4 and last["optimizer"]["state"]
+    assert "step" not in last  # the run's state is stored once, in "state"
     assert load_recipe(out / "recipe.yaml").model == r.model
 
 
@@ -180,7 +183,7 @@ def test_keep_last_keeps_the_newest_periodic_checkpoints(tmp_path, tok_dir):
     training.train(r, tmp_path / "run", quiet=True, tokenizer_dir=tok_dir)
     assert sorted(p.name for p in (tmp_path / "run").glob("step-*.pt")) == \
         ["step-4.pt", "step-5.pt"]
-    assert checkpoint.load(tmp_path / "run" / "step-4.pt")["step"] == 4
+    assert checkpoint.load(tmp_path / "run" / "step-4.pt")["state"]["step"] == 4
 
 
 def test_cli_train_reports_user_errors_in_one_line(tmp_path):
@@ -198,3 +201,37 @@ def test_cli_train_reports_user_errors_in_one_line(tmp_path):
 def test_asking_for_cuda_without_a_gpu_is_a_user_error(tmp_path):
     with pytest.raises(NMTError, match="no CUDA GPU.*--device cpu"):
         training.train(recipe("transformer", "train.device=cuda"), tmp_path / "run")
+
+
+def test_trainer_update_steps_once_and_reports_what_it_did():
+    """Trainer.update without a run directory (as bench/ uses it): one optimizer step per call,
+    the tokens it counts are the batches' real target tokens, and the loss falls on a batch it
+    keeps seeing."""
+    torch.manual_seed(0)
+    model = tiny_model("transformer").train()
+    pairs = toy_pairs(64, seed=3)
+    cfg = TrainConfig(lr=3e-3, schedule="constant", max_steps=10)
+    t = training.Trainer(model, cfg, pairs)
+    group = [list(range(0, 16)), list(range(16, 32))]  # two micro-batches, one update
+    first = t.update(group)
+    want = sum(len(y) + 1 for _, y in pairs[:32])
+    assert not first.skipped and first.tokens == first.update_tokens == want
+    assert t.state.step == 1 and t.state.tokens == want and first.lr == pytest.approx(3e-3)
+    for _ in range(8):
+        last = t.update(group)
+    assert t.state.step == 9 and last.loss / last.tokens < first.loss / first.tokens - 0.3
+    with pytest.raises(RuntimeError, match="only update"):
+        t.save("last")
+
+
+def test_an_interrupted_atomic_write_leaves_the_old_file(tmp_path):
+    path = tmp_path / "last.pt"
+    checkpoint.save(path, {"x": 1})
+    with pytest.raises(KeyboardInterrupt):
+        with atomic_write(path, binary=True) as f:
+            f.write(b"half a checkpoint")
+            raise KeyboardInterrupt
+    assert checkpoint.load(path)["x"] == 1 and [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+    with atomic_write(tmp_path / "out.txt") as f:
+        f.write("done\n")
+    assert (tmp_path / "out.txt").read_text() == "done\n"

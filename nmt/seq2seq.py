@@ -1,0 +1,81 @@
+"""What every architecture shares: the model protocol (`Seq2Seq`), the source mask, the
+embedding initialisation and the parameter count. The RNN family (model.py) and the Transformer
+(transformer.py) both build on it; `build_model` (model.py) imports both, so imports run one way.
+
+Training calls `forward` (teacher forcing). Search calls `encode` once, `start` once, then
+`step` per output position, and `reorder` whenever beams are expanded or re-ranked. The decoder
+state is a dict of batch-first tensors (possibly nested in lists/tuples/dicts), so `reorder`
+is written once here, for every architecture (like fairseq's reorder_incremental_state).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Seq2Seq(nn.Module):
+    """Base class: an encoder-decoder that can be trained and decoded step by step."""
+
+    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
+        """Teacher forcing: src (B, S), src_len (B,), tgt_in (B, T) -> logits (B, T, V), not
+        log-probs, and attention (B, T, S) or None for a model without attention."""
+        raise NotImplementedError
+
+    def encode(self, src: Tensor, src_len: Tensor) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def start(self, memory: dict[str, Tensor]) -> dict:
+        """The decoder state before the first step; it holds what it needs of `memory`."""
+        raise NotImplementedError
+
+    def step(self, prev: Tensor, state: dict) -> tuple[Tensor, dict, Tensor | None]:
+        """prev (B,) last tokens (BOS first) -> log-probs (B, V) float32, new state, attention
+        (B, S) or None."""
+        raise NotImplementedError
+
+    # state entries that depend on the source sentence only (encoder outputs, their attention
+    # keys, the mask, Transformer cross-attention keys/values): equal on every hypothesis row
+    # of one sentence
+    source_state = ("memory", "keys", "mask", "final", "cross")
+
+    def reorder(self, state: dict, index: Tensor, within_sentence: bool = False) -> dict:
+        """Select (or repeat) batch rows of the state: beam search expands B sentences to
+        B * beam rows with index = arange(B).repeat_interleave(beam), and keeps the surviving
+        hypotheses' states after each step. Non-tensor leaves are shared unchanged.
+
+        within_sentence: every new row i comes from a row of the same sentence as row i (beam
+        search re-ranking its hypotheses), so the source-side entries would be copied onto
+        equal values and are shared instead (fairseq skips its encoder-decoder keys the same
+        way); this is most of the copying in a beam step."""
+        if within_sentence:
+            return {k: v if k in self.source_state else _select(v, index)
+                    for k, v in state.items()}
+        return _select(state, index)
+
+
+def _select(x, index: Tensor):
+    if isinstance(x, Tensor):
+        return x.index_select(0, index)
+    if isinstance(x, dict):
+        return {k: _select(v, index) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return type(x)(_select(v, index) for v in x)
+    return x
+
+
+def source_mask(src: Tensor, src_len: Tensor) -> Tensor:
+    """(B, S) True on real source tokens (EOS included), False on padding."""
+    return torch.arange(src.size(1), device=src.device) < src_len.unsqueeze(1)
+
+
+def embedding(vocab: int, dim: int) -> nn.Embedding:
+    """N(0, dim^-0.5): rows have norm ~1, so tied output logits start ~N(0, 1) and the first
+    loss is about ln(V) rather than exploding."""
+    e = nn.Embedding(vocab, dim)
+    nn.init.normal_(e.weight, 0.0, dim ** -0.5)
+    return e
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters; a tied matrix counts once."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
