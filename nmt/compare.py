@@ -208,7 +208,8 @@ def length_buckets(src: list[str], edges: list[int]) -> list[tuple[str, list[int
     bounds = [0, *edges, math.inf]
     out = []
     for lo, hi in zip(bounds, bounds[1:]):
-        label = f"<{hi}" if lo == 0 else (f"{lo}+" if hi == math.inf else f"{lo}-{hi - 1}")
+        label = f"<{hi}" if lo == 0 else f"{lo}+" if hi == math.inf else \
+            f"{lo}" if hi == lo + 1 else f"{lo}-{hi - 1}"
         idx = [i for i, s in enumerate(src) if lo <= len(s.split()) < hi]
         if idx:
             out.append((label, idx))
