@@ -205,21 +205,60 @@ def train_cmd(recipe: Path = typer.Argument(..., help="Recipe YAML."),
               quiet: bool = typer.Option(False, "--quiet", help="No progress bar (for scripts "
                                          "and logs)."),
               device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda "
-                                                   "(overrides train.device).")):
+                                                   "(overrides train.device)."),
+              init_from: Optional[Path] = typer.Option(None, "--init-from", help="Fine-tune: "
+                                                       "start from this run's best.pt (or a "
+                                                       ".pt file) and its tokenizer; optimizer, "
+                                                       "schedule and steps start fresh.")):
     """Train a model: best.pt, last.pt, metrics.jsonl and recipe.yaml go into the run directory.
 
     For several GPUs: torchrun --nproc_per_node=N cli.py train RECIPE ..."""
+    import tempfile
+
     from nmt.config import load_recipe
+    from nmt.finetune import load_init
     from nmt.training import train
 
     r = load_recipe(recipe, set_ + ([f"train.device={device}"] if device else []))
     out = out or Path("runs") / r.name
-    summary = train(r, out, resume=resume, overwrite=overwrite, quiet=quiet)
+    if init_from is not None and resume:
+        raise NMTError("--resume continues the run in --out, --init-from starts a new one from "
+                       "a checkpoint's weights; pick one")
+    with tempfile.TemporaryDirectory(prefix="nmt-init-") as tmp:
+        init = load_init(init_from, r) if init_from is not None else None
+        if init is not None:
+            init.tokenizer.save(Path(tmp) / "tokenizer")
+            err.print(f"fine-tuning from {init.path} (step {init.step}): its weights and "
+                      "tokenizer; optimizer, schedule and step count start fresh",
+                      highlight=False)
+        summary = train(r, out, resume=resume, overwrite=overwrite, quiet=quiet,
+                        tokenizer_dir=Path(tmp) / "tokenizer" if init else None,
+                        init_weights=init.weights if init else None)
     if summary["interrupted"]:
         extra = "".join(f" --set {s}" for s in set_ if s.split("=")[0].strip() in
                         ("train.max_steps", "train.max_epochs", "train.patience"))
         err.print(f"resume with: nmt train {recipe} --out {out} --resume{extra}", highlight=False)
         raise typer.Exit(130)
+
+
+
+@app.command("average")
+@user_errors
+def average_cmd(
+        run: Optional[Path] = typer.Argument(None, help="Run directory (with --last K), or the "
+                                             "first of the .pt files."),
+        files: List[Path] = typer.Argument(None, help="More .pt files to average."),
+        last: Optional[int] = typer.Option(None, "--last", help="Average the run's last K "
+                                           "periodic checkpoints (step-N.pt; train with "
+                                           "train.keep_last >= K)."),
+        out: Path = typer.Option(..., "-o", "--out", help="The averaged checkpoint (.pt).")):
+    """Average the weights of checkpoints of one model into one that translate, eval and
+    attention accept: nmt average RUN --last 5 -o avg.pt, or nmt average a.pt b.pt -o avg.pt."""
+    from nmt.average import average
+
+    paths = average(run, list(files or []), last, out)
+    print(f"averaged {len(paths)} checkpoints ({', '.join(p.name for p in map(Path, paths))}) "
+          f"-> {out}")
 
 # ---- translate and eval (issue 5) ----
 

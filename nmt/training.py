@@ -34,6 +34,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 
 from nmt import checkpoint
 from nmt import distributed as dist
+from nmt.average import average_at_end
 from nmt.batching import Batch, collate, token_batches
 from nmt.config import Recipe, TrainConfig, recipe_from_dict, save_recipe, to_dict
 from nmt.data import encode_pairs, load_split
@@ -91,11 +92,13 @@ def _finished(st: RunState, cfg: TrainConfig) -> str | None:
 
 
 def train(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool = False,
-          quiet: bool = False, tokenizer_dir: Path | None = None) -> dict:
+          quiet: bool = False, tokenizer_dir: Path | None = None,
+          init_weights: dict | None = None) -> dict:
     """Train `recipe` into `out_dir`; returns a summary (best_bleu, steps, time, tokens/s, ...).
 
     Run under torchrun for data parallelism: every rank computes the same batch list and takes
-    its share of each update; rank 0 alone validates and writes files.
+    its share of each update; rank 0 alone validates and writes files. `init_weights`: start
+    from these weights instead of a random initialisation (fine-tuning, see finetune.py).
     """
     out_dir = Path(out_dir)
     if resume and overwrite:
@@ -103,13 +106,14 @@ def train(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool =
     d = dist.setup(recipe.train.device)
     threads = torch.get_num_threads()
     try:
-        return _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d)
+        return _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d, init_weights)
     finally:
         torch.set_num_threads(threads)  # a caller (tests, compare) keeps its own setting
         dist.cleanup(d)
 
 
-def _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d: dist.Dist) -> dict:
+def _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d: dist.Dist,
+           init_weights: dict | None = None) -> dict:
     # ---- run directory: a fresh run, or the recipe and state of the one being resumed
     ckpt = None
     if resume:
@@ -169,6 +173,8 @@ def _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d: dist.Dis
     random.seed(cfg.seed)
     model = build_model(recipe.model, tok.src_vocab_size, tok.tgt_vocab_size,
                         joint=tok.joint).to(device)
+    if init_weights is not None and ckpt is None:
+        checkpoint.load_weights(model, init_weights, Path("--init-from"))
     if d.rank:  # same initial weights everywhere, but each rank its own dropout masks
         torch.manual_seed(cfg.seed + d.rank)
     params = count_parameters(model)
@@ -370,6 +376,9 @@ def _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d: dist.Dis
         if prev_handler is not None:
             signal.signal(signal.SIGINT, prev_handler)
     save_last()
+    if cfg.average_last and d.main and stop_reason != "interrupted":
+        average_at_end(out_dir, cfg.average_last, lambda m: _validate(
+            m.to(device), tok, valid_corpus, valid_pairs, recipe, device, amp), st, log)
 
     tps = st.tokens / max(st.train_time, 1e-9)
     summary = {"run_dir": str(out_dir), "best_bleu": st.best_bleu, "steps": st.step,
