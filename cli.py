@@ -262,24 +262,83 @@ def average_cmd(
 
 # ---- translate and eval (issue 5) ----
 
-def _decode_config(base, beam: Optional[int], batch_tokens: Optional[int], nbest: int = 1):
+# decoding controls shared by translate and eval --checkpoint
+ALPHA = typer.Option(None, "--alpha", min=0.0, help="GNMT length penalty ((5+|y|)/6)^alpha "
+                     "(default: the recipe's decode.alpha).")
+MAX_LEN = typer.Option(None, "--max-len", help="Longest output: N tokens, or a ratio of the "
+                       "source length: 1.5x, or 1.5x+10.")
+SAMPLE = typer.Option(False, "--sample", help="Draw one translation per line from the model "
+                      "instead of searching (e.g. for back-translation).")
+TEMPERATURE = typer.Option(None, "--temperature", help="With --sample: divide the logits by "
+                           "this (> 0; < 1 sharper, > 1 flatter).")
+TOP_K = typer.Option(None, "--top-k", min=0, help="With --sample: draw only from the k likeliest "
+                     "tokens (0 = all).")
+TOP_P = typer.Option(None, "--top-p", help="With --sample: draw only from the likeliest tokens "
+                     "holding probability p (nucleus, 0 < p <= 1).")
+SEED = typer.Option(None, "--seed", help="With --sample: the seed (same seed and input, same "
+                    "output).")
+ENSEMBLE = typer.Option([], "--ensemble", help="Another checkpoint (run or .pt, same tokenizer) "
+                        "to decode together with --checkpoint, averaging log-probabilities "
+                        "per step (repeatable; RNN and Transformer may mix).")
+
+
+def _parse_max_len(text: str) -> tuple[float, int]:
+    """--max-len N -> (a, b) = (0, N); Rx -> (R, 0); Rx+N -> (R, N): at most a * |x| + b."""
+    import re
+
+    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d*)?)\s*x\s*(?:\+\s*(\d+))?|(\d+))\s*", text)
+    if not m:
+        raise NMTError(f"--max-len {text!r}: give a number of tokens (80), a ratio of the "
+                       "source length (1.5x) or both (1.5x+10)")
+    if m.group(3) is not None:
+        return 0.0, int(m.group(3))
+    return float(m.group(1)), int(m.group(2) or 0)
+
+
+def _decode_config(base, beam: Optional[int], batch_tokens: Optional[int], nbest: int = 1,
+                   alpha: Optional[float] = None, max_len: Optional[str] = None,
+                   sample: bool = False, temperature: Optional[float] = None,
+                   top_k: Optional[int] = None, top_p: Optional[float] = None,
+                   seed: Optional[int] = None):
     """The checkpoint recipe's decode settings with the command line's changes."""
     from dataclasses import replace
 
+    from nmt.config import Recipe, validate
+
+    sample = sample or base.sample
+    given = {"--temperature": temperature, "--top-k": top_k, "--top-p": top_p, "--seed": seed}
+    stray = [k for k, v in given.items() if v is not None]
+    if stray and not sample:
+        raise NMTError(f"{', '.join(stray)} only apply to sampling; add --sample")
+    if sample and (beam or 1) > 1:
+        raise NMTError(f"--sample draws one translation per line; drop --beam {beam}")
+    if sample and nbest > 1:
+        raise NMTError(f"--sample draws one translation per line; drop --nbest {nbest}")
     beam = base.beam if beam is None else beam
-    if nbest > beam:
+    if nbest > beam and not sample:
         raise NMTError(f"--nbest {nbest} needs a beam at least that wide (beam is {beam}); "
                        f"add --beam {nbest}")
-    return replace(base, beam=beam, nbest=nbest,
-                   batch_tokens=base.batch_tokens if batch_tokens is None else batch_tokens)
+    a, b = (base.max_len_a, base.max_len_b) if max_len is None else _parse_max_len(max_len)
+    pick = lambda new, old: old if new is None else new  # noqa: E731
+    dcfg = replace(base, beam=1 if sample else beam, nbest=nbest,
+                   batch_tokens=pick(batch_tokens, base.batch_tokens),
+                   alpha=pick(alpha, base.alpha), max_len_a=a, max_len_b=b, sample=sample,
+                   temperature=pick(temperature, base.temperature), top_k=pick(top_k, base.top_k),
+                   top_p=pick(top_p, base.top_p), seed=pick(seed, base.seed))
+    validate(Recipe(decode=dcfg), where="command line")  # e.g. --top-p 2 names decode.top_p
+    return dcfg
 
 
-def _load_for_decoding(checkpoint: Path, device: str):
+def _load_for_decoding(checkpoint: Path, device: str, ensemble: Optional[List[Path]] = None):
     from nmt.checkpoint import load_for_inference
+    from nmt.ensemble import load_ensemble
     from nmt.prediction import pick_device
 
     dev = pick_device(device)
-    model, tok, recipe = load_for_inference(checkpoint, dev)
+    if ensemble:
+        model, tok, recipe = load_ensemble([checkpoint, *ensemble], dev)
+    else:
+        model, tok, recipe = load_for_inference(checkpoint, dev)
     return model, tok, recipe, dev
 
 
@@ -299,15 +358,20 @@ def translate_cmd(
                                   "per line as TSV (see below)."),
         batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", min=1,
                                                    help="Source tokens per decoding batch."),
-        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda")):
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+        alpha: Optional[float] = ALPHA, max_len: Optional[str] = MAX_LEN,
+        sample: bool = SAMPLE, temperature: Optional[float] = TEMPERATURE,
+        top_k: Optional[int] = TOP_K, top_p: Optional[float] = TOP_P,
+        seed: Optional[int] = SEED, ensemble: List[Path] = ENSEMBLE):
     """Translate text: exactly one output line per input line, in order (empty in, empty out;
     a line too long for the model is truncated, with a warning on stderr)."""
     from nmt.prediction import translate_file
 
     if input != "-" and not Path(input).is_file():
         raise NMTError(f"{input}: input file not found")
-    model, tok, recipe, dev = _load_for_decoding(checkpoint, device)
-    dcfg = _decode_config(recipe.decode, beam, batch_tokens, nbest)
+    model, tok, recipe, dev = _load_for_decoding(checkpoint, device, ensemble)
+    dcfg = _decode_config(recipe.decode, beam, batch_tokens, nbest, alpha, max_len, sample,
+                          temperature, top_k, top_p, seed)
     try:
         translate_file(model, tok, input, output, dcfg, dev, nbest, progress=sys.stderr.isatty())
     except BrokenPipeError:  # `nmt translate ... | head`: the reader left; stop quietly
@@ -330,7 +394,11 @@ def eval_cmd(
         batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", min=1,
                                                    help="Source tokens per decoding batch."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-        json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
+        json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        alpha: Optional[float] = ALPHA, max_len: Optional[str] = MAX_LEN,
+        sample: bool = SAMPLE, temperature: Optional[float] = TEMPERATURE,
+        top_k: Optional[int] = TOP_K, top_p: Optional[float] = TOP_P,
+        seed: Optional[int] = SEED, ensemble: List[Path] = ENSEMBLE):
     """Score translations with sacreBLEU: BLEU (13a, cased), chrF and TER, with signatures.
 
     nmt eval --hyp H --ref R; several --hyp: paired bootstrap vs the first. nmt eval
@@ -351,17 +419,29 @@ def eval_cmd(
         if len(src_lines) != len(refs[0]):
             raise NMTError(f"{src} has {len(src_lines)} lines but {ref[0]} has "
                            f"{len(refs[0])}; source and references must be line-aligned")
-        model, tok, recipe, dev = _load_for_decoding(checkpoint, device)
-        dcfg = _decode_config(recipe.decode, beam, batch_tokens)
+        model, tok, recipe, dev = _load_for_decoding(checkpoint, device, ensemble)
+        dcfg = _decode_config(recipe.decode, beam, batch_tokens, 1, alpha, max_len, sample,
+                              temperature, top_k, top_p, seed)
         hyps = {str(checkpoint): translate_lines(model, tok, src_lines, dcfg, dev,
                                                  progress=sys.stderr.isatty())}
         pairs = list(zip(tok.encode_src(src_lines), tok.encode_tgt(refs[0])))
         nll, ppl = teacher_forced_loss(model, pairs, dcfg.batch_tokens, dev)
-        result.update(checkpoint=str(checkpoint), src=str(src), beam=dcfg.beam, nll=nll, ppl=ppl)
+        result.update(checkpoint=str(checkpoint), src=str(src), beam=dcfg.beam, nll=nll, ppl=ppl,
+                      decode={k: getattr(dcfg, k) for k in ("alpha", "max_len_a", "max_len_b",
+                                                            "sample", "temperature", "top_k",
+                                                            "top_p", "seed")},
+                      ensemble=[str(p) for p in ensemble])
     else:
         if not hyp or src is not None:
             raise NMTError("give --hyp FILE and --ref FILE (or --checkpoint RUN --src FILE "
                            "--ref FILE to translate first)")
+        decoding = {"--beam": beam, "--alpha": alpha, "--max-len": max_len,
+                    "--sample": sample or None, "--temperature": temperature, "--top-k": top_k,
+                    "--top-p": top_p, "--seed": seed, "--ensemble": ensemble or None}
+        stray = [k for k, v in decoding.items() if v is not None]
+        if stray:
+            raise NMTError(f"{', '.join(stray)} control decoding, which needs --checkpoint RUN "
+                           "--src FILE; --hyp files are scored as they are")
         hyps, refs = read_aligned([str(p) for p in hyp], [str(p) for p in ref])
     _score_systems(hyps, refs, result)
     if json_out:
@@ -408,7 +488,9 @@ def _print_scores(result: dict) -> None:
     out.print(table)
     if "ppl" in result:
         out.print(f"teacher-forced perplexity of the references: {result['ppl']:.2f} "
-                  f"(NLL {result['nll']:.4f} per token, beam {result['beam']} for the scores)",
+                  f"(NLL {result['nll']:.4f} per token; scores of "
+                  + ("sampled translations" if result["decode"]["sample"]
+                     else f"beam {result['beam']}") + ")",
                   highlight=False)
     for metric, sig in result["signatures"].items():
         out.print(f"{metric} signature: {sig}", highlight=False, soft_wrap=True)

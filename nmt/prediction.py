@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from nmt.batching import collate, token_batches
 from nmt.config import DecodeConfig
 from nmt.errors import NMTError
-from nmt.search import max_output_len, translate_batch
+from nmt.search import decoding_generator, max_output_len, translate_batch
 from nmt.tokenizer import PAD
 
 CHUNK_LINES = 10_000   # lines read, sorted and decoded together when streaming a file
@@ -67,8 +67,10 @@ def _progress(enabled: bool):
 
 
 def _decode(model, tok, lines: list[str], dcfg: DecodeConfig, device, where: str = "input",
-            first_line: int = 1, advance=None) -> list[list[tuple[str, float]]]:
-    """Per line its n-best (translation, score); an empty line gets [("", 0.0)]."""
+            first_line: int = 1, advance=None,
+            generator: torch.Generator | None = None) -> list[list[tuple[str, float]]]:
+    """Per line its n-best (translation, score); an empty line gets [("", 0.0)]. Sampling
+    draws from `generator`, created here from dcfg.seed when not given."""
     out: list[list[tuple[str, float]]] = [[("", 0.0)] for _ in lines]
     todo = [i for i, s in enumerate(lines) if s.strip()]
     if advance is not None:
@@ -84,10 +86,12 @@ def _decode(model, tok, lines: list[str], dcfg: DecodeConfig, device, where: str
     pairs = [(x[:cap], []) for x in ids]
     lens = [len(x) for x, _ in pairs]
     out_cap = max_output_len(model)
+    generator = generator or decoding_generator(dcfg, device)
     with _eval_mode(model):
         for idx in token_batches(lens, lens, dcfg.batch_tokens, 0, 0, shuffle=False):
             b = collate(pairs, idx)
-            hyps = translate_batch(model, b.src.to(device), b.src_len.to(device), dcfg, out_cap)
+            hyps = translate_batch(model, b.src.to(device), b.src_len.to(device), dcfg, out_cap,
+                                   generator)
             texts = tok.decode_tgt([y for h in hyps for y, _ in h])
             k = 0
             for j, h in zip(idx, hyps):
@@ -183,12 +187,13 @@ def translate_file(model, tok, source: str | Path, output: str | Path | None,
                        f"pass --beam {max(nbest, 1)}")
     dcfg = DecodeConfig(**{**vars(dcfg), "nbest": nbest})
     where = "stdin" if str(source) == "-" else str(source)
+    generator = decoding_generator(dcfg, device)  # one stream for the whole input
     done = 0
     with _open_output(output) as out, _progress(progress) as bar:
         task = bar.add_task("translate", total=None)
         for chunk in read_text_lines(source, CHUNK_LINES):
             hyps = _decode(model, tok, chunk, dcfg, device, where, done + 1,
-                           lambda n: bar.advance(task, n))
+                           lambda n: bar.advance(task, n), generator)
             if nbest == 1:
                 out.write("".join(_one_line(h[0][0]) + "\n" for h in hyps))
             else:

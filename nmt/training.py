@@ -410,7 +410,7 @@ def _validate(model, tok, corpus, pairs, recipe: Recipe, device, amp) -> dict:
     try:
         with torch.no_grad(), amp:
             nll, ppl = teacher_forced_loss(model, pairs, recipe.decode.batch_tokens, device)
-            greedy = replace(recipe.decode, beam=1, nbest=1)
+            greedy = replace(recipe.decode, beam=1, nbest=1, sample=False)
             hyps = translate_lines(model, tok, corpus.src, greedy, device)
         s = score(hyps, [corpus.tgt])
     finally:
