@@ -398,16 +398,25 @@ def eval_cmd(
         alpha: Optional[float] = ALPHA, max_len: Optional[str] = MAX_LEN,
         sample: bool = SAMPLE, temperature: Optional[float] = TEMPERATURE,
         top_k: Optional[int] = TOP_K, top_p: Optional[float] = TOP_P,
-        seed: Optional[int] = SEED, ensemble: List[Path] = ENSEMBLE):
-    """Score translations with sacreBLEU: BLEU (13a, cased), chrF and TER, with signatures.
+        seed: Optional[int] = SEED, ensemble: List[Path] = ENSEMBLE,
+        tokenize: str = typer.Option("13a", "--tokenize", help="sacreBLEU's BLEU tokenizer: "
+                                     "13a, intl, zh, char, none, ja-mecab, ko-mecab, spm, "
+                                     "flores101, flores200 (zh for Chinese, ja-mecab for "
+                                     "Japanese)."),
+        lowercase: bool = typer.Option(False, "--lowercase", help="Score BLEU and chrF "
+                                       "case-insensitively, as papers that score lower-cased "
+                                       "text do.")):
+    """Score translations with sacreBLEU: BLEU (13a, cased unless asked), chrF and TER, with
+    signatures.
 
     nmt eval --hyp H --ref R; several --hyp: paired bootstrap vs the first. nmt eval
     --checkpoint RUN --src S --ref R: translate S, score it, and report the teacher-forced
     perplexity of R given S."""
     import json
 
-    from nmt.evaluation import read_aligned, read_text
+    from nmt.evaluation import metrics, read_aligned, read_text
 
+    metrics(tokenize, lowercase)  # a bad --tokenize fails before anything is decoded
     result: dict = {"refs": [str(p) for p in ref]}
     if checkpoint is not None:
         if hyp or src is None:
@@ -443,25 +452,27 @@ def eval_cmd(
             raise NMTError(f"{', '.join(stray)} control decoding, which needs --checkpoint RUN "
                            "--src FILE; --hyp files are scored as they are")
         hyps, refs = read_aligned([str(p) for p in hyp], [str(p) for p in ref])
-    _score_systems(hyps, refs, result)
+    _score_systems(hyps, refs, result, tokenize, lowercase)
     if json_out:
         print(json.dumps(result, indent=2))
     else:
         _print_scores(result)
 
 
-def _score_systems(hyps: dict, refs: list, result: dict) -> None:
+def _score_systems(hyps: dict, refs: list, result: dict, tokenize: str = "13a",
+                   lowercase: bool = False) -> None:
     from nmt.evaluation import paired_bootstrap, score
 
     result["systems"] = {}
     for name, lines in hyps.items():
-        s = score(lines, refs)
+        s = score(lines, refs, tokenize, lowercase)
         result["signatures"] = s.pop("signatures")
         result["systems"][name] = s
     if len(hyps) > 1:
         (base, base_lines), *others = hyps.items()
         result["baseline"] = base
-        result["bootstrap"] = paired_bootstrap(base_lines, dict(others), refs, base)
+        result["bootstrap"] = paired_bootstrap(base_lines, dict(others), refs, base, tokenize,
+                                               lowercase)
 
 
 def _print_scores(result: dict) -> None:
