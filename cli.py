@@ -345,7 +345,8 @@ def _load_for_decoding(checkpoint: Path, device: str, ensemble: Optional[List[Pa
 @app.command("translate", epilog="N-best output: with --nbest N each input line gives N lines "
              "(one for an empty line) of tab-separated fields: input line number (from 1), "
              "rank (from 1), score (log-probability / GNMT length penalty; higher is better), "
-             "translation.")
+             "translation. Typed at a terminal (no input file, stdin not redirected), each "
+             "line is translated as soon as it is entered; Ctrl-D ends.")
 @user_errors
 def translate_cmd(
         input: str = typer.Argument("-", help="UTF-8 text, one sentence per line; - = stdin."),
@@ -372,8 +373,11 @@ def translate_cmd(
     model, tok, recipe, dev = _load_for_decoding(checkpoint, device, ensemble)
     dcfg = _decode_config(recipe.decode, beam, batch_tokens, nbest, alpha, max_len, sample,
                           temperature, top_k, top_p, seed)
+    # a person typing at a terminal sees each translation at once; piped input is batched
+    interactive = input == "-" and sys.stdin.isatty()
     try:
-        translate_file(model, tok, input, output, dcfg, dev, nbest, progress=sys.stderr.isatty())
+        translate_file(model, tok, input, output, dcfg, dev, nbest,
+                       progress=sys.stderr.isatty() and not interactive, interactive=interactive)
     except BrokenPipeError:  # `nmt translate ... | head`: the reader left; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(1)
