@@ -368,8 +368,13 @@ def translate_cmd(
     a line too long for the model is truncated, with a warning on stderr)."""
     from nmt.prediction import translate_file
 
+    from nmt.export import is_ctranslate2_dir
+
     if input != "-" and not Path(input).is_file():
         raise NMTError(f"{input}: input file not found")
+    if is_ctranslate2_dir(checkpoint):
+        return _translate_ctranslate2(checkpoint, input, output, beam, nbest, batch_tokens,
+                                      device, alpha, max_len, sample, ensemble)
     model, tok, recipe, dev = _load_for_decoding(checkpoint, device, ensemble)
     dcfg = _decode_config(recipe.decode, beam, batch_tokens, nbest, alpha, max_len, sample,
                           temperature, top_k, top_p, seed)
@@ -381,6 +386,47 @@ def translate_cmd(
     except BrokenPipeError:  # `nmt translate ... | head`: the reader left; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(1)
+
+
+def _translate_ctranslate2(path: Path, input: str, output: str, beam, nbest, batch_tokens,
+                           device: str, alpha, max_len, sample: bool, ensemble) -> None:
+    """`nmt translate --checkpoint DIR` on a directory written by `nmt export`."""
+    from nmt.export import CT2Model
+    from nmt.prediction import pick_device, translate_file
+
+    if sample or ensemble:
+        raise NMTError(f"{path} is a CTranslate2 export: it decodes by beam search alone; "
+                       "drop --sample/--ensemble, or translate with the .pt checkpoint")
+    ct = CT2Model(path, pick_device(device).type)
+    dcfg = _decode_config(ct.decode_config(), beam, batch_tokens, nbest, alpha, max_len)
+    interactive = input == "-" and sys.stdin.isatty()
+    try:
+        translate_file(None, ct.tok, input, output, dcfg, "cpu", nbest,
+                       progress=sys.stderr.isatty() and not interactive,
+                       interactive=interactive, decoder=lambda lines, first: ct.translate(
+                           lines, dcfg))
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(1)
+
+
+@app.command("export")
+@user_errors
+def export_cmd(
+        checkpoint: Path = typer.Argument(..., help="Run directory (its best.pt) or .pt file."),
+        to: str = typer.Option("ctranslate2", "--to", help="Target format: ctranslate2."),
+        out: Path = typer.Option(..., "-o", "--out", help="Directory to write."),
+        quantization: str = typer.Option("float32", "--quantization", help="CTranslate2 "
+                                         "weight type: float32, int8, int16, float16, ..."),
+        force: bool = typer.Option(False, "--force", help="Replace a non-empty --out.")):
+    """Export a trained Transformer for serving with CTranslate2 (the SentencePiece model
+    goes beside it); nmt translate --checkpoint DIR then decodes with CTranslate2."""
+    from nmt.export import export_ctranslate2
+
+    if to != "ctranslate2":
+        raise NMTError(f"--to {to}: the only export format is ctranslate2")
+    export_ctranslate2(checkpoint, out, quantization, force)
+    print(f"exported {checkpoint} to {out} (CTranslate2, {quantization})")
 
 
 @app.command("eval")

@@ -176,14 +176,15 @@ def _open_output(output: str | Path | None) -> Iterator[IO[str]]:
 
 def translate_file(model, tok, source: str | Path, output: str | Path | None,
                    dcfg: DecodeConfig, device, nbest: int = 1, progress: bool = False,
-                   interactive: bool = False) -> int:
+                   interactive: bool = False, decoder=None) -> int:
     """Translate a file (or "-" for stdin) to `output` (a path, or None/"-" for stdout).
 
     Exactly one line per input line. With nbest > 1, N lines per input line (one for an empty
     line) of tab-separated `line number (from 1), rank (from 1), score, translation`, the
     score being log P(y|x) / lp(y) (higher is better). Returns the number of input lines.
     `interactive` (a person typing at a terminal): each line is translated and written as soon
-    as it is read, instead of in batches of CHUNK_LINES.
+    as it is read, instead of in batches of CHUNK_LINES. `decoder(lines, first_line) -> n-best
+    per line` decodes with another engine (an exported CTranslate2 model) instead of `model`.
     """
     if not 1 <= nbest <= dcfg.beam:
         raise NMTError(f"--nbest {nbest} needs a beam at least that wide (beam is {dcfg.beam}); "
@@ -195,8 +196,12 @@ def translate_file(model, tok, source: str | Path, output: str | Path | None,
     with _open_output(output) as out, _progress(progress) as bar:
         task = bar.add_task("translate", total=None)
         for chunk in read_text_lines(source, 1 if interactive else CHUNK_LINES):
-            hyps = _decode(model, tok, chunk, dcfg, device, where, done + 1,
-                           lambda n: bar.advance(task, n), generator)
+            if decoder is None:
+                hyps = _decode(model, tok, chunk, dcfg, device, where, done + 1,
+                               lambda n: bar.advance(task, n), generator)
+            else:
+                hyps = decoder(chunk, done + 1)
+                bar.advance(task, len(chunk))
             if nbest == 1:
                 out.write("".join(_one_line(h[0][0]) + "\n" for h in hyps))
             else:
