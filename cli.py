@@ -260,6 +260,7 @@ def average_cmd(
     print(f"averaged {len(paths)} checkpoints ({', '.join(p.name for p in map(Path, paths))}) "
           f"-> {out}")
 
+
 # ---- translate and eval (issue 5) ----
 
 # decoding controls shared by translate and eval --checkpoint
@@ -332,8 +333,14 @@ def _decode_config(base, beam: Optional[int], batch_tokens: Optional[int], nbest
 def _load_for_decoding(checkpoint: Path, device: str, ensemble: Optional[List[Path]] = None):
     from nmt.checkpoint import load_for_inference
     from nmt.ensemble import load_ensemble
+    from nmt.export import is_ctranslate2_dir
     from nmt.prediction import pick_device
 
+    for p in [checkpoint, *(ensemble or [])]:
+        if is_ctranslate2_dir(p):
+            raise NMTError(f"{p} is a CTranslate2 export: only `nmt translate --checkpoint {p}` "
+                           "decodes it (score its output with nmt eval --hyp), or use the .pt "
+                           "it was exported from")
     dev = pick_device(device)
     if ensemble:
         model, tok, recipe = load_ensemble([checkpoint, *ensemble], dev)

@@ -1,7 +1,8 @@
 """Scoring translations with sacreBLEU (Post 2018): BLEU (Papineni et al. 2002; 13a tokenizer,
-cased, unless another of sacreBLEU's tokenizers or lower-casing is asked for), chrF (Popović 2015) and TER (Snover et al. 2006), each with its signature so a number can
-be reproduced, and paired bootstrap resampling (Koehn 2004) to tell whether a system beats a
-baseline on the same test set.
+cased, unless another of sacreBLEU's tokenizers or lower-casing is asked for), chrF (Popović
+2015) and TER (Snover et al. 2006), each with its signature so a number can be reproduced, and
+paired bootstrap resampling (Koehn 2004) to tell whether a system beats a baseline on the same
+test set.
 
 References follow sacreBLEU: `refs` is a list of reference *streams*, each with one line per
 hypothesis (one reference set = `[ref_lines]`).
@@ -81,8 +82,8 @@ def paired_bootstrap(baseline: list[str], systems: dict[str, list[str]], refs: l
                            f"{baseline_name!r} has {len(baseline)}")
     named = [(baseline_name, baseline), *systems.items()]
     chosen = metrics(tokenize, lowercase)
-    _, table = PairedTest(named, {"BLEU": chosen["bleu"], "chrF": chosen["chrf"]}, refs, test_type="bs",
-                          n_samples=BOOTSTRAP_SAMPLES)()
+    _, table = PairedTest(named, {"BLEU": chosen["bleu"], "chrF": chosen["chrf"]}, refs,
+                          test_type="bs", n_samples=BOOTSTRAP_SAMPLES)()
     bleu_key, chrf_key = [k for k in table if k != "System"]  # "BLEU", "chrF2"
     rows: dict[str, dict] = {}
     for i, name in enumerate(table["System"]):

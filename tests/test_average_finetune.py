@@ -9,8 +9,7 @@ from typer.testing import CliRunner
 from cli import app
 from nmt import checkpoint
 from nmt.average import average, average_checkpoints
-from nmt.config import load_recipe, to_dict
-from nmt.data import load_split
+from nmt.config import load_recipe
 from nmt.errors import NMTError
 from nmt.finetune import load_init
 from nmt.tokenizer import Tokenizer

@@ -3,7 +3,6 @@
 import json
 
 import pytest
-import torch
 from helpers_ckpt import make_checkpoint, multi30k_lines
 from typer.testing import CliRunner
 
