@@ -97,6 +97,9 @@ class TrainConfig:
     patience: int = 5               # early stopping: validations without BLEU gain (0 = off)
     keep_last: int = 1              # also keep the last K periodic checkpoints (1 = only `last`)
     average_last: int = 0           # at the end, average the last K periodic ones (<= keep_last)
+    progress_every: int = 0         # without a terminal: a progress line every N updates (0 = off)
+    progress_seconds: float = 60.0  # ... and/or every N seconds (0 = off)
+    tensorboard: bool = True        # TensorBoard events in RUN_DIR/tensorboard (if installed)
     checkpoint_every: int = 0       # write `last` every N updates (0 = at each validation)
     max_bad_steps: int = 5          # consecutive non-finite losses before the run stops
     device: str = "auto"            # auto | cpu | cuda
@@ -191,6 +194,8 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
     c(0 < dc.top_p <= 1, "decode.top_p", f"must be in (0, 1], got {dc.top_p}")
     c(not (dc.sample and dc.nbest > 1), "decode.nbest", "sampling draws one translation per "
       "line; use nbest 1")
+    c(tr.progress_every >= 0 and tr.progress_seconds >= 0, "train.progress_every",
+      "progress_every and progress_seconds must be >= 0 (0 = that trigger off)")
     c(tr.average_last == 0 or 2 <= tr.average_last <= tr.keep_last, "train.average_last",
       f"must be 0 (off) or between 2 and train.keep_last ({tr.keep_last}), the periodic "
       f"checkpoints kept to average; got {tr.average_last}")

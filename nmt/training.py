@@ -39,10 +39,12 @@ from nmt.batching import Batch, collate, token_batches
 from nmt.config import Recipe, TrainConfig, recipe_from_dict, save_recipe, to_dict
 from nmt.data import encode_pairs, load_split
 from nmt.errors import NMTError
+from nmt.live import ProgressLines, TensorBoardLog
 from nmt.tokenizer import PAD, Tokenizer
 
 # what a run writes into its directory; finding any of them means the directory is taken
-RUN_OUTPUTS = ("last.pt", "best.pt", "metrics.jsonl", "recipe.yaml", "train.log", "tokenizer")
+RUN_OUTPUTS = ("last.pt", "best.pt", "metrics.jsonl", "recipe.yaml", "train.log", "tokenizer",
+               "averaged.pt", "tensorboard")
 # recipe fields that --resume may change: when to stop and where to run; nothing that changes
 # what the updates compute
 RESUMABLE = ("train.max_steps", "train.max_epochs", "train.patience", "train.max_bad_steps",
@@ -124,6 +126,7 @@ def _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d: dist.Dis
     dist.barrier(d)
     cfg, device = recipe.train, d.device
     log = RunLog(out_dir, d.main)
+    log.tensorboard = TensorBoardLog(out_dir, d.main and recipe.train.tensorboard, log.warn)
     if d.main:
         save_recipe(recipe, out_dir / "recipe.yaml")
     threads = cfg.threads or max(1, _cpu_count() // d.local_world)
@@ -248,6 +251,7 @@ def _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d: dist.Dis
         valid_records.append(rec)
         if d.main:
             log.record(rec)
+            log.tensorboard.attention(model, tok, valid_corpus.src[0], st.step)
             if improved:
                 checkpoint.save(out_dir / "best.pt", {
                     "recipe": to_dict(recipe), "tokenizer": tok.to_state(),
@@ -281,6 +285,9 @@ def _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d: dist.Dis
                         console=log.console, disable=quiet or not d.main, transient=True)
     task = progress.add_task("train", total=total, completed=st.step, epoch=st.epoch,
                              loss=0.0, lr=optimizer.param_groups[0]["lr"], tps=0.0)
+    # no terminal for the bar (nohup, a job, `> log`): plain lines, also into train.log
+    lines = ProgressLines(total, cfg.progress_every, cfg.progress_seconds,
+                          d.main and (quiet or not log.console.is_terminal), log.info)
     win_loss, win_tok, win_global_tok, win_time = 0.0, 0, 0, 0.0  # since the last log record
     batches: list[list[int]] = []
     try:
@@ -349,6 +356,9 @@ def _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d: dist.Dis
                     progress.update(task, completed=st.step, epoch=st.epoch, lr=lr, tps=tps,
                                     loss=win_loss / max(win_tok, 1))
                     if not bad:
+                        lines(st.step, st.epoch, win_loss / max(win_tok, 1), lr, tps,
+                              time.time() - t_start)
+                    if not bad:
                         if st.step % cfg.log_every == 0:
                             log.record({"kind": "train", "step": st.step, "epoch": st.epoch,
                                         "wall": round(time.time() - t_start, 2),
@@ -375,6 +385,7 @@ def _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d: dist.Dis
     finally:
         if prev_handler is not None:
             signal.signal(signal.SIGINT, prev_handler)
+        log.tensorboard.close()
     save_last()
     if cfg.average_last and d.main and stop_reason != "interrupted":
         average_at_end(out_dir, cfg.average_last, lambda m: _validate(
@@ -512,6 +523,7 @@ class RunLog:
     def __init__(self, out_dir: Path, main: bool):
         self.out_dir, self.main = out_dir, main
         self.console = Console(highlight=False, emoji=False)
+        self.tensorboard = TensorBoardLog(out_dir, False, self.warn)  # off until the run says
 
     def info(self, msg: str, style: str | None = None) -> None:
         if not self.main:
@@ -527,6 +539,7 @@ class RunLog:
         if self.main:
             with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
+            self.tensorboard.record(rec)
 
 
 def _get_rng(device: torch.device) -> dict:
