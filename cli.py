@@ -205,49 +205,155 @@ def train_cmd(recipe: Path = typer.Argument(..., help="Recipe YAML."),
               quiet: bool = typer.Option(False, "--quiet", help="No progress bar (for scripts "
                                          "and logs)."),
               device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda "
-                                                   "(overrides train.device).")):
+                                                   "(overrides train.device)."),
+              init_from: Optional[Path] = typer.Option(None, "--init-from", help="Fine-tune: "
+                                                       "start from this run's best.pt (or a "
+                                                       ".pt file) and its tokenizer; optimizer, "
+                                                       "schedule and steps start fresh.")):
     """Train a model: best.pt, last.pt, metrics.jsonl and recipe.yaml go into the run directory.
 
     For several GPUs: torchrun --nproc_per_node=N cli.py train RECIPE ..."""
+    import tempfile
+
     from nmt.config import load_recipe
+    from nmt.finetune import load_init
     from nmt.training import train
 
     r = load_recipe(recipe, set_ + ([f"train.device={device}"] if device else []))
     out = out or Path("runs") / r.name
-    summary = train(r, out, resume=resume, overwrite=overwrite, quiet=quiet)
+    if init_from is not None and resume:
+        raise NMTError("--resume continues the run in --out, --init-from starts a new one from "
+                       "a checkpoint's weights; pick one")
+    with tempfile.TemporaryDirectory(prefix="nmt-init-") as tmp:
+        init = load_init(init_from, r) if init_from is not None else None
+        if init is not None:
+            init.tokenizer.save(Path(tmp) / "tokenizer")
+            err.print(f"fine-tuning from {init.path} (step {init.step}): its weights and "
+                      "tokenizer; optimizer, schedule and step count start fresh",
+                      highlight=False)
+        summary = train(r, out, resume=resume, overwrite=overwrite, quiet=quiet,
+                        tokenizer_dir=Path(tmp) / "tokenizer" if init else None,
+                        init_weights=init.weights if init else None)
     if summary["interrupted"]:
         extra = "".join(f" --set {s}" for s in set_ if s.split("=")[0].strip() in
                         ("train.max_steps", "train.max_epochs", "train.patience"))
         err.print(f"resume with: nmt train {recipe} --out {out} --resume{extra}", highlight=False)
         raise typer.Exit(130)
 
+
+
+@app.command("average")
+@user_errors
+def average_cmd(
+        run: Optional[Path] = typer.Argument(None, help="Run directory (with --last K), or the "
+                                             "first of the .pt files."),
+        files: List[Path] = typer.Argument(None, help="More .pt files to average."),
+        last: Optional[int] = typer.Option(None, "--last", help="Average the run's last K "
+                                           "periodic checkpoints (step-N.pt; train with "
+                                           "train.keep_last >= K)."),
+        out: Path = typer.Option(..., "-o", "--out", help="The averaged checkpoint (.pt).")):
+    """Average the weights of checkpoints of one model into one that translate, eval and
+    attention accept: nmt average RUN --last 5 -o avg.pt, or nmt average a.pt b.pt -o avg.pt."""
+    from nmt.average import average
+
+    paths = average(run, list(files or []), last, out)
+    print(f"averaged {len(paths)} checkpoints ({', '.join(p.name for p in map(Path, paths))}) "
+          f"-> {out}")
+
+
 # ---- translate and eval ----
 
-def _decode_config(base, beam: Optional[int], batch_tokens: Optional[int], nbest: int = 1):
+# decoding controls shared by translate and eval --checkpoint
+ALPHA = typer.Option(None, "--alpha", min=0.0, help="GNMT length penalty ((5+|y|)/6)^alpha "
+                     "(default: the recipe's decode.alpha).")
+MAX_LEN = typer.Option(None, "--max-len", help="Longest output: N tokens, or a ratio of the "
+                       "source length: 1.5x, or 1.5x+10.")
+SAMPLE = typer.Option(False, "--sample", help="Draw one translation per line from the model "
+                      "instead of searching (e.g. for back-translation).")
+TEMPERATURE = typer.Option(None, "--temperature", help="With --sample: divide the logits by "
+                           "this (> 0; < 1 sharper, > 1 flatter).")
+TOP_K = typer.Option(None, "--top-k", min=0, help="With --sample: draw only from the k likeliest "
+                     "tokens (0 = all).")
+TOP_P = typer.Option(None, "--top-p", help="With --sample: draw only from the likeliest tokens "
+                     "holding probability p (nucleus, 0 < p <= 1).")
+SEED = typer.Option(None, "--seed", help="With --sample: the seed (same seed and input, same "
+                    "output).")
+ENSEMBLE = typer.Option([], "--ensemble", help="Another checkpoint (run or .pt, same tokenizer) "
+                        "to decode together with --checkpoint, averaging log-probabilities "
+                        "per step (repeatable; RNN and Transformer may mix).")
+
+
+def _parse_max_len(text: str) -> tuple[float, int]:
+    """--max-len N -> (a, b) = (0, N); Rx -> (R, 0); Rx+N -> (R, N): at most a * |x| + b."""
+    import re
+
+    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d*)?)\s*x\s*(?:\+\s*(\d+))?|(\d+))\s*", text)
+    if not m:
+        raise NMTError(f"--max-len {text!r}: give a number of tokens (80), a ratio of the "
+                       "source length (1.5x) or both (1.5x+10)")
+    if m.group(3) is not None:
+        return 0.0, int(m.group(3))
+    return float(m.group(1)), int(m.group(2) or 0)
+
+
+def _decode_config(base, beam: Optional[int], batch_tokens: Optional[int], nbest: int = 1,
+                   alpha: Optional[float] = None, max_len: Optional[str] = None,
+                   sample: bool = False, temperature: Optional[float] = None,
+                   top_k: Optional[int] = None, top_p: Optional[float] = None,
+                   seed: Optional[int] = None):
     """The checkpoint recipe's decode settings with the command line's changes."""
     from dataclasses import replace
 
+    from nmt.config import Recipe, validate
+
+    sample = sample or base.sample
+    given = {"--temperature": temperature, "--top-k": top_k, "--top-p": top_p, "--seed": seed}
+    stray = [k for k, v in given.items() if v is not None]
+    if stray and not sample:
+        raise NMTError(f"{', '.join(stray)} only apply to sampling; add --sample")
+    if sample and (beam or 1) > 1:
+        raise NMTError(f"--sample draws one translation per line; drop --beam {beam}")
+    if sample and nbest > 1:
+        raise NMTError(f"--sample draws one translation per line; drop --nbest {nbest}")
     beam = base.beam if beam is None else beam
-    if nbest > beam:
+    if nbest > beam and not sample:
         raise NMTError(f"--nbest {nbest} needs a beam at least that wide (beam is {beam}); "
                        f"add --beam {nbest}")
-    return replace(base, beam=beam, nbest=nbest,
-                   batch_tokens=base.batch_tokens if batch_tokens is None else batch_tokens)
+    a, b = (base.max_len_a, base.max_len_b) if max_len is None else _parse_max_len(max_len)
+    pick = lambda new, old: old if new is None else new  # noqa: E731
+    dcfg = replace(base, beam=1 if sample else beam, nbest=nbest,
+                   batch_tokens=pick(batch_tokens, base.batch_tokens),
+                   alpha=pick(alpha, base.alpha), max_len_a=a, max_len_b=b, sample=sample,
+                   temperature=pick(temperature, base.temperature), top_k=pick(top_k, base.top_k),
+                   top_p=pick(top_p, base.top_p), seed=pick(seed, base.seed))
+    validate(Recipe(decode=dcfg), where="command line")  # e.g. --top-p 2 names decode.top_p
+    return dcfg
 
 
-def _load_for_decoding(checkpoint: Path, device: str):
+def _load_for_decoding(checkpoint: Path, device: str, ensemble: Optional[List[Path]] = None):
     from nmt.checkpoint import load_for_inference
+    from nmt.ensemble import load_ensemble
+    from nmt.export import is_ctranslate2_dir
     from nmt.distributed import resolve_device
 
+    for p in [checkpoint, *(ensemble or [])]:
+        if is_ctranslate2_dir(p):
+            raise NMTError(f"{p} is a CTranslate2 export: only `nmt translate --checkpoint {p}` "
+                           "decodes it (score its output with nmt eval --hyp), or use the .pt "
+                           "it was exported from")
     dev = resolve_device(device)
-    model, tok, recipe = load_for_inference(checkpoint, dev)
+    if ensemble:
+        model, tok, recipe = load_ensemble([checkpoint, *ensemble], dev)
+    else:
+        model, tok, recipe = load_for_inference(checkpoint, dev)
     return model, tok, recipe, dev
 
 
 @app.command("translate", epilog="N-best output: with --nbest N each input line gives N lines "
              "(one for an empty line) of tab-separated fields: input line number (from 1), "
              "rank (from 1), score (log-probability / GNMT length penalty; higher is better), "
-             "translation.")
+             "translation. Typed at a terminal (no input file, stdin not redirected), each "
+             "line is translated as soon as it is entered; Ctrl-D ends.")
 @user_errors
 def translate_cmd(
         input: str = typer.Argument("-", help="UTF-8 text, one sentence per line; - = stdin."),
@@ -260,20 +366,75 @@ def translate_cmd(
                                   "per line as TSV (see below)."),
         batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", min=1,
                                                    help="Source tokens per decoding batch."),
-        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda")):
+        device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+        alpha: Optional[float] = ALPHA, max_len: Optional[str] = MAX_LEN,
+        sample: bool = SAMPLE, temperature: Optional[float] = TEMPERATURE,
+        top_k: Optional[int] = TOP_K, top_p: Optional[float] = TOP_P,
+        seed: Optional[int] = SEED, ensemble: List[Path] = ENSEMBLE):
     """Translate text: exactly one output line per input line, in order (empty in, empty out;
     a line too long for the model is truncated, with a warning on stderr)."""
     from nmt.prediction import translate_file
 
+    from nmt.export import is_ctranslate2_dir
+
     if input != "-" and not Path(input).is_file():
         raise NMTError(f"{input}: input file not found")
-    model, tok, recipe, dev = _load_for_decoding(checkpoint, device)
-    dcfg = _decode_config(recipe.decode, beam, batch_tokens, nbest)
+    if is_ctranslate2_dir(checkpoint):
+        return _translate_ctranslate2(checkpoint, input, output, beam, nbest, batch_tokens,
+                                      device, alpha, max_len, sample, ensemble)
+    model, tok, recipe, dev = _load_for_decoding(checkpoint, device, ensemble)
+    dcfg = _decode_config(recipe.decode, beam, batch_tokens, nbest, alpha, max_len, sample,
+                          temperature, top_k, top_p, seed)
+    # a person typing at a terminal sees each translation at once; piped input is batched
+    interactive = input == "-" and sys.stdin.isatty()
     try:
-        translate_file(model, tok, input, output, dcfg, dev, nbest, progress=sys.stderr.isatty())
+        translate_file(model, tok, input, output, dcfg, dev, nbest,
+                       progress=sys.stderr.isatty() and not interactive, interactive=interactive)
     except BrokenPipeError:  # `nmt translate ... | head`: the reader left; stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         raise typer.Exit(1)
+
+
+def _translate_ctranslate2(path: Path, input: str, output: str, beam, nbest, batch_tokens,
+                           device: str, alpha, max_len, sample: bool, ensemble) -> None:
+    """`nmt translate --checkpoint DIR` on a directory written by `nmt export`."""
+    from nmt.distributed import resolve_device
+    from nmt.export import CT2Model
+    from nmt.prediction import translate_file
+
+    if sample or ensemble:
+        raise NMTError(f"{path} is a CTranslate2 export: it decodes by beam search alone; "
+                       "drop --sample/--ensemble, or translate with the .pt checkpoint")
+    ct = CT2Model(path, resolve_device(device).type)
+    dcfg = _decode_config(ct.decode_config(), beam, batch_tokens, nbest, alpha, max_len)
+    interactive = input == "-" and sys.stdin.isatty()
+    try:
+        translate_file(None, ct.tok, input, output, dcfg, "cpu", nbest,
+                       progress=sys.stderr.isatty() and not interactive,
+                       interactive=interactive, decoder=lambda lines, first: ct.translate(
+                           lines, dcfg))
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(1)
+
+
+@app.command("export")
+@user_errors
+def export_cmd(
+        checkpoint: Path = typer.Argument(..., help="Run directory (its best.pt) or .pt file."),
+        to: str = typer.Option("ctranslate2", "--to", help="Target format: ctranslate2."),
+        out: Path = typer.Option(..., "-o", "--out", help="Directory to write."),
+        quantization: str = typer.Option("float32", "--quantization", help="CTranslate2 "
+                                         "weight type: float32, int8, int16, float16, ..."),
+        force: bool = typer.Option(False, "--force", help="Replace a non-empty --out.")):
+    """Export a trained Transformer for serving with CTranslate2 (the SentencePiece model
+    goes beside it); nmt translate --checkpoint DIR then decodes with CTranslate2."""
+    from nmt.export import export_ctranslate2
+
+    if to != "ctranslate2":
+        raise NMTError(f"--to {to}: the only export format is ctranslate2")
+    export_ctranslate2(checkpoint, out, quantization, force)
+    print(f"exported {checkpoint} to {out} (CTranslate2, {quantization})")
 
 
 @app.command("eval")
@@ -291,16 +452,29 @@ def eval_cmd(
         batch_tokens: Optional[int] = typer.Option(None, "--batch-tokens", min=1,
                                                    help="Source tokens per decoding batch."),
         device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
-        json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")):
-    """Score translations with sacreBLEU: BLEU (13a, cased), chrF and TER, with signatures.
+        json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+        alpha: Optional[float] = ALPHA, max_len: Optional[str] = MAX_LEN,
+        sample: bool = SAMPLE, temperature: Optional[float] = TEMPERATURE,
+        top_k: Optional[int] = TOP_K, top_p: Optional[float] = TOP_P,
+        seed: Optional[int] = SEED, ensemble: List[Path] = ENSEMBLE,
+        tokenize: str = typer.Option("13a", "--tokenize", help="sacreBLEU's BLEU tokenizer: "
+                                     "13a, intl, zh, char, none, ja-mecab, ko-mecab, spm, "
+                                     "flores101, flores200 (zh for Chinese, ja-mecab for "
+                                     "Japanese)."),
+        lowercase: bool = typer.Option(False, "--lowercase", help="Score BLEU and chrF "
+                                       "case-insensitively, as papers that score lower-cased "
+                                       "text do.")):
+    """Score translations with sacreBLEU: BLEU (13a, cased unless asked), chrF and TER, with
+    signatures.
 
     nmt eval --hyp H --ref R; several --hyp: paired bootstrap vs the first. nmt eval
     --checkpoint RUN --src S --ref R: translate S, score it, and report the teacher-forced
     perplexity of R given S."""
     import json
 
-    from nmt.evaluation import read_aligned, read_text
+    from nmt.evaluation import metrics, read_aligned, read_text
 
+    metrics(tokenize, lowercase)  # a bad --tokenize fails before anything is decoded
     result: dict = {"refs": [str(p) for p in ref]}
     if checkpoint is not None:
         if hyp or src is None:
@@ -312,36 +486,50 @@ def eval_cmd(
         if len(src_lines) != len(refs[0]):
             raise NMTError(f"{src} has {len(src_lines)} lines but {ref[0]} has "
                            f"{len(refs[0])}; source and references must be line-aligned")
-        model, tok, recipe, dev = _load_for_decoding(checkpoint, device)
-        dcfg = _decode_config(recipe.decode, beam, batch_tokens)
+        model, tok, recipe, dev = _load_for_decoding(checkpoint, device, ensemble)
+        dcfg = _decode_config(recipe.decode, beam, batch_tokens, 1, alpha, max_len, sample,
+                              temperature, top_k, top_p, seed)
         lines, tf = translate_and_score(model, tok, src_lines, refs, dcfg, dev,
                                         progress=sys.stderr.isatty())
         hyps = {str(checkpoint): lines}
-        result.update(checkpoint=str(checkpoint), src=str(src), **tf)
+        result.update(checkpoint=str(checkpoint), src=str(src), **tf,
+                      decode={k: getattr(dcfg, k) for k in ("alpha", "max_len_a", "max_len_b",
+                                                            "sample", "temperature", "top_k",
+                                                            "top_p", "seed")},
+                      ensemble=[str(p) for p in ensemble])
     else:
         if not hyp or src is not None:
             raise NMTError("give --hyp FILE and --ref FILE (or --checkpoint RUN --src FILE "
                            "--ref FILE to translate first)")
+        decoding = {"--beam": beam, "--alpha": alpha, "--max-len": max_len,
+                    "--sample": sample or None, "--temperature": temperature, "--top-k": top_k,
+                    "--top-p": top_p, "--seed": seed, "--ensemble": ensemble or None}
+        stray = [k for k, v in decoding.items() if v is not None]
+        if stray:
+            raise NMTError(f"{', '.join(stray)} control decoding, which needs --checkpoint RUN "
+                           "--src FILE; --hyp files are scored as they are")
         hyps, refs = read_aligned([str(p) for p in hyp], [str(p) for p in ref])
-    _score_systems(hyps, refs, result)
+    _score_systems(hyps, refs, result, tokenize, lowercase)
     if json_out:
         print(json.dumps(result, indent=2))
     else:
         _print_scores(result)
 
 
-def _score_systems(hyps: dict, refs: list, result: dict) -> None:
+def _score_systems(hyps: dict, refs: list, result: dict, tokenize: str = "13a",
+                   lowercase: bool = False) -> None:
     from nmt.evaluation import paired_bootstrap, score
 
     result["systems"] = {}
     for name, lines in hyps.items():
-        s = score(lines, refs)
+        s = score(lines, refs, tokenize, lowercase)
         result["signatures"] = s.pop("signatures")
         result["systems"][name] = s
     if len(hyps) > 1:
         (base, base_lines), *others = hyps.items()
         result["baseline"] = base
-        result["bootstrap"] = paired_bootstrap(base_lines, dict(others), refs, base)
+        result["bootstrap"] = paired_bootstrap(base_lines, dict(others), refs, base, tokenize,
+                                               lowercase)
 
 
 def _print_scores(result: dict) -> None:
@@ -368,7 +556,9 @@ def _print_scores(result: dict) -> None:
     out.print(table)
     if "ppl" in result:
         out.print(f"teacher-forced perplexity of the references: {result['ppl']:.2f} "
-                  f"(NLL {result['nll']:.4f} per token, beam {result['beam']} for the scores)",
+                  f"(NLL {result['nll']:.4f} per token; scores of "
+                  + ("sampled translations" if result["decode"]["sample"]
+                     else f"beam {result['beam']}") + ")",
                   highlight=False)
     for metric, sig in result["signatures"].items():
         out.print(f"{metric} signature: {sig}", highlight=False, soft_wrap=True)

@@ -101,6 +101,10 @@ class TrainConfig:
     log_every: int = 50             # updates between metric records
     patience: int = 5               # early stopping: validations without BLEU gain (0 = off)
     keep_last: int = 1              # also keep the last K periodic checkpoints (1 = only `last`)
+    average_last: int = 0           # at the end, average the last K periodic ones (<= keep_last)
+    progress_every: int = 0         # without a terminal: a progress line every N updates (0 = off)
+    progress_seconds: float = 60.0  # ... and/or every N seconds (0 = off)
+    tensorboard: bool = True        # TensorBoard events in RUN_DIR/tensorboard (if installed)
     checkpoint_every: int = 0       # write `last` every N updates (0 = at each validation)
     max_bad_steps: int = 5          # consecutive non-finite losses before the run stops
     device: str = "auto"            # auto | cpu | cuda
@@ -116,6 +120,11 @@ class DecodeConfig:
     max_len_b: int = 10
     nbest: int = 1
     batch_tokens: int = 4096        # source tokens per decoding batch
+    sample: bool = False            # draw one translation per line instead of searching
+    temperature: float = 1.0        # sample: divide the logits by this (> 0)
+    top_k: int = 0                  # sample: only from the k likeliest tokens (0 = all)
+    top_p: float = 1.0              # sample: only from the smallest set holding mass p (nucleus)
+    seed: int = 0                   # sample: same seed, same input -> same translations
 
 
 @dataclass
@@ -189,6 +198,16 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
     c(1 <= dc.nbest <= dc.beam, "decode.nbest", "must be between 1 and the beam size")
     c(dc.max_len_a >= 0 and dc.max_len_b >= 0, "decode.max_len_a", "must be >= 0")
     c(dc.batch_tokens > 0, "decode.batch_tokens", "must be > 0")
+    c(dc.temperature > 0, "decode.temperature", f"must be > 0, got {dc.temperature}")
+    c(dc.top_k >= 0, "decode.top_k", f"must be >= 0 (0 = no limit), got {dc.top_k}")
+    c(0 < dc.top_p <= 1, "decode.top_p", f"must be in (0, 1], got {dc.top_p}")
+    c(not (dc.sample and dc.nbest > 1), "decode.nbest", "sampling draws one translation per "
+      "line; use nbest 1")
+    c(tr.progress_every >= 0 and tr.progress_seconds >= 0, "train.progress_every",
+      "progress_every and progress_seconds must be >= 0 (0 = that trigger off)")
+    c(tr.average_last == 0 or 2 <= tr.average_last <= tr.keep_last, "train.average_last",
+      f"must be 0 (off) or between 2 and train.keep_last ({tr.keep_last}), the periodic "
+      f"checkpoints kept to average; got {tr.average_last}")
     return r
 
 

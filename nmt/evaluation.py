@@ -1,7 +1,8 @@
 """Scoring translations with sacreBLEU (Post 2018): BLEU (Papineni et al. 2002; 13a tokenizer,
-cased), chrF (Popović 2015) and TER (Snover et al. 2006), each with its signature so a number can
-be reproduced, and paired bootstrap resampling (Koehn 2004) to tell whether a system beats a
-baseline on the same test set.
+cased, unless another of sacreBLEU's tokenizers or lower-casing is asked for), chrF (Popović
+2015) and TER (Snover et al. 2006), each with its signature so a number can be reproduced, and
+paired bootstrap resampling (Koehn 2004) to tell whether a system beats a baseline on the same
+test set.
 
 References follow sacreBLEU: `refs` is a list of reference *streams*, each with one line per
 hypothesis (one reference set = `[ref_lines]`).
@@ -21,8 +22,25 @@ from nmt.prediction import teacher_forced_loss, translate_lines
 BOOTSTRAP_SAMPLES = 1000  # sacreBLEU's default; its seed is fixed (SACREBLEU_SEED, 12345)
 
 
-def _metrics() -> dict:
-    return {"bleu": BLEU(), "chrf": CHRF(), "ter": TER()}
+TOKENIZERS = tuple(BLEU.TOKENIZERS)  # sacreBLEU's: 13a, intl, zh, char, none, ja-mecab, ...
+ASIAN = ("zh", "ja-mecab", "ko-mecab")  # TER splits these scripts' characters too
+
+
+def metrics(tokenize: str = "13a", lowercase: bool = False) -> dict:
+    """BLEU with sacreBLEU's `tokenize` and `lowercase`; chrF (character-based: no
+    tokenizer) with `lowercase`; TER (case-insensitive, sacreBLEU's default) with its Asian
+    support for the Chinese, Japanese and Korean tokenizers. The signatures record all of it."""
+    if tokenize not in TOKENIZERS:
+        raise NMTError(f"--tokenize {tokenize!r}: not one of sacreBLEU's tokenizers "
+                       f"({', '.join(TOKENIZERS)})")
+    try:
+        bleu = BLEU(tokenize=tokenize, lowercase=lowercase)
+    except Exception as e:  # ja-mecab/ko-mecab need extra packages, spm/flores a download
+        raise NMTError(f"--tokenize {tokenize}: sacreBLEU cannot set it up here "
+                       f"({type(e).__name__}: {e}); install what it names, or pick another "
+                       "tokenizer") from None
+    return {"bleu": bleu, "chrf": CHRF(lowercase=lowercase),
+            "ter": TER(asian_support=tokenize in ASIAN)}
 
 
 def _check(hyps: list[str], refs: list[list[str]]) -> None:
@@ -34,11 +52,14 @@ def _check(hyps: list[str], refs: list[list[str]]) -> None:
                            "lines; each reference needs one line per hypothesis")
 
 
-def score(hyps: list[str], refs: list[list[str]]) -> dict:
-    """{"bleu", "chrf", "ter", "signatures": {metric: sacreBLEU signature}} on the corpus."""
+def score(hyps: list[str], refs: list[list[str]], tokenize: str = "13a",
+          lowercase: bool = False) -> dict:
+    """{"bleu", "chrf", "ter", "signatures": {metric: sacreBLEU signature}} on the corpus,
+    BLEU tokenized with sacreBLEU's `tokenize`, BLEU and chrF case-insensitive with
+    `lowercase` (see metrics)."""
     _check(hyps, refs)
     out: dict = {"signatures": {}}
-    for name, metric in _metrics().items():
+    for name, metric in metrics(tokenize, lowercase).items():
         out[name] = metric.corpus_score(hyps, refs).score
         out["signatures"][name] = str(metric.get_signature())
     return out
@@ -56,14 +77,16 @@ def bleu_interval(hyps: list[str], refs: list[str]) -> dict:
 
 
 def paired_bootstrap(baseline: list[str], systems: dict[str, list[str]], refs: list[list[str]],
-                     baseline_name: str = "baseline") -> dict[str, dict]:
+                     baseline_name: str = "baseline", tokenize: str = "13a",
+                     lowercase: bool = False) -> dict[str, dict]:
     """Paired bootstrap resampling (Koehn 2004) through sacreBLEU's PairedTest.
 
     Returns per system, baseline first, BLEU's {"score", "mean", "ci", "p_value"} (the
     bootstrap mean and 95% half-width; p_value None for the baseline itself, else the p-value
-    of its difference to the baseline) and the same four under "chrf". A system whose output
-    equals the baseline's gets p = 1: sacreBLEU's test would give it 1/(samples+1), as it only
-    counts resampled differences strictly above the observed one, and here both are 0.
+    of its difference to the baseline) and the same four under "chrf", scored with `tokenize`
+    and `lowercase` as `score` scores them. A system whose output equals the baseline's gets
+    p = 1: sacreBLEU's test would give it 1/(samples+1), as it only counts resampled
+    differences strictly above the observed one, and here both are 0.
     """
     _check(baseline, refs)
     for name, hyps in systems.items():
@@ -71,9 +94,9 @@ def paired_bootstrap(baseline: list[str], systems: dict[str, list[str]], refs: l
             raise NMTError(f"system {name!r} has {len(hyps)} lines, the baseline "
                            f"{baseline_name!r} has {len(baseline)}")
     named = [(baseline_name, baseline), *systems.items()]
-    metrics = {"BLEU": BLEU(), "chrF": CHRF()}
-    _, table = PairedTest(named, metrics, refs, test_type="bs",
-                          n_samples=BOOTSTRAP_SAMPLES)()
+    chosen = metrics(tokenize, lowercase)
+    _, table = PairedTest(named, {"BLEU": chosen["bleu"], "chrF": chosen["chrf"]}, refs,
+                          test_type="bs", n_samples=BOOTSTRAP_SAMPLES)()
     bleu_key, chrf_key = [k for k in table if k != "System"]  # "BLEU", "chrF2"
     rows: dict[str, dict] = {}
     for i, name in enumerate(table["System"]):

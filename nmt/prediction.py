@@ -21,7 +21,7 @@ from nmt.atomic import atomic_write
 from nmt.batching import collate, token_batches
 from nmt.config import DecodeConfig
 from nmt.errors import NMTError
-from nmt.search import max_output_len, translate_batch
+from nmt.search import decoding_generator, max_output_len, translate_batch
 from nmt.tokenizer import PAD
 
 CHUNK_LINES = 10_000   # lines read, sorted and decoded together when streaming a file
@@ -55,8 +55,10 @@ def _progress(enabled: bool):
 
 
 def _decode(model, tok, lines: list[str], dcfg: DecodeConfig, device, where: str = "input",
-            first_line: int = 1, advance=None) -> list[list[tuple[str, float]]]:
-    """Per line its n-best (translation, score); an empty line gets [("", 0.0)]."""
+            first_line: int = 1, advance=None,
+            generator: torch.Generator | None = None) -> list[list[tuple[str, float]]]:
+    """Per line its n-best (translation, score); an empty line gets [("", 0.0)]. Sampling
+    draws from `generator`, created here from dcfg.seed when not given."""
     out: list[list[tuple[str, float]]] = [[("", 0.0)] for _ in lines]
     todo = [i for i, s in enumerate(lines) if s.strip()]
     if advance is not None:
@@ -72,10 +74,12 @@ def _decode(model, tok, lines: list[str], dcfg: DecodeConfig, device, where: str
     pairs = [(x[:cap], []) for x in ids]
     lens = [len(x) for x, _ in pairs]
     out_cap = max_output_len(model)
+    generator = generator or decoding_generator(dcfg, device)
     with _eval_mode(model):
         for idx in token_batches(lens, lens, dcfg.batch_tokens, 0, 0, shuffle=False):
             b = collate(pairs, idx)
-            hyps = translate_batch(model, b.src.to(device), b.src_len.to(device), dcfg, out_cap)
+            hyps = translate_batch(model, b.src.to(device), b.src_len.to(device), dcfg, out_cap,
+                                   generator)
             texts = tok.decode_tgt([y for h in hyps for y, _ in h])
             k = 0
             for j, h in zip(idx, hyps):
@@ -153,24 +157,33 @@ def _open_output(output: str | Path | None) -> Iterator[IO[str]]:
 
 
 def translate_file(model, tok, source: str | Path, output: str | Path | None,
-                   dcfg: DecodeConfig, device, nbest: int = 1, progress: bool = False) -> int:
+                   dcfg: DecodeConfig, device, nbest: int = 1, progress: bool = False,
+                   interactive: bool = False, decoder=None) -> int:
     """Translate a file (or "-" for stdin) to `output` (a path, or None/"-" for stdout).
 
     Exactly one line per input line. With nbest > 1, N lines per input line (one for an empty
     line) of tab-separated `line number (from 1), rank (from 1), score, translation`, the
     score being log P(y|x) / lp(y) (higher is better). Returns the number of input lines.
+    `interactive` (a person typing at a terminal): each line is translated and written as soon
+    as it is read, instead of in batches of CHUNK_LINES. `decoder(lines, first_line) -> n-best
+    per line` decodes with another engine (an exported CTranslate2 model) instead of `model`.
     """
     if not 1 <= nbest <= dcfg.beam:
         raise NMTError(f"--nbest {nbest} needs a beam at least that wide (beam is {dcfg.beam}); "
                        f"pass --beam {max(nbest, 1)}")
     dcfg = DecodeConfig(**{**vars(dcfg), "nbest": nbest})
     where = "stdin" if str(source) == "-" else str(source)
+    generator = decoding_generator(dcfg, device)  # one stream for the whole input
     done = 0
     with _open_output(output) as out, _progress(progress) as bar:
         task = bar.add_task("translate", total=None)
-        for chunk in read_text_lines(source, CHUNK_LINES):
-            hyps = _decode(model, tok, chunk, dcfg, device, where, done + 1,
-                           lambda n: bar.advance(task, n))
+        for chunk in read_text_lines(source, 1 if interactive else CHUNK_LINES):
+            if decoder is None:
+                hyps = _decode(model, tok, chunk, dcfg, device, where, done + 1,
+                               lambda n: bar.advance(task, n), generator)
+            else:
+                hyps = decoder(chunk, done + 1)
+                bar.advance(task, len(chunk))
             if nbest == 1:
                 out.write("".join(_one_line(h[0][0]) + "\n" for h in hyps))
             else:

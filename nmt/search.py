@@ -20,8 +20,16 @@ them: log-probabilities only fall, so with alpha = 0 this is exact; with alpha >
 like fairseq and Hugging Face, that a longer hypothesis will not overtake through the penalty.
 Done sentences leave the batch (their rows are dropped in the same `reorder`), so a batch costs
 what its slowest sentence costs on ever fewer rows.
+
+Sampling (for back-translation, and to see what a model believes) runs the greedy loop but draws
+each token from the model's distribution reshaped by a temperature T and optionally cut to the
+k likeliest tokens (top-k; Fan et al. 2018) and to the nucleus, the smallest set of likeliest
+tokens whose probability reaches p (top-p; Holtzman et al. 2020). A seeded generator makes it
+reproducible; the score reported is still the model's own log P(y|x) / lp(y).
 """
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -76,8 +84,11 @@ def _attention_rows(attn: Tensor, ntok: int, src_len: int) -> Tensor:
 # ----------------------------------------------------------------------------- greedy
 
 @torch.inference_mode()
-def _greedy(model, src: Tensor, src_len: Tensor, max_len: int | Tensor, want_attn: bool):
-    """Tokens (B, L+1) ending in EOS, summed log-probs (B,), attention (B, L+1, S) or None."""
+def _greedy(model, src: Tensor, src_len: Tensor, max_len: int | Tensor, want_attn: bool,
+            pick: Callable[[Tensor], Tensor] | None = None):
+    """Tokens (B, L+1) ending in EOS, summed log-probs (B,), attention (B, L+1, S) or None.
+
+    `pick(log_probs (n, V)) -> tokens (n,)` chooses each next token (a sampler); None = argmax."""
     B, S = src.shape
     dev = src.device
     maxlen = _lengths(max_len, B, dev)  # (B,)
@@ -92,7 +103,11 @@ def _greedy(model, src: Tensor, src_len: Tensor, max_len: int | Tensor, want_att
     for t in range(L + 1):
         logp, state, attn = model.step(prev, state)  # (n, V)
         logp = _valid_log_probs(logp, t >= maxlen[alive])
-        best, tok = logp.max(dim=-1)  # (n,)
+        if pick is None:
+            best, tok = logp.max(dim=-1)  # (n,)
+        else:
+            tok = pick(logp)  # (n,)
+            best = logp.gather(1, tok[:, None]).squeeze(1)
         tokens[alive, t] = tok
         logprob[alive] += best
         if want_attn and attn is not None:
@@ -125,6 +140,44 @@ def greedy(model, src: Tensor, src_len: Tensor, max_len: int | Tensor,
     attns = [None if attn is None else _attention_rows(attn[i], len(y), lens[i])
              for i, y in enumerate(out)]
     return out, attns
+
+
+# ----------------------------------------------------------------------------- sampling
+
+def sampling_log_probs(logp: Tensor, temperature: float = 1.0, top_k: int = 0,
+                       top_p: float = 1.0) -> Tensor:
+    """The distribution a sampler draws from, as log-probs (n, V) (-inf outside its support).
+
+    q = softmax(log p / T), then cut to the top-k tokens (ties with the k-th kept) and to the
+    nucleus: the likeliest tokens, in order, until their mass first reaches p (the likeliest
+    is always kept), and renormalised.
+    """
+    z = (logp.float() / temperature).log_softmax(-1)  # (n, V)
+    if 0 < top_k < z.size(-1):
+        kth = z.topk(top_k, dim=-1).values[:, -1:]  # (n, 1)
+        z = z.masked_fill(z < kth, NEG_INF)
+    if top_p < 1.0:
+        sz, order = z.sort(dim=-1, descending=True)  # (n, V)
+        q = sz.softmax(-1)
+        drop = q.cumsum(-1) - q >= top_p  # the likelier tokens already hold mass p
+        z = z.masked_fill(torch.empty_like(drop).scatter_(1, order, drop), NEG_INF)
+    return z.log_softmax(-1)
+
+
+def sampler(temperature: float, top_k: int, top_p: float,
+            generator: torch.Generator) -> Callable[[Tensor], Tensor]:
+    """A `pick` for the greedy loop that draws each token from sampling_log_probs."""
+    def pick(logp: Tensor) -> Tensor:
+        q = sampling_log_probs(logp, temperature, top_k, top_p).exp()  # (n, V)
+        return torch.multinomial(q, 1, generator=generator).squeeze(1)
+    return pick
+
+
+def decoding_generator(dcfg: DecodeConfig, device) -> torch.Generator | None:
+    """The seeded generator a sampling decode draws from (None when not sampling)."""
+    if not dcfg.sample:
+        return None
+    return torch.Generator(device=device).manual_seed(dcfg.seed)
 
 
 # ----------------------------------------------------------------------------- beam search
@@ -241,20 +294,27 @@ def beam_search(model, src: Tensor, src_len: Tensor, beam: int, alpha: float,
 
 
 def translate_batch(model, batch_src: Tensor, batch_src_len: Tensor, dcfg: DecodeConfig,
-                    cap: int | None = None) -> list[list[Hyp]]:
+                    cap: int | None = None,
+                    generator: torch.Generator | None = None) -> list[list[Hyp]]:
     """Decode one batch as the recipe says: per sentence `dcfg.nbest` (tokens, score).
 
-    The score is always log P(y|x) / lp(y) with dcfg.alpha, so greedy (beam 1) and beam scores
-    read the same. `cap` bounds the output length (e.g. the model's position table).
+    The score is always log P(y|x) / lp(y) with dcfg.alpha, so greedy (beam 1), sampled and
+    beam scores read the same. `cap` bounds the output length (e.g. the model's position
+    table). With dcfg.sample, tokens are drawn with `generator` (decoding_generator).
     """
     maxlen = max_lengths(batch_src_len, dcfg.max_len_a, dcfg.max_len_b, cap)
-    if dcfg.beam == 1:
-        tokens, logprob, _ = _greedy(model, batch_src, batch_src_len, maxlen, False)
-        out = [_strip(r) for r in tokens.tolist()]
-        return [[(y, lp / length_penalty(len(y) + 1.0, dcfg.alpha))]
-                for y, lp in zip(out, logprob.tolist())]
-    return beam_search(model, batch_src, batch_src_len, dcfg.beam, dcfg.alpha, maxlen,
-                       dcfg.nbest)
+    if dcfg.beam > 1 and not dcfg.sample:
+        return beam_search(model, batch_src, batch_src_len, dcfg.beam, dcfg.alpha, maxlen,
+                           dcfg.nbest)
+    pick = None
+    if dcfg.sample:
+        if generator is None:
+            raise ValueError("sampling needs a generator (decoding_generator)")
+        pick = sampler(dcfg.temperature, dcfg.top_k, dcfg.top_p, generator)
+    tokens, logprob, _ = _greedy(model, batch_src, batch_src_len, maxlen, False, pick)
+    out = [_strip(r) for r in tokens.tolist()]
+    return [[(y, lp / length_penalty(len(y) + 1.0, dcfg.alpha))]
+            for y, lp in zip(out, logprob.tolist())]
 
 
 def max_output_len(model) -> int | None:

@@ -36,6 +36,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 
 from nmt import checkpoint
 from nmt import distributed as dist
+from nmt.average import average_at_end
 from nmt.batching import Batch, collate, token_batches
 from nmt.config import Recipe, TrainConfig, recipe_from_dict, save_recipe, to_dict
 from nmt.data import Corpus, encode_pairs, load_split
@@ -44,10 +45,12 @@ from nmt.evaluation import score
 from nmt.model import build_model
 from nmt.prediction import teacher_forced_loss, translate_lines
 from nmt.seq2seq import count_parameters
+from nmt.live import ProgressLines, TensorBoardLog
 from nmt.tokenizer import PAD, Tokenizer
 
 # what a run writes into its directory; finding any of them means the directory is taken
-RUN_OUTPUTS = ("last.pt", "best.pt", "metrics.jsonl", "recipe.yaml", "train.log", "tokenizer")
+RUN_OUTPUTS = ("last.pt", "best.pt", "metrics.jsonl", "recipe.yaml", "train.log", "tokenizer",
+               "averaged.pt", "tensorboard")
 # recipe fields that --resume may change: when to stop and where to run; nothing that changes
 # what the updates compute
 RESUMABLE = ("train.max_steps", "train.max_epochs", "train.patience", "train.max_bad_steps",
@@ -128,12 +131,13 @@ def _finished(st: RunState, cfg: TrainConfig) -> str | None:
 
 def train(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool = False,
           quiet: bool = False, tokenizer_dir: Path | None = None,
-          batcher: Batcher = token_batches) -> dict:
+          batcher: Batcher = token_batches, init_weights: dict | None = None) -> dict:
     """Train `recipe` into `out_dir`; returns a summary (best_bleu, steps, time, tokens/s, ...).
 
     Run under torchrun for data parallelism: every rank computes the same batch list and takes
     its share of each update; rank 0 alone validates and writes files. `batcher` makes an
-    epoch's batches (bench/ swaps in another batching to compare toolkits).
+    epoch's batches (bench/ swaps in another batching to compare toolkits). `init_weights`:
+    start from these weights instead of a random initialisation (fine-tuning, finetune.py).
     """
     out_dir = Path(out_dir)
     if resume and overwrite:
@@ -141,7 +145,8 @@ def train(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool =
     d = dist.setup(recipe.train.device)
     threads = torch.get_num_threads()
     try:
-        trainer = _start(recipe, out_dir, resume, overwrite, tokenizer_dir, d, batcher)
+        trainer = _start(recipe, out_dir, resume, overwrite, tokenizer_dir, d, batcher,
+                         init_weights)
         return _loop(trainer, quiet)
     finally:
         torch.set_num_threads(threads)  # a caller (tests, compare) keeps its own setting
@@ -153,6 +158,8 @@ def _loop(t: Trainer, quiet: bool) -> dict:
     st, cfg = t.state, t.cfg
     prev_handler = _catch_sigint(t.interrupted)  # Ctrl-C: finish the update, save, stop
     window, stop, batches = _Window(), None, []
+    # no terminal for the bar (nohup, a job, `> log`): plain lines, also into train.log
+    lines = t.progress_lines(quiet)
     try:
         with t.progress(quiet) as bar:
             # one pass per epoch (or the rest of the epoch a resumed run was in)
@@ -169,6 +176,8 @@ def _loop(t: Trainer, quiet: bool) -> dict:
                     bar.update(bar.task_ids[0], completed=st.step, epoch=st.epoch, lr=res.lr,
                                tps=window.tok_per_s, loss=window.mean_loss)
                     if not res.skipped:
+                        lines(st.step, st.epoch, window.mean_loss, res.lr, window.tok_per_s,
+                              time.time() - t.t_start)
                         # a train record in metrics.jsonl every log_every updates
                         if st.step % cfg.log_every == 0:
                             t.record_train(window, res.lr)
@@ -198,13 +207,18 @@ def _loop(t: Trainer, quiet: bool) -> dict:
     finally:
         if prev_handler is not None:
             signal.signal(signal.SIGINT, prev_handler)
+        t.files.log.tensorboard.close()
     # last.pt holds the final state (an interrupted run resumes from it)
     t.save("last")
+    # the mean of the last K periodic checkpoints, validated beside best.pt
+    if cfg.average_last and t.d.main and stop != "interrupted":
+        t.average_last()
     return t.finish(stop, len(batches))
 
 
 def _start(recipe: Recipe, out_dir: Path, resume: bool, overwrite: bool,
-           tokenizer_dir: Path | None, d: dist.Dist, batcher: Batcher) -> Trainer:
+           tokenizer_dir: Path | None, d: dist.Dist, batcher: Batcher,
+           init_weights: dict | None = None) -> Trainer:
     """Claim (or reopen) the run directory, load the data, build the model: a ready Trainer."""
     ckpt = None
     if resume:
@@ -215,6 +229,7 @@ def _start(recipe: Recipe, out_dir: Path, resume: bool, overwrite: bool,
     dist.barrier(d)
     cfg, device = recipe.train, d.device
     log = RunLog(out_dir, d.main)
+    log.tensorboard = TensorBoardLog(out_dir, d.main and cfg.tensorboard, log.warn)
     if d.main:
         save_recipe(recipe, out_dir / "recipe.yaml")
     threads = cfg.threads or max(1, _cpu_count() // d.local_world)
@@ -231,6 +246,8 @@ def _start(recipe: Recipe, out_dir: Path, resume: bool, overwrite: bool,
     random.seed(cfg.seed)
     model = build_model(recipe.model, tok.src_vocab_size, tok.tgt_vocab_size,
                         joint=tok.joint).to(device)
+    if init_weights is not None and ckpt is None:
+        checkpoint.load_weights(model, init_weights, Path("--init-from"))
     if d.rank:  # same initial weights everywhere, but each rank its own dropout masks
         torch.manual_seed(cfg.seed + d.rank)
     log.info(f"model: {_describe(recipe)}, {count_parameters(model):,} parameters")
@@ -434,6 +451,8 @@ class Trainer:
                "wall": round(time.time() - self.t_start, 2), **rec}
         self.valid_records.append(rec)
         f.log.record(rec)
+        if d.main:
+            f.log.tensorboard.attention(self.model, f.tok, f.valid_corpus.src[0], st.step)
         if improved:
             self.save("best")
         self._info(f"valid step {st.step} epoch {st.epoch}: loss {rec['val_loss']:.3f} "
@@ -507,6 +526,20 @@ class Trainer:
                      loss=0.0, lr=self.optimizer.param_groups[0]["lr"], tps=0.0)
         return bar
 
+    def progress_lines(self, quiet: bool) -> ProgressLines:
+        """Plain progress lines for a run whose output is not a terminal (or --quiet)."""
+        log = self._files().log
+        return ProgressLines(self.total, self.cfg.progress_every, self.cfg.progress_seconds,
+                             self.d.main and (quiet or not log.console.is_terminal), log.info)
+
+    def average_last(self) -> None:
+        """Average the last train.average_last periodic checkpoints into averaged.pt and
+        validate it beside best.pt (rank 0)."""
+        f = self._files()
+        average_at_end(f.out_dir, self.cfg.average_last, lambda m: _validate(
+            m.to(self.device), f.tok, f.valid_corpus, f.valid_pairs, f.recipe, self.device,
+            self.amp), self.state, f.log)
+
     def record_train(self, window: _Window, lr: float) -> None:
         st = self.state
         self._files().log.record({"kind": "train", "step": st.step, "epoch": st.epoch,
@@ -576,7 +609,7 @@ def _validate(model, tok, corpus, pairs, recipe: Recipe, device, amp) -> dict:
     try:
         with torch.no_grad(), amp:
             nll, ppl = teacher_forced_loss(model, pairs, recipe.decode.batch_tokens, device)
-            greedy = replace(recipe.decode, beam=1, nbest=1)
+            greedy = replace(recipe.decode, beam=1, nbest=1, sample=False)
             hyps = translate_lines(model, tok, corpus.src, greedy, device)
         s = score(hyps, [corpus.tgt])
     finally:
@@ -678,6 +711,7 @@ class RunLog:
     def __init__(self, out_dir: Path, main: bool):
         self.out_dir, self.main = out_dir, main
         self.console = Console(highlight=False, emoji=False)
+        self.tensorboard = TensorBoardLog(out_dir, False, self.warn)  # off until the run says
 
     def info(self, msg: str, style: str | None = None) -> None:
         if not self.main:
@@ -693,6 +727,7 @@ class RunLog:
         if self.main:
             with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
+            self.tensorboard.record(rec)
 
 
 def _get_rng(device: torch.device) -> dict:
