@@ -52,10 +52,10 @@ app.add_typer(tokenizer_app, name="tokenizer")
 
 def _data_recipe(recipe: Optional[Path], overrides: List[str]):
     """The recipe file with overrides, or the defaults (Multi30k de-en) when none is given."""
-    from nmt.config import apply_overrides, load_recipe, recipe_from_dict
+    from nmt.config import load_recipe, recipe_from_dict
     if recipe is not None:
         return load_recipe(recipe, overrides)
-    return recipe_from_dict(apply_overrides({}, overrides), where="default recipe")
+    return recipe_from_dict({}, where="default recipe", overrides=overrides)
 
 
 @data_app.command("stats")
@@ -193,13 +193,16 @@ def tokenizer_decode(
 
 @app.command("train")
 @user_errors
-def train_cmd(recipe: Path = typer.Argument(..., help="Recipe YAML."),
+def train_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (not needed, "
+                                                    "and not read, with --resume)."),
               set_: List[str] = typer.Option([], "--set", help="section.key=value, e.g. "
                                              "train.max_steps=1000 (repeatable)."),
               out: Optional[Path] = typer.Option(None, "--out", help="Run directory "
                                                  "(default runs/<recipe name>)."),
               resume: bool = typer.Option(False, "--resume", help="Continue the run in --out "
-                                          "from its last.pt."),
+                                          "from its last.pt, with the recipe stored there "
+                                          "(--set may change only when to stop and the "
+                                          "device)."),
               overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run "
                                              "already in --out."),
               quiet: bool = typer.Option(False, "--quiet", help="No progress bar (for scripts "
@@ -210,15 +213,24 @@ def train_cmd(recipe: Path = typer.Argument(..., help="Recipe YAML."),
 
     For several GPUs: torchrun --nproc_per_node=N cli.py train RECIPE ..."""
     from nmt.config import load_recipe
+    from nmt.rundir import resume_recipe
     from nmt.training import train
 
-    r = load_recipe(recipe, set_ + ([f"train.device={device}"] if device else []))
+    sets = set_ + ([f"train.device={device}"] if device else [])
+    if resume:
+        if out is None:
+            raise NMTError("--resume needs --out RUN_DIR: the run to continue")
+        r = resume_recipe(out, sets)  # the run's own recipe: the file is not read
+    elif recipe is None:
+        raise NMTError("give a recipe file to train (or --resume --out RUN_DIR to continue a run)")
+    else:
+        r = load_recipe(recipe, sets)
     out = out or Path("runs") / r.name
     summary = train(r, out, resume=resume, overwrite=overwrite, quiet=quiet)
     if summary["interrupted"]:
-        extra = "".join(f" --set {s}" for s in set_ if s.split("=")[0].strip() in
-                        ("train.max_steps", "train.max_epochs", "train.patience"))
-        err.print(f"resume with: nmt train {recipe} --out {out} --resume{extra}", highlight=False)
+        # one plain line, never wrapped, so it can be copied whole; the checkpoint holds the
+        # recipe, so it needs no recipe file and no --set
+        print(f"resume with: nmt train --out {out} --resume", file=sys.stderr, flush=True)
         raise typer.Exit(130)
 
 # ---- translate and eval (issue 5) ----
@@ -384,12 +396,19 @@ def compare(recipe: Path = typer.Argument(..., help="Comparison recipe (YAML wit
             only: List[str] = typer.Option([], "--only", help="Run only these systems."),
             set_: List[str] = typer.Option([], "--set", help="section.key=value for every system."),
             device: str = typer.Option("auto", help="auto | cpu | cuda"),
-            quiet: bool = typer.Option(False, "--quiet", help="No progress bars.")):
-    """Train, decode and score every system of a comparison, then write its report."""
+            quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+            retrain: bool = typer.Option(False, "--retrain", help="Train again the systems (and "
+                                         "the tokenizer) whose recipe changed since they were "
+                                         "trained in --out; without it such a change is an "
+                                         "error.")):
+    """Train, decode and score every system of a comparison, then write its report.
+
+    Re-running continues where it stopped and reuses only what matches the recipe now."""
     from nmt.compare import load_comparison, run
 
     cmp = load_comparison(recipe, set_)
-    run(cmp, out or Path("runs") / cmp.name, only=only, device=device, quiet=quiet)
+    run(cmp, out or Path("runs") / cmp.name, only=only, device=device, quiet=quiet,
+        retrain=retrain)
 
 
 @app.command()

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from nmt import plots
+from nmt.data import read_lines
 
 
 def _fmt(x, digits=1) -> str:
@@ -34,6 +35,9 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
                 f"{sm.get('tokens_per_s', 0):,.0f}", _fmt(dec.get("sent_per_s")),
                 str(sm.get("device", dec.get("device", "?")))]
         lines.append("| " + " | ".join(row) + " |")
+    for what, why in results.get("left_out", {}).items():
+        lines += ["", f"Left out: `{what}` ({why}); run `nmt compare` with `--only` on it (and "
+                      f"`--retrain` for a changed recipe) to include it."]
     sig = next((t["signatures"] for s in systems.values() for t in s["tests"].values()), None)
     if sig:
         lines += ["", "sacreBLEU signatures: " + "; ".join(f"`{v}`" for v in sig.values())]
@@ -44,13 +48,14 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
         if not bs:
             continue
         lines += ["", f"## Significance on {split} (paired bootstrap vs `{cmp.baseline}`)", "",
-                  "| system | BLEU (mean ± 95% CI) | p-value | significant at 0.05 |",
-                  "|---|---|---|---|"]
+                  "| system | BLEU (mean ± 95% CI) | vs baseline | p-value | verdict at 0.05 |",
+                  "|---|---|---|---|---|"]
+        base = bs[cmp.baseline]["score"]
         for name, row in bs.items():
             p = row.get("p_value")
-            mark = "–" if p is None else ("yes" if p < 0.05 else "no")
-            lines.append(f"| {name} | {row['mean']:.1f} ± {row['ci']:.1f} | "
-                         f"{_fmt(p, 4)} | {mark} |")
+            delta = "baseline" if p is None else f"{row['score'] - base:+.1f} BLEU"
+            lines.append(f"| {name} | {row['mean']:.1f} ± {row['ci']:.1f} | {delta} | "
+                         f"{_fmt(p, 4)} | {verdict(row['score'] - base, p)} |")
 
     # --- figures
     plots.learning_curves(systems, out / "learning_curves.png")
@@ -86,10 +91,20 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
     for i in picks[:cmp.examples]:
         lines += [f"**source (line {i + 1})**: {corpus.src[i]}  ", f"**reference**: {corpus.tgt[i]}  "]
         for name in systems:
-            hyp = (out / "systems" / name / f"{split}.hyp").read_text(encoding="utf-8").splitlines()
-            lines.append(f"**{name}**: {hyp[i]}  ")
+            if split in systems[name]["tests"]:  # else left out: decoded for other settings
+                hyp = read_lines(out / "systems" / name / f"{split}.hyp")
+                lines.append(f"**{name}**: {hyp[i]}  ")
         lines.append("")
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def verdict(delta: float, p: float | None, level: float = 0.05) -> str:
+    """The significance column: which way a system differs from the baseline, if it does."""
+    if p is None:
+        return "–"
+    if p >= level:
+        return "no significant difference"
+    return "significantly better" if delta > 0 else "significantly worse"
 
 
 def _examples(src: list[str], n: int) -> list[int]:

@@ -19,7 +19,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import threading
 import time
 from contextlib import nullcontext
@@ -32,20 +31,15 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeRemainingColumn)
 
-from nmt import checkpoint
+from nmt import checkpoint, rundir
 from nmt import distributed as dist
 from nmt.batching import Batch, collate, token_batches
 from nmt.config import Recipe, TrainConfig, recipe_from_dict, save_recipe, to_dict
 from nmt.data import encode_pairs, load_split
 from nmt.errors import NMTError
+from nmt.rundir import RESUMABLE
 from nmt.tokenizer import PAD, Tokenizer
 
-# what a run writes into its directory; finding any of them means the directory is taken
-RUN_OUTPUTS = ("last.pt", "best.pt", "metrics.jsonl", "recipe.yaml", "train.log", "tokenizer")
-# recipe fields that --resume may change: when to stop and where to run; nothing that changes
-# what the updates compute
-RESUMABLE = ("train.max_steps", "train.max_epochs", "train.patience", "train.max_bad_steps",
-             "train.device", "train.threads")
 
 
 @dataclass
@@ -103,20 +97,20 @@ def train(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool =
     d = dist.setup(recipe.train.device)
     threads = torch.get_num_threads()
     try:
-        return _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d)
+        with rundir.claim(out_dir, resume, overwrite, active=d.main) as run:
+            return _train(recipe, out_dir, resume, quiet, tokenizer_dir, d, run)
     finally:
         torch.set_num_threads(threads)  # a caller (tests, compare) keeps its own setting
         dist.cleanup(d)
 
 
-def _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d: dist.Dist) -> dict:
+def _train(recipe, out_dir, resume, quiet, tokenizer_dir, d: dist.Dist,
+           run: rundir.RunDir) -> dict:
     # ---- run directory: a fresh run, or the recipe and state of the one being resumed
     ckpt = None
     if resume:
-        ckpt = checkpoint.load(_last_checkpoint(out_dir), which="last")
+        ckpt = rundir.load_last(out_dir)
         recipe = _resume_recipe(recipe, ckpt["recipe"], ckpt["path"])
-    elif d.main:
-        _claim_run_dir(out_dir, overwrite)
     dist.barrier(d)
     cfg, device = recipe.train, d.device
     log = RunLog(out_dir, d.main)
@@ -173,6 +167,7 @@ def _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d: dist.Dis
         torch.manual_seed(cfg.seed + d.rank)
     params = count_parameters(model)
     log.info(f"model: {_describe(recipe)}, {params:,} parameters")
+    run.commit()  # data and model are ready: only now may --overwrite drop the old run
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
     # the fused kernel is the same update in one pass: +4% (T) / +8% (R) tok/s on a 2-core CPU
     # (bench/RESULTS.md); it exists for CPU and CUDA, not for every other device
@@ -267,7 +262,7 @@ def _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d: dist.Dis
     log.info(f"{upe:,} updates per epoch ({cfg.batch_tokens:,} tokens x {per_update} batches); "
              f"training for {total:,} updates at most")
     stop_reason, bad_steps, interrupted = None, 0, threading.Event()
-    prev_handler = _catch_sigint(interrupted)
+    restore_signals = rundir.catch_stop_signals(interrupted)
     progress = Progress(TextColumn("epoch {task.fields[epoch]}"), BarColumn(),
                         MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.3f}"),
                         TextColumn("lr {task.fields[lr]:.1e}"),
@@ -367,8 +362,7 @@ def _train(recipe, out_dir, resume, overwrite, quiet, tokenizer_dir, d: dist.Dis
             if stop_reason != "interrupted" and st.last_valid_step != st.step:
                 run_validation()  # so best.pt has seen the final weights
     finally:
-        if prev_handler is not None:
-            signal.signal(signal.SIGINT, prev_handler)
+        restore_signals()
     save_last()
 
     tps = st.tokens / max(st.train_time, 1e-9)
@@ -413,45 +407,16 @@ def _validate(model, tok, corpus, pairs, recipe: Recipe, device, amp) -> dict:
 
 # ----------------------------------------------------------------------------- run directory
 
-def _claim_run_dir(out_dir: Path, overwrite: bool) -> None:
-    taken = [p.name for p in _run_outputs(out_dir)]
-    if taken and not overwrite:
-        raise NMTError(f"{out_dir} already holds a run ({', '.join(sorted(taken))}); pass "
-                       f"--resume to continue it, --overwrite to replace it, or choose another "
-                       f"--out")
-    for p in _run_outputs(out_dir):
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _run_outputs(out_dir: Path) -> list[Path]:
-    if not out_dir.is_dir():
-        return []
-    return [out_dir / n for n in RUN_OUTPUTS if (out_dir / n).exists()] + \
-        sorted(out_dir.glob("step-*.pt"))
 
 
-def _last_checkpoint(out_dir: Path) -> Path:
-    if not (out_dir / "last.pt").is_file():
-        raise NMTError(f"{out_dir}: nothing to resume (no last.pt); start the run without "
-                       f"--resume")
-    return out_dir / "last.pt"
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def _resume_recipe(new: Recipe, saved: dict, where: Path) -> Recipe:
     """The run's own recipe is authoritative; only RESUMABLE fields may differ from it."""
     old = recipe_from_dict(saved, where=f"{where} (recipe)")
-    a, b = _flat(to_dict(old)), _flat(to_dict(new))
+    a, b = rundir.flat(to_dict(old)), rundir.flat(to_dict(new))
     changed = sorted(k for k in a.keys() | b.keys() if k != "name" and a.get(k) != b.get(k))
     diff = lambda keys: "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys)  # noqa
     model = [k for k in changed if k.startswith("model.")]
@@ -532,16 +497,6 @@ def _set_rng(s: dict, device: torch.device) -> None:
         torch.cuda.set_rng_state(s["cuda"], device)
 
 
-def _catch_sigint(flag: threading.Event):
-    """First Ctrl-C: finish the update, write last.pt, stop. A second one aborts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        flag.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    return signal.signal(signal.SIGINT, handler)
 
 
 def _to_device(b: Batch, device: torch.device) -> Batch:
