@@ -18,7 +18,7 @@ import numpy as np
 from nmt.batching import padding_fraction, token_batches
 from nmt.config import DataConfig
 from nmt.errors import NMTError
-from nmt.multi30k import LANGS, SPLITS, multi30k_dir
+from nmt.multi30k import multi30k_dir, split_files
 from nmt.tokenizer import Tokenizer
 
 
@@ -199,13 +199,9 @@ def load_split(cfg: DataConfig, split: str, limit: int = 0) -> Corpus:
     encode_pairs)."""
     src_lang, tgt_lang = cfg.src_lang, cfg.tgt_lang
     if cfg.source == "multi30k":
-        for lang in (src_lang, tgt_lang):
-            if lang not in LANGS:
-                raise NMTError(f"multi30k has no language {lang!r}; use one of {', '.join(LANGS)}")
-        if split not in SPLITS:
-            raise NMTError(f"multi30k has no split {split!r}; use one of {', '.join(SPLITS)}")
-        d = multi30k_dir()
-        src, tgt = read_parallel(d / f"{split}.{src_lang}.gz", d / f"{split}.{tgt_lang}.gz")
+        files = split_files(split, (src_lang, tgt_lang))
+        d = multi30k_dir(files=files)  # only this split's two languages are fetched
+        src, tgt = read_parallel(d / files[0], d / files[1])
         name = f"multi30k:{split}"
     elif cfg.source == "files":
         d = Path(cfg.path)
