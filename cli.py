@@ -1,6 +1,7 @@
 """The `nmt` command line. Thin: each command parses its options and calls into `nmt`."""
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from functools import wraps
@@ -27,7 +28,24 @@ def user_errors(fn):
         except NMTError as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False)
             raise typer.Exit(2)
+        except OSError as e:  # the disk, not the code: say which file, keep it to one line
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+                raise
+            err.print(f"[bold red]error:[/] {e.filename or 'writing output'}: {e.strerror}; "
+                      f"free space or fix permissions, then run the command again (training: "
+                      f"with --resume)", highlight=False)
+            raise typer.Exit(2)
     return wrapper
+
+
+def _output_file(path: Path | str, option: str) -> None:
+    """Check an output file's path before any work is done, so a typo costs nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise NMTError(f"{option} {path}: is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise NMTError(f"{option} {path}: directory {path.parent} does not exist; create it "
+                       f"first")
 
 
 def _version(value: bool):
@@ -130,6 +148,8 @@ def tokenizer_build(
     from nmt.data import load_split, read_parallel
     from nmt.tokenizer import Tokenizer
 
+    if out.exists() and not out.is_dir():
+        raise NMTError(f"--out {out}: is a file; give a directory for the tokenizer model(s)")
     if (src is None) != (tgt is None):
         raise NMTError("tokenizer build: give both --src and --tgt, or neither (then the "
                        "recipe's training split is used)")
@@ -279,6 +299,8 @@ def translate_cmd(
 
     if input != "-" and not Path(input).is_file():
         raise NMTError(f"{input}: input file not found")
+    if output != "-":
+        _output_file(output, "-o")
     model, tok, recipe, dev = _load_for_decoding(checkpoint, device)
     dcfg = _decode_config(recipe.decode, beam, batch_tokens, nbest)
     try:
@@ -411,6 +433,9 @@ def compare(recipe: Path = typer.Argument(..., help="Comparison recipe (YAML wit
         retrain=retrain)
 
 
+IMAGE_TYPES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
+
+
 @app.command()
 @user_errors
 def attention(checkpoint: Path = typer.Option(..., "--checkpoint", help="Run directory or .pt."),
@@ -420,6 +445,12 @@ def attention(checkpoint: Path = typer.Option(..., "--checkpoint", help="Run dir
     from nmt.checkpoint import load_for_inference
     from nmt.plots import heatmaps, sentence_attention
 
+    if not text.strip():
+        raise NMTError("--text is empty; give a sentence to translate")
+    if out.suffix.lower() not in IMAGE_TYPES:
+        raise NMTError(f"-o {out}: the picture is written as PNG, PDF, SVG or JPEG; end the name "
+                       f"in {', '.join(IMAGE_TYPES)}")
+    _output_file(out, "-o")
     model, tok, _ = load_for_inference(checkpoint, "cpu")
     src, hyp, maps, translation = sentence_attention(model, tok, text)
     print(translation)

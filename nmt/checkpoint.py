@@ -6,7 +6,9 @@ mid-write leaves the previous file intact.
 """
 from __future__ import annotations
 
+import errno
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -32,8 +34,13 @@ def save(path: Path, payload: dict[str, Any]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = f"the previous {path.name} is kept" if path.is_file() else "nothing was written"
+            raise NMTError(f"{path}: disk full while writing it ({e.strerror}); {kept}. Free "
+                           f"space (old runs, step-*.pt files), then continue with --resume") \
+                from None
         raise
 
 
@@ -43,6 +50,9 @@ def resolve(path: str | Path, which: str = "best") -> Path:
     if path.is_dir():
         for name in (f"{which}.pt", "best.pt", "last.pt"):
             if (path / name).is_file():
+                if name != f"{which}.pt":
+                    print(f"warning: {path} has no {which}.pt (no validation finished yet?); "
+                          f"using {name}", file=sys.stderr)
                 return path / name
         raise NMTError(f"{path}: no checkpoint (best.pt or last.pt) in this run directory; "
                        "train first with `nmt train`")

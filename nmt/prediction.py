@@ -9,10 +9,12 @@ bounded however long the input is.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import math
 import os
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -95,6 +97,11 @@ def _decode(model, tok, lines: list[str], dcfg: DecodeConfig, device, where: str
                 k += len(h)
             if advance is not None:
                 advance(len(idx))
+    empty = sum(1 for i in todo if not out[i][0][0])
+    if empty:  # a wide beam on a weak model prefers the short, high-probability "</s>"
+        print(f"warning: {where}: {empty} of {len(todo)} non-empty lines got an empty "
+              f"translation (beam {dcfg.beam}); the model is likely under-trained: train it "
+              f"longer or use a smaller --beam", file=sys.stderr)
     return out
 
 
@@ -122,7 +129,7 @@ def read_text_lines(source: str | Path, chunk: int = CHUNK_LINES) -> Iterator[li
         close = False
     else:
         try:
-            f = open(source, "rb")
+            f = gzip.open(source, "rb") if name.endswith(".gz") else open(source, "rb")
         except FileNotFoundError:
             raise NMTError(f"{name}: file not found") from None
         except OSError as e:
@@ -144,6 +151,11 @@ def read_text_lines(source: str | Path, chunk: int = CHUNK_LINES) -> Iterator[li
                 buf = []
         if buf:
             yield buf
+    except (OSError, EOFError, zlib.error) as e:  # gzip: not gzip, truncated, corrupt
+        if isinstance(f, gzip.GzipFile):
+            raise NMTError(f"{name}: not a readable gzip file ({e}); it may be truncated or "
+                           f"corrupt") from None
+        raise
     finally:
         if close:
             f.close()
