@@ -172,10 +172,15 @@ def _stale_tokenizer(tok_dir: Path, r: Recipe) -> str | None:
     settings = tok_dir / "settings.json"
     if not any(tok_dir.glob("*.model")):
         return None
-    if not settings.is_file():
-        return "it was built without a record of its settings"
-    change = _changes(json.loads(settings.read_text()), _tokenizer_key(r))
-    return change or None
+    if settings.is_file():
+        built = json.loads(settings.read_text())
+    else:  # written before settings.json existed: a system's resolved recipe records them
+        trained = sorted((tok_dir.parent / "systems").glob("*/recipe.yaml"))
+        if not trained:
+            return "it was built without a record of its settings"
+        built = _tokenizer_key(read_yaml(trained[0]))
+        settings.write_text(json.dumps(built, indent=2))
+    return _changes(built, _tokenizer_key(r)) or None
 
 
 def _stale_system(run_dir: Path, r: Recipe, tok_dir: Path) -> str | None:

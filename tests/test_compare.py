@@ -195,6 +195,12 @@ def test_a_changed_tokenizer_retrains_every_system(tmp_path):
     recipe, out = tiny_comparison(tmp_path), tmp_path / "out"
     assert compare(recipe, out).exit_code == 0
     old = (out / "tokenizer" / "spm.model").read_bytes()
+    # a comparison made before tokenizer/settings.json existed: its systems' recipes tell
+    (out / "tokenizer" / "settings.json").unlink()
+    stamp = mtimes(out, ["no-attention", "bahdanau"])
+    assert compare(recipe, out).exit_code == 0
+    assert stamp == mtimes(out, ["no-attention", "bahdanau"])
+    assert (out / "tokenizer" / "settings.json").is_file()
     res = compare(recipe, out, "--set", "tokenizer.vocab_size=200", "--retrain")
     assert res.exit_code == 0, res.output
     new = (out / "tokenizer" / "spm.model").read_bytes()
