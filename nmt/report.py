@@ -53,7 +53,7 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
         base = bs[cmp.baseline]["score"]
         for name, row in bs.items():
             p = row.get("p_value")
-            delta = "baseline" if p is None else f"{row['score'] - base:+.1f} BLEU"
+            delta = "baseline" if p is None else f"{row['score'] - base:+.2f} BLEU"
             lines.append(f"| {name} | {row['mean']:.1f} ± {row['ci']:.1f} | {delta} | "
                          f"{_fmt(p, 4)} | {verdict(row['score'] - base, p)} |")
 

@@ -84,7 +84,7 @@ def test_smoke_report_says_which_way_each_system_differs(smoke):
             continue
         want = verdict(row["score"] - base, row["p_value"])
         line = next(x for x in report.splitlines() if x.startswith(f"| {name} | ") and "±" in x)
-        assert line.endswith(f"| {want} |") and f"{row['score'] - base:+.1f} BLEU" in line
+        assert line.endswith(f"| {want} |") and f"{row['score'] - base:+.2f} BLEU" in line
 
 
 def test_verdict_has_a_direction():

@@ -16,9 +16,7 @@ import nmt.training as training
 from cli import app
 from nmt import checkpoint, rundir
 from nmt.config import load_recipe
-from nmt.data import load_split
 from nmt.errors import NMTError
-from nmt.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "smoke" / "transformer.yaml"
@@ -32,15 +30,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def _data(data_dir, monkeypatch):
     monkeypatch.setenv("NMT_DATA_DIR", str(data_dir))
 
-
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory, data_dir):
-    os.environ.setdefault("NMT_DATA_DIR", str(data_dir))
-    r = load_recipe(RECIPE, TINY)
-    c = load_split(r.data, "train", limit=300)
-    d = tmp_path_factory.mktemp("tok")
-    Tokenizer.train(c.src, c.tgt, d, r.tokenizer)
-    return d
 
 
 def recipe(*sets):
