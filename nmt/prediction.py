@@ -97,12 +97,16 @@ def _decode(model, tok, lines: list[str], dcfg: DecodeConfig, device, where: str
                 k += len(h)
             if advance is not None:
                 advance(len(idx))
-    empty = sum(1 for i in todo if not out[i][0][0])
-    if empty:  # a wide beam on a weak model prefers the short, high-probability "</s>"
-        print(f"warning: {where}: {empty} of {len(todo)} non-empty lines got an empty "
-              f"translation (beam {dcfg.beam}); the model is likely under-trained: train it "
-              f"longer or use a smaller --beam", file=sys.stderr)
     return out
+
+
+def _warn_empty(where: str, empty: int, nonempty: int, beam: int) -> None:
+    """Say so when real sentences got empty translations: a wide beam on a weak model prefers
+    the short, high-probability "</s>" (validation during training stays quiet)."""
+    if empty:
+        print(f"warning: {where}: {empty} of {nonempty} non-empty lines got an empty "
+              f"translation (beam {beam}); the model is likely under-trained: train it longer "
+              f"or use a smaller --beam", file=sys.stderr)
 
 
 def translate_lines(model, tok, lines: list[str], dcfg: DecodeConfig, device,
@@ -195,7 +199,7 @@ def translate_file(model, tok, source: str | Path, output: str | Path | None,
                        f"pass --beam {max(nbest, 1)}")
     dcfg = DecodeConfig(**{**vars(dcfg), "nbest": nbest})
     where = "stdin" if str(source) == "-" else str(source)
-    done = 0
+    done = empty = nonempty = 0
     with _open_output(output) as out, _progress(progress) as bar:
         task = bar.add_task("translate", total=None)
         for chunk in read_text_lines(source, CHUNK_LINES):
@@ -208,6 +212,9 @@ def translate_file(model, tok, source: str | Path, output: str | Path | None,
                                   for i, h in enumerate(hyps) for r, (t, s) in enumerate(h)))
             out.flush()
             done += len(chunk)
+            nonempty += sum(1 for s in chunk if s.strip())
+            empty += sum(1 for s, h in zip(chunk, hyps) if s.strip() and not h[0][0])
+    _warn_empty(where, empty, nonempty, dcfg.beam)
     return done
 
 

@@ -188,15 +188,17 @@ def test_a_run_without_best_says_it_uses_last(tmp_path, run_dir, capsys):
     assert "no best.pt" in capsys.readouterr().err
 
 
-def test_empty_translations_of_real_sentences_are_flagged(run_dir, monkeypatch, capsys):
+def test_empty_translations_of_real_sentences_are_flagged(run_dir, monkeypatch, capsys,
+                                                          tmp_path):
     model, tok, recipe = load_for_inference(run_dir)
 
     def say_nothing(model, src, src_len, dcfg, cap):
         return [[([], 0.0)] for _ in range(src.shape[0])]
 
     monkeypatch.setattr(prediction, "translate_batch", say_nothing)
-    out = prediction.translate_lines(model, tok, ["ein Hund", "", "zwei Katzen"],
-                                     DecodeConfig(beam=50), torch.device("cpu"))
-    assert out == ["", "", ""]
+    (tmp_path / "in.txt").write_text("ein Hund\n\nzwei Katzen\n")
+    prediction.translate_file(model, tok, tmp_path / "in.txt", tmp_path / "out.txt",
+                              DecodeConfig(beam=50), torch.device("cpu"))
+    assert (tmp_path / "out.txt").read_text() == "\n\n\n"
     err = capsys.readouterr().err
     assert "2 of 2 non-empty lines got an empty translation (beam 50)" in err
