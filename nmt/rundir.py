@@ -20,6 +20,7 @@ import fcntl
 import os
 import shutil
 import signal
+import sys
 import threading
 from pathlib import Path
 
@@ -125,12 +126,20 @@ class RunDir:
             raise NMTError(f"{self.out_dir} already holds a run ({names}); pass --resume to "
                            f"continue it, --overwrite to replace it, or choose another --out")
         stash = self.out_dir / STASH
-        if stash.exists():  # an earlier --overwrite that never committed nor rolled back
-            shutil.rmtree(stash)
         stash.mkdir()
         for p in taken:
             os.replace(p, stash / p.name)
         self._stash = stash
+
+    def recover(self) -> bool:
+        """Put back a run that an --overwrite killed (SIGKILL, power cut) before commit() had
+        moved aside; True if there was one."""
+        stash = self.out_dir / STASH
+        if not stash.is_dir():
+            return False
+        self._stash = stash
+        self.rollback()
+        return True
 
     def commit(self) -> None:
         """The new run has its data and model: the old one may go now."""
@@ -171,6 +180,9 @@ def claim(out_dir: Path, resume: bool, overwrite: bool, active: bool = True) -> 
         return run
     run.lock()
     try:
+        if run.recover():
+            print(f"note: {out_dir}: an --overwrite was stopped before the new run had its data "
+                  f"and model; the previous run is back in place", file=sys.stderr)
         if not resume:
             run.claim_fresh(overwrite)
     except BaseException:

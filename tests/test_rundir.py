@@ -162,3 +162,17 @@ def test_sigterm_saves_last_and_the_one_line_resume_command_works(tmp_path, data
     assert res.returncode == 0, res.stderr
     resumed = checkpoint.load(out, "last")
     assert resumed["step"] == stopped["step"] + 2 and resumed["recipe"]["train"]["lr"] == 0.003
+
+
+def test_an_overwrite_killed_before_commit_gives_the_old_run_back(tmp_path, tok_dir, capsys):
+    out = tmp_path / "run"
+    training.train(recipe(), out, quiet=True, tokenizer_dir=tok_dir)
+    best = (out / "best.pt").read_bytes()
+    run = rundir.claim(out, resume=False, overwrite=True)  # the old run moved aside ...
+    (out / "train.log").write_text("the new run's first line\n")
+    run.release()  # ... and the process killed: no commit, no rollback
+    assert not (out / "best.pt").exists()
+    s = training.train(recipe(), out, resume=True, quiet=True)  # resumes the old run
+    assert "previous run is back" in capsys.readouterr().err
+    assert s["steps"] == 2 and not (out / rundir.STASH).exists()
+    assert (out / "best.pt").read_bytes() == best
