@@ -213,8 +213,8 @@ def tokenizer_decode(
 
 @app.command("train")
 @user_errors
-def train_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (not needed, "
-                                                    "and not read, with --resume)."),
+def train_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (with --resume "
+                                                    "not needed: the run's own recipe is used)."),
               set_: List[str] = typer.Option([], "--set", help="section.key=value, e.g. "
                                              "train.max_steps=1000 (repeatable)."),
               out: Optional[Path] = typer.Option(None, "--out", help="Run directory "
@@ -238,9 +238,10 @@ def train_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (n
 
     sets = set_ + ([f"train.device={device}"] if device else [])
     if resume:
-        if out is None:
+        if out is None and recipe is None:
             raise NMTError("--resume needs --out RUN_DIR: the run to continue")
-        r = resume_recipe(out, sets)  # the run's own recipe: the file is not read
+        out = out or Path("runs") / load_recipe(recipe).name
+        r = resume_recipe(out, sets)  # the run's own recipe, whatever the file says now
     elif recipe is None:
         raise NMTError("give a recipe file to train (or --resume --out RUN_DIR to continue a run)")
     else:

@@ -211,7 +211,11 @@ def _fresh_hyp(hyp: Path, key: dict) -> bool:
     if not (hyp.is_file() and info.is_file()):
         return False
     saved = json.loads(info.read_text())
-    return {k: saved.get(k) for k in key} == key and len(read_lines(hyp)) == key["lines"]
+    if "decode" in saved:
+        same = {k: saved.get(k) for k in key} == key
+    else:  # written before the key was recorded: its beam and size are all there is to check
+        same = saved.get("beam") == key["decode"]["beam"] and saved.get("sentences") == key["lines"]
+    return same and len(read_lines(hyp)) == key["lines"]
 
 
 # ----------------------------------------------------------------------------- the run
@@ -235,9 +239,11 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
 
     # ---- everything that would be reused must be what is asked for now, checked up front
     stale_tok = _stale_tokenizer(tok_dir, first)
-    stale = {} if stale_tok else \
-        {n: why for n in todo if (why := _stale_system(out / "systems" / n, cmp.recipes[n],
-                                                          tok_dir))}
+    stale: dict[str, str] = {}  # system -> what changed since it was trained
+    for n in todo if not stale_tok else []:
+        why = _stale_system(out / "systems" / n, cmp.recipes[n], tok_dir)
+        if why:
+            stale[n] = why
     if (stale_tok or stale) and not retrain:
         what = (f"the shared tokenizer ({tok_dir}) changed: {stale_tok}; every system would "
                 f"need retraining" if stale_tok else
@@ -245,12 +251,12 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
         raise NMTError(f"{out} holds results for another recipe ({what}). Pass --retrain to "
                        f"train {'them' if stale_tok or len(stale) > 1 else 'it'} again, or "
                        f"choose another --out")
+    tests = {s: load_split(first.data, s, limit=first.data.max_test_pairs) for s in first.data.test}
     if stale_tok:
         console.print(f"[bold]tokenizer[/] settings changed ({stale_tok}): rebuilding it and "
                       f"retraining every system")
         shutil.rmtree(tok_dir)
         stale = {n: "tokenizer changed" for n in names}
-    tests = {s: load_split(first.data, s, limit=first.data.max_test_pairs) for s in first.data.test}
     if not any(tok_dir.glob("*.model")):
         console.print(f"[bold]tokenizer[/] building on {first.data.source}:{first.data.train}")
         train = load_split(first.data, first.data.train, limit=first.data.max_train_pairs)

@@ -230,9 +230,15 @@ def test_hypotheses_are_read_by_newline_only(tmp_path):
     lines[0] += " a\x85b\u2028c"
     hyp.write_text("\n".join(lines), encoding="utf-8")
     stamp = hyp.stat().st_mtime_ns
+    # a hypothesis file recorded before decoding keys were: reused when beam and size agree
+    legacy = out / "systems" / "no-attention" / "test_2016_flickr.json"
+    info = json.loads(legacy.read_text())
+    legacy.write_text(json.dumps({k: info[k] for k in ("seconds", "sentences", "beam")}))
+    legacy_stamp = legacy.with_suffix(".hyp").stat().st_mtime_ns
     res = compare(recipe, out)
     assert res.exit_code == 0, res.output
     assert hyp.stat().st_mtime_ns == stamp  # not decoded again
+    assert legacy.with_suffix(".hyp").stat().st_mtime_ns == legacy_stamp
     results = json.loads((out / "results.json").read_text())
     assert results["tests"]["test_2016_flickr"]["n"] == 30
     assert "bahdanau" in results["tests"]["test_2016_flickr"]["bootstrap"]
