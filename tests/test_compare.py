@@ -21,7 +21,8 @@ FAST = ["train.max_epochs=1", "data.max_train_pairs=600", "data.max_valid_pairs=
 # two tiny systems, a few updates each: for the tests of what a re-run reuses
 TINY = ["data.max_train_pairs=300", "data.max_valid_pairs=20", "data.max_test_pairs=30",
         "tokenizer.vocab_size=300", "train.max_epochs=0", "train.max_steps=2",
-        "train.valid_every=2", "train.batch_tokens=600", "train.threads=1"]
+        "train.valid_every=2", "train.batch_tokens=600", "train.threads=1",
+        "decode.max_len_a=0", "decode.max_len_b=8"]  # 2-update models rarely stop by themselves
 
 
 def invoke(*args):
@@ -157,7 +158,7 @@ def tiny_comparison(tmp_path, extra: str = "", names=("no-attention", "bahdanau"
     p = tmp_path / "cmp.yaml"
     systems = "".join(f"  {n}: {{recipe: {ROOT / 'recipes' / 'smoke' / n}.yaml}}\n"
                       for n in names)
-    defaults = "".join(f"{k}: {v}\n" for k, v in (("examples", 2), ("heatmaps", 1))
+    defaults = "".join(f"{k}: {v}\n" for k, v in (("examples", 2), ("heatmaps", 0))
                        if f"{k}:" not in extra)
     p.write_text(f"baseline: {names[0]}\n{defaults}{extra}systems:\n{systems}")
     return p
