@@ -141,6 +141,8 @@ def load_comparison(path: str | Path, overrides: list[str] | None = None) -> Com
             if getattr(r, section) != getattr(first, section):
                 raise NMTError(f"{path}: system {name!r} changes `{section}`; every system must "
                                f"share data and tokenizer, or their BLEU scores do not compare")
+    if not first.data.test:
+        raise NMTError(f"{path}: data.test lists no test split; a comparison scores at least one")
     if cmp.baseline not in cmp.recipes:
         raise NMTError(f"{path}: baseline {cmp.baseline!r} is not one of the systems "
                        f"({', '.join(cmp.recipes)})")

@@ -151,7 +151,6 @@ def validate(r: Recipe, where: str = "recipe", set_keys: frozenset[str] = frozen
     c(d.source == "multi30k" or d.path, "data.path", f"source {d.source!r} needs a path")
     for name in ("max_train_pairs", "max_valid_pairs", "max_test_pairs"):
         c(getattr(d, name) >= 0, f"data.{name}", "must be >= 0 (0 = all)")
-    c(len(d.test) > 0, "data.test", "list at least one test split")
     c(d.max_len > 0, "data.max_len", "must be > 0")
     c(d.max_ratio >= 1, "data.max_ratio", "must be >= 1")
     c(t.model_type in ("unigram", "bpe"), "tokenizer.model_type", "must be unigram or bpe")

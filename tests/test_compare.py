@@ -263,6 +263,7 @@ def test_a_comparison_may_score_several_test_sets(tmp_path):
     ("heatmaps: -1\n", "heatmaps must be >= 0"),
     ("length_buckets: [10, 5]\n", "length_buckets must be increasing"),
     ("overrides: {train: {lr: fast}}\n", "train.lr must be a number"),
+    ("overrides: {data: {test: []}}\n", "data.test lists no test split"),
 ])
 def test_a_bad_comparison_recipe_fails_before_any_training(tmp_path, extra, message):
     recipe, out = tiny_comparison(tmp_path, extra), tmp_path / "out"

@@ -49,7 +49,6 @@ def run_dir(tmp_path_factory, data_dir):
     ({"decode": {"max_len_b": -1}}, "decode.max_len_b"),
     ({"data": {"max_test_pairs": -3}}, "data.max_test_pairs"),
     ({"train": {"keep_last": 0}}, "train.keep_last"),
-    ({"data": {"test": []}}, "data.test"),
 ])
 def test_every_numeric_field_has_its_range(values, field):
     with pytest.raises(NMTError, match=rf"recipe: {field.replace('.', '[.]')}:"):
