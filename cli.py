@@ -1,6 +1,7 @@
 """The `nmt` command line. Thin: each command parses its options and calls into `nmt`."""
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from functools import wraps
@@ -27,7 +28,24 @@ def user_errors(fn):
         except NMTError as e:
             err.print(f"[bold red]error:[/] {e}", highlight=False)
             raise typer.Exit(2)
+        except OSError as e:  # the disk, not the code: say which file, keep it to one line
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+                raise
+            err.print(f"[bold red]error:[/] {e.filename or 'writing output'}: {e.strerror}; "
+                      f"free space or fix permissions, then run the command again (training: "
+                      f"with --resume)", highlight=False)
+            raise typer.Exit(2)
     return wrapper
+
+
+def _output_file(path: Path | str, option: str) -> None:
+    """Check an output file's path before any work is done, so a typo costs nothing."""
+    path = Path(path)
+    if path.is_dir():
+        raise NMTError(f"{option} {path}: is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise NMTError(f"{option} {path}: directory {path.parent} does not exist; create it "
+                       f"first")
 
 
 def _version(value: bool):
@@ -52,10 +70,10 @@ app.add_typer(tokenizer_app, name="tokenizer")
 
 def _data_recipe(recipe: Optional[Path], overrides: List[str]):
     """The recipe file with overrides, or the defaults (Multi30k de-en) when none is given."""
-    from nmt.config import apply_overrides, load_recipe, recipe_from_dict
+    from nmt.config import load_recipe, recipe_from_dict
     if recipe is not None:
         return load_recipe(recipe, overrides)
-    return recipe_from_dict(apply_overrides({}, overrides), where="default recipe")
+    return recipe_from_dict({}, where="default recipe", overrides=overrides)
 
 
 @data_app.command("stats")
@@ -130,6 +148,8 @@ def tokenizer_build(
     from nmt.data import load_split, read_parallel
     from nmt.tokenizer import Tokenizer
 
+    if out.exists() and not out.is_dir():
+        raise NMTError(f"--out {out}: is a file; give a directory for the tokenizer model(s)")
     if (src is None) != (tgt is None):
         raise NMTError("tokenizer build: give both --src and --tgt, or neither (then the "
                        "recipe's training split is used)")
@@ -193,13 +213,16 @@ def tokenizer_decode(
 
 @app.command("train")
 @user_errors
-def train_cmd(recipe: Path = typer.Argument(..., help="Recipe YAML."),
+def train_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (with --resume "
+                                                    "not needed: the run's own recipe is used)."),
               set_: List[str] = typer.Option([], "--set", help="section.key=value, e.g. "
                                              "train.max_steps=1000 (repeatable)."),
               out: Optional[Path] = typer.Option(None, "--out", help="Run directory "
                                                  "(default runs/<recipe name>)."),
               resume: bool = typer.Option(False, "--resume", help="Continue the run in --out "
-                                          "from its last.pt."),
+                                          "from its last.pt, with the recipe stored there "
+                                          "(--set may change only when to stop and the "
+                                          "device)."),
               overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run "
                                              "already in --out."),
               quiet: bool = typer.Option(False, "--quiet", help="No progress bar (for scripts "
@@ -217,9 +240,19 @@ def train_cmd(recipe: Path = typer.Argument(..., help="Recipe YAML."),
 
     from nmt.config import load_recipe
     from nmt.finetune import load_init
+    from nmt.rundir import resume_recipe
     from nmt.training import train
 
-    r = load_recipe(recipe, set_ + ([f"train.device={device}"] if device else []))
+    sets = set_ + ([f"train.device={device}"] if device else [])
+    if resume:
+        if out is None and recipe is None:
+            raise NMTError("--resume needs --out RUN_DIR: the run to continue")
+        out = out or Path("runs") / load_recipe(recipe).name
+        r = resume_recipe(out, sets)  # the run's own recipe, whatever the file says now
+    elif recipe is None:
+        raise NMTError("give a recipe file to train (or --resume --out RUN_DIR to continue a run)")
+    else:
+        r = load_recipe(recipe, sets)
     out = out or Path("runs") / r.name
     if init_from is not None and resume:
         raise NMTError("--resume continues the run in --out, --init-from starts a new one from "
@@ -235,9 +268,9 @@ def train_cmd(recipe: Path = typer.Argument(..., help="Recipe YAML."),
                         tokenizer_dir=Path(tmp) / "tokenizer" if init else None,
                         init_weights=init.weights if init else None)
     if summary["interrupted"]:
-        extra = "".join(f" --set {s}" for s in set_ if s.split("=")[0].strip() in
-                        ("train.max_steps", "train.max_epochs", "train.patience"))
-        err.print(f"resume with: nmt train {recipe} --out {out} --resume{extra}", highlight=False)
+        # one plain line, never wrapped, so it can be copied whole; the checkpoint holds the
+        # recipe, so it needs no recipe file and no --set
+        print(f"resume with: nmt train --out {out} --resume", file=sys.stderr, flush=True)
         raise typer.Exit(130)
 
 
@@ -379,6 +412,8 @@ def translate_cmd(
 
     if input != "-" and not Path(input).is_file():
         raise NMTError(f"{input}: input file not found")
+    if output != "-":
+        _output_file(output, "-o")
     if is_ctranslate2_dir(checkpoint):
         return _translate_ctranslate2(checkpoint, input, output, beam, nbest, batch_tokens,
                                       device, alpha, max_len, sample, ensemble)
@@ -573,12 +608,22 @@ def compare(recipe: Path = typer.Argument(..., help="Comparison recipe (YAML wit
             only: List[str] = typer.Option([], "--only", help="Run only these systems."),
             set_: List[str] = typer.Option([], "--set", help="section.key=value for every system."),
             device: str = typer.Option("auto", help="auto | cpu | cuda"),
-            quiet: bool = typer.Option(False, "--quiet", help="No progress bars.")):
-    """Train, decode and score every system of a comparison, then write its report."""
+            quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+            retrain: bool = typer.Option(False, "--retrain", help="Train again the systems (and "
+                                         "the tokenizer) whose recipe changed since they were "
+                                         "trained in --out; without it such a change is an "
+                                         "error.")):
+    """Train, decode and score every system of a comparison, then write its report.
+
+    Re-running continues where it stopped and reuses only what matches the recipe now."""
     from nmt.compare import load_comparison, run
 
     cmp = load_comparison(recipe, set_)
-    run(cmp, out or Path("runs") / cmp.name, only=only, device=device, quiet=quiet)
+    run(cmp, out or Path("runs") / cmp.name, only=only, device=device, quiet=quiet,
+        retrain=retrain)
+
+
+IMAGE_TYPES = (".png", ".pdf", ".svg", ".jpg", ".jpeg")
 
 
 @app.command()
@@ -590,6 +635,12 @@ def attention(checkpoint: Path = typer.Option(..., "--checkpoint", help="Run dir
     from nmt.checkpoint import load_for_inference
     from nmt.plots import heatmaps, sentence_attention
 
+    if not text.strip():
+        raise NMTError("--text is empty; give a sentence to translate")
+    if out.suffix.lower() not in IMAGE_TYPES:
+        raise NMTError(f"-o {out}: the picture is written as PNG, PDF, SVG or JPEG; end the name "
+                       f"in {', '.join(IMAGE_TYPES)}")
+    _output_file(out, "-o")
     model, tok, _ = load_for_inference(checkpoint, "cpu")
     src, hyp, maps, translation = sentence_attention(model, tok, text)
     print(translation)

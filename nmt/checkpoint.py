@@ -6,6 +6,8 @@ mid-write leaves the previous file intact.
 """
 from __future__ import annotations
 
+import errno
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,16 @@ def save(path: Path, payload: dict[str, Any]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "nmt_version": __version__,
                "torch_version": torch.__version__, **payload}
-    with atomic_write(path, binary=True) as f:
-        torch.save(payload, f)
+    try:
+        with atomic_write(path, binary=True) as f:
+            torch.save(payload, f)
+    except OSError as e:
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = f"the previous {path.name} is kept" if path.is_file() else "nothing was written"
+            raise NMTError(f"{path}: disk full while writing it ({e.strerror}); {kept}. Free "
+                           f"space (old runs, step-*.pt files), then continue with --resume") \
+                from None
+        raise
 
 
 def resolve(path: str | Path, which: str = "best") -> Path:
@@ -45,6 +55,9 @@ def resolve(path: str | Path, which: str = "best") -> Path:
     if path.is_dir():
         for name in (f"{which}.pt", "best.pt", "last.pt"):
             if (path / name).is_file():
+                if name != f"{which}.pt":
+                    print(f"warning: {path} has no {which}.pt (no validation finished yet?); "
+                          f"using {name}", file=sys.stderr)
                 return path / name
         raise NMTError(f"{path}: no checkpoint (best.pt or last.pt) in this run directory; "
                        "train first with `nmt train`")

@@ -5,19 +5,30 @@ recipe is, from lowest to highest priority: the comparison's `base`, the system'
 its `set:`, the comparison's `overrides`, and `--set` from the command line. The work is laid out so
 that re-running after an interruption loses nothing already done:
 
-    DIR/tokenizer/                    built once, shared by every system
+    DIR/tokenizer/                    built once, shared by every system (+ settings.json)
     DIR/systems/NAME/                 a normal `nmt train` run directory (+ done.json when finished)
-    DIR/systems/NAME/SPLIT.hyp        decoded test sets (+ SPLIT.json: decoding time)
+    DIR/systems/NAME/SPLIT.hyp        decoded test sets (+ SPLIT.json: what was decoded, how, time)
     DIR/results.json, DIR/report.md, DIR/*.png
+
+Nothing is reused unless it is what the comparison asks for now: the tokenizer only when its
+settings and training data are the same, a trained system only when its resolved recipe (all but
+decoding, test sets and device) equals the one it was trained with, a hypothesis file only when
+it was decoded from the same source lines with the same decoding settings. A changed tokenizer or
+system is an error naming the change unless --retrain is given; changed decoding or test sets
+are simply decoded again.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import difflib
+import hashlib
 import json
 import math
+import re
+import shutil
 import time
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,16 +37,26 @@ from rich.console import Console
 
 from nmt import report, training
 from nmt.checkpoint import load_for_inference
-from nmt.config import apply_overrides, read_yaml, recipe_from_dict
-from nmt.data import load_split
+from nmt.config import Recipe, coerce, read_yaml, recipe_from_dict, to_dict
+from nmt.data import load_split, read_lines
 from nmt.distributed import resolve_device
 from nmt.errors import NMTError
 from nmt.evaluation import bleu_interval, paired_bootstrap, score
 from nmt.prediction import translate_lines
+from nmt.rundir import flat
 from nmt.tokenizer import Tokenizer
 
 console = Console(stderr=True)
 SHARED = ("data", "tokenizer")  # sections every system must share, or BLEU is not comparable
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a system name is also a directory name
+# recipe fields that do not change what training computes: a finished system is reused across
+# changes to them (decoding and test sets are redone as needed)
+NOT_TRAINING = ("name", "decode.", "data.test", "data.max_test_pairs", "train.device",
+                "train.threads")
+# fields the shared tokenizer is built from
+TOKENIZER_KEYS = ("tokenizer.", "data.source", "data.path", "data.hf_config", "data.src_lang",
+                  "data.tgt_lang", "data.src_field", "data.tgt_field", "data.train",
+                  "data.max_train_pairs")
 
 
 @dataclass
@@ -60,35 +81,65 @@ def _merge(a: dict, b: dict) -> dict:
     return out
 
 
-def load_comparison(path: str | Path, overrides: list[str] | None = None) -> Comparison:
-    """Load a comparison recipe; `overrides` (section.key=value) apply to every system."""
-    path = Path(path)
-    raw = read_yaml(path)
+def _typed(raw: dict, path: Path) -> Comparison:
+    """The comparison's own fields, each checked against its type and range."""
     names = [f.name for f in dataclasses.fields(Comparison) if f.name != "recipes"]
-    for key in raw:
+    hints = typing.get_type_hints(Comparison)
+    values = {}
+    for key, value in raw.items():
         if key not in names:
-            close = difflib.get_close_matches(key, names, n=1)
+            close = difflib.get_close_matches(str(key), names, n=1)
             raise NMTError(f"{path}: unknown key {key!r}" +
                            (f"; did you mean {close[0]!r}?" if close else ""))
-    cmp = Comparison(**{k: raw[k] for k in raw})
+        if hints[key] is dict:
+            if value is None:
+                value = {}
+            if not isinstance(value, dict):
+                raise NMTError(f"{path}: {key} must be a mapping, got {value!r}")
+            values[key] = value
+        else:
+            values[key] = coerce(value, hints[key], key, str(path))
+    cmp = Comparison(**values)
+    for key in ("examples", "heatmaps"):
+        if getattr(cmp, key) < 0:
+            raise NMTError(f"{path}: {key} must be >= 0, got {getattr(cmp, key)}")
+    edges = cmp.length_buckets
+    if any(e <= 0 for e in edges) or any(a >= b for a, b in zip(edges, edges[1:])):
+        raise NMTError(f"{path}: length_buckets must be increasing positive word counts, got "
+                       f"{edges}")
+    return cmp
+
+
+def load_comparison(path: str | Path, overrides: list[str] | None = None) -> Comparison:
+    """Load and check a whole comparison recipe, every system's resolved recipe included, so
+    that no mistake in it shows only after training; `overrides` (section.key=value) apply to
+    every system."""
+    path = Path(path)
+    cmp = _typed(read_yaml(path), path)
     cmp.name = cmp.name or path.stem
     if not cmp.systems:
         raise NMTError(f"{path}: no systems listed under `systems:`")
     base = cmp.base or {}
     for name, spec in cmp.systems.items():
-        spec = spec or {}
         where = f"{path}: systems.{name}"
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise NMTError(f"{where}: a system name becomes a directory name; use letters, "
+                           f"digits, '.', '_' and '-' (not starting with '.' or '-')")
+        spec = spec or {}
+        if not isinstance(spec, dict):
+            raise NMTError(f"{where}: expected a mapping with `recipe:` and/or `set:`")
         bad = set(spec) - {"recipe", "set"}
         if bad:
             raise NMTError(f"{where}: unknown key {sorted(bad)[0]!r}; use `recipe:` and/or `set:`")
         values = copy.deepcopy(base)
         if "recipe" in spec:
+            if not isinstance(spec["recipe"], str):
+                raise NMTError(f"{where}: recipe must be a file name, got {spec['recipe']!r}")
             values = _merge(values, read_yaml(path.parent / spec["recipe"]))
         values = _merge(values, spec.get("set") or {})
         values = _merge(values, cmp.overrides or {})
-        values = apply_overrides(values, list(overrides or []))
         values.setdefault("name", name)
-        r = recipe_from_dict(values, where=where)
+        r = recipe_from_dict(values, where=where, overrides=list(overrides or []))
         r.name = name
         cmp.recipes[name] = r
     first = next(iter(cmp.recipes.values()))
@@ -97,47 +148,143 @@ def load_comparison(path: str | Path, overrides: list[str] | None = None) -> Com
             if getattr(r, section) != getattr(first, section):
                 raise NMTError(f"{path}: system {name!r} changes `{section}`; every system must "
                                f"share data and tokenizer, or their BLEU scores do not compare")
+    if not first.data.test:
+        raise NMTError(f"{path}: data.test lists no test split; a comparison scores at least one")
     if cmp.baseline not in cmp.recipes:
         raise NMTError(f"{path}: baseline {cmp.baseline!r} is not one of the systems "
                        f"({', '.join(cmp.recipes)})")
     return cmp
 
 
+# ----------------------------------------------------------------------------- what is stale
+
+def _pick(r: Recipe | dict, keep) -> dict:
+    """The flattened recipe fields for which keep(key) holds."""
+    return {k: v for k, v in flat(r if isinstance(r, dict) else to_dict(r)).items() if keep(k)}
+
+
+def _training_key(r: Recipe | dict) -> dict:
+    return _pick(r, lambda k: not k.startswith(NOT_TRAINING))
+
+
+def _tokenizer_key(r: Recipe | dict) -> dict:
+    return _pick(r, lambda k: k.startswith(TOKENIZER_KEYS))
+
+
+def _changes(old: dict, new: dict) -> str:
+    keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    return "; ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+
+
+def _stale_tokenizer(tok_dir: Path, r: Recipe) -> str | None:
+    """Why the shared tokenizer in tok_dir is not the one r asks for (None: it is, or none)."""
+    settings = tok_dir / "settings.json"
+    if not any(tok_dir.glob("*.model")):
+        return None
+    if settings.is_file():
+        built = json.loads(settings.read_text())
+    else:  # written before settings.json existed: a system's resolved recipe records them
+        trained = sorted((tok_dir.parent / "systems").glob("*/recipe.yaml"))
+        if not trained:
+            return "it was built without a record of its settings"
+        built = _tokenizer_key(read_yaml(trained[0]))
+        settings.write_text(json.dumps(built, indent=2))
+    return _changes(built, _tokenizer_key(r)) or None
+
+
+def _stale_system(run_dir: Path, r: Recipe, tok_dir: Path) -> str | None:
+    """Why the run in run_dir is not what r asks for (None: it is, or there is no run yet)."""
+    saved = run_dir / "recipe.yaml"
+    if not saved.is_file() or not (run_dir / "last.pt").is_file():
+        return None  # nothing trained yet (a start without a checkpoint is simply redone)
+    change = _changes(_training_key(read_yaml(saved)), _training_key(r))
+    if change:
+        return change
+    if _tokenizer_files(run_dir / "tokenizer") != _tokenizer_files(tok_dir):
+        return "it was trained with another tokenizer"
+    return None
+
+
+def _tokenizer_files(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.glob("*.model"))}
+
+
+def _decode_key(r: Recipe, src: list[str]) -> dict:
+    """What a hypothesis file was decoded from and how; it is reused only for the same key."""
+    digest = hashlib.sha256("\n".join(src).encode("utf-8")).hexdigest()
+    return {"decode": to_dict(r.decode), "source_sha256": digest, "lines": len(src)}
+
+
+def _fresh_hyp(hyp: Path, key: dict) -> bool:
+    info = hyp.with_suffix(".json")
+    if not (hyp.is_file() and info.is_file()):
+        return False
+    saved = json.loads(info.read_text())
+    if "decode" in saved:
+        same = {k: saved.get(k) for k in key} == key
+    else:  # written before the key was recorded: its beam and size are all there is to check
+        same = saved.get("beam") == key["decode"]["beam"] and saved.get("sentences") == key["lines"]
+    return same and len(read_lines(hyp)) == key["lines"]
+
+
 # ----------------------------------------------------------------------------- the run
 
 def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str = "auto",
-        quiet: bool = False) -> dict:
+        quiet: bool = False, retrain: bool = False) -> dict:
     """Tokenizer once, then train -> decode -> score each system, then the report."""
-    out.mkdir(parents=True, exist_ok=True)
     names = list(cmp.recipes)
     for n in only or []:
         if n not in cmp.recipes:
             raise NMTError(f"--only {n}: no such system; choose from {', '.join(names)}")
     todo = [n for n in names if not only or n in only]
     first = cmp.recipes[names[0]]
-
+    if out.exists() and not out.is_dir():
+        raise NMTError(f"--out {out}: is a file, not a directory")
     tok_dir = out / "tokenizer"
+
+    # ---- everything that would be reused must be what is asked for now, checked up front
+    stale_tok = _stale_tokenizer(tok_dir, first)
+    stale: dict[str, str] = {}  # system -> what changed since it was trained
+    for n in todo if not stale_tok else []:
+        why = _stale_system(out / "systems" / n, cmp.recipes[n], tok_dir)
+        if why:
+            stale[n] = why
+    if (stale_tok or stale) and not retrain:
+        what = (f"the shared tokenizer ({tok_dir}) changed: {stale_tok}; every system would "
+                f"need retraining" if stale_tok else
+                "; ".join(f"system {n}: {why}" for n, why in stale.items()))
+        raise NMTError(f"{out} holds results for another recipe ({what}). Pass --retrain to "
+                       f"train {'them' if stale_tok or len(stale) > 1 else 'it'} again, or "
+                       f"choose another --out")
+    tests = {s: load_split(first.data, s, limit=first.data.max_test_pairs) for s in first.data.test}
+    if stale_tok:
+        console.print(f"[bold]tokenizer[/] settings changed ({stale_tok}): rebuilding it and "
+                      f"retraining every system")
+        shutil.rmtree(tok_dir)
+        stale = {n: "tokenizer changed" for n in names}
     if not any(tok_dir.glob("*.model")):
         console.print(f"[bold]tokenizer[/] building on {first.data.source}:{first.data.train}")
         train = load_split(first.data, first.data.train, limit=first.data.max_train_pairs)
         Tokenizer.train(train.src, train.tgt, tok_dir, first.tokenizer)
+        (tok_dir / "settings.json").write_text(json.dumps(_tokenizer_key(first), indent=2))
     tok = Tokenizer.load(tok_dir)
 
-    tests = {s: load_split(first.data, s, limit=first.data.max_test_pairs) for s in first.data.test}
     for i, name in enumerate(todo, 1):
         r = cmp.recipes[name]
         run_dir = out / "systems" / name
         done = run_dir / "done.json"
         head = f"[bold][{i}/{len(todo)}] {name}[/]"
+        if name in stale:
+            console.print(f"{head}: recipe changed ({stale[name]}): training again")
+            done.unlink(missing_ok=True)
         if done.is_file():
             console.print(f"{head}: trained already, skipping")
         else:
-            resume = (run_dir / "last.pt").is_file()
+            resume = name not in stale and (run_dir / "last.pt").is_file()
             console.print(f"{head}: {'resuming' if resume else 'training'}")
             if device != "auto":
                 r.train.device = device
-            # a run killed before its first checkpoint left nothing to resume: start it afresh
-            summary = training.train(r, run_dir, resume=resume, overwrite=not resume,
+            summary = training.train(r, run_dir, resume=resume, overwrite=name in stale,
                                      quiet=quiet, tokenizer_dir=tok_dir)
             if summary.get("interrupted"):
                 raise NMTError(f"interrupted while training {name}; run the same command again "
@@ -146,11 +293,11 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
             done.write_text(json.dumps(summary, indent=2, default=str))
         for split, corpus in tests.items():
             hyp = run_dir / f"{split}.hyp"
-            if hyp.is_file() and \
-                    len(hyp.read_text(encoding="utf-8").splitlines()) == len(corpus.src):
+            key = _decode_key(r, corpus.src)
+            if name not in stale and _fresh_hyp(hyp, key):
                 continue
             console.print(f"{head}: decoding {split} (beam {r.decode.beam})")
-            _decode(run_dir, corpus.src, hyp, device)
+            _decode(run_dir, corpus.src, hyp, device, r, key)
 
     results = collect(cmp, out, tests)
     (out / "results.json").write_text(json.dumps(results, indent=2))
@@ -159,17 +306,19 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
     return results
 
 
-def _decode(run_dir: Path, src: list[str], hyp: Path, device: str) -> None:
+def _decode(run_dir: Path, src: list[str], hyp: Path, device: str, r: Recipe,
+            key: dict) -> None:
+    """Translate src with run_dir's best.pt and the comparison's decoding settings into hyp."""
     dev = resolve_device(device)
-    model, tok, recipe = load_for_inference(run_dir, dev)
+    model, tok, _ = load_for_inference(run_dir, dev)
     t0 = time.perf_counter()
-    lines = translate_lines(model, tok, src, recipe.decode, dev)
+    lines = translate_lines(model, tok, src, r.decode, dev)
     if dev.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     hyp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     info = {"seconds": seconds, "sentences": len(src), "sent_per_s": len(src) / seconds,
-            "device": _device_name(dev), "beam": recipe.decode.beam}
+            "device": _device_name(dev), "beam": r.decode.beam, **key}
     hyp.with_suffix(".json").write_text(json.dumps(info, indent=2))
 
 
@@ -233,12 +382,21 @@ def design(r) -> str:
 
 def collect(cmp: Comparison, out: Path, tests: dict) -> dict:
     """Everything the report shows, as plain data (results.json)."""
-    results: dict = {"name": cmp.name, "baseline": cmp.baseline, "systems": {}, "tests": {}}
+    results: dict = {"name": cmp.name, "baseline": cmp.baseline, "systems": {}, "tests": {},
+                     "left_out": {}}
     hyps: dict[str, dict[str, list[str]]] = {}
+    tok_dir = out / "tokenizer"
     for name, r in cmp.recipes.items():
         run_dir = out / "systems" / name
         done = run_dir / "done.json"
         if not done.is_file():
+            continue
+        why = _stale_system(run_dir, r, tok_dir)
+        if why:  # trained for another recipe (possible with --only): never scored as this one
+            results["left_out"][name] = why
+            console.print(f"[yellow]warning:[/] system {name} left out of the report: it was "
+                          f"trained for another recipe ({why}); run it (--only {name}, with "
+                          f"--retrain) to include it")
             continue
         summary = json.loads(done.read_text())
         valid = [m for m in _metrics(run_dir) if m.get("kind") == "valid"]
@@ -250,9 +408,15 @@ def collect(cmp: Comparison, out: Path, tests: dict) -> dict:
                          for m in valid], "tests": {}}
         for split, corpus in tests.items():
             hyp_path = run_dir / f"{split}.hyp"
-            if not hyp_path.is_file():
+            if not _fresh_hyp(hyp_path, _decode_key(r, corpus.src)):
+                if hyp_path.is_file():
+                    results["left_out"][f"{name}/{split}"] = "decoded for other settings"
+                    console.print(f"[yellow]warning:[/] system {name}: {hyp_path.name} was "
+                                  f"decoded from other source lines or with other decoding "
+                                  f"settings; left out of {split}'s scores; run --only {name} "
+                                  f"to decode it again")
                 continue
-            hyp = hyp_path.read_text(encoding="utf-8").splitlines()
+            hyp = read_lines(hyp_path)
             hyps.setdefault(split, {})[name] = hyp
             scores = score(hyp, [corpus.tgt])
             scores["decode"] = json.loads(hyp_path.with_suffix(".json").read_text())

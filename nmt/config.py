@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,15 +145,26 @@ def _check(cond: bool, where: str, msg: str) -> None:
         raise NMTError(f"{where}: {msg}")
 
 
-def validate(r: Recipe, where: str = "recipe") -> Recipe:
-    """Impossible values are errors naming the field; checked after every override."""
+def validate(r: Recipe, where: str = "recipe", set_keys: frozenset[str] = frozenset()) -> Recipe:
+    """Impossible values are errors naming the field; checked after every override. A field in
+    `set_keys` (given with --set) is blamed on --set, not on the recipe file."""
     d, t, m, tr, dc = r.data, r.tokenizer, r.model, r.train, r.decode
-    c = lambda cond, name, msg: _check(cond, f"{where}: {name}", msg)
+
+    def c(cond: bool, name: str, msg: str) -> None:
+        _check(cond, f"{'--set' if name in set_keys else where}: {name}", msg)
+
+    for sec in dataclasses.fields(r):  # no NaN or infinity anywhere: every range test is false
+        section = getattr(r, sec.name)
+        for f in dataclasses.fields(section) if dataclasses.is_dataclass(section) else ():
+            value = getattr(section, f.name)
+            if isinstance(value, float):
+                c(math.isfinite(value), f"{sec.name}.{f.name}",
+                  f"must be a finite number, got {value}")
     c(d.source in ("multi30k", "files", "tsv", "jsonl", "hf"), "data.source",
       f"unknown source {d.source!r}; use multi30k, files, tsv, jsonl or hf")
     c(d.source == "multi30k" or d.path, "data.path", f"source {d.source!r} needs a path")
-    c(min(d.max_train_pairs, d.max_valid_pairs, d.max_test_pairs) >= 0, "data.max_*_pairs",
-      "must be >= 0")
+    for name in ("max_train_pairs", "max_valid_pairs", "max_test_pairs"):
+        c(getattr(d, name) >= 0, f"data.{name}", "must be >= 0 (0 = all)")
     c(d.max_len > 0, "data.max_len", "must be > 0")
     c(d.max_ratio >= 1, "data.max_ratio", "must be >= 1")
     c(t.model_type in ("unigram", "bpe"), "tokenizer.model_type", "must be unigram or bpe")
@@ -183,6 +195,11 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
       "must be inverse_sqrt, plateau or constant")
     c(tr.plateau_metric in ("bleu", "loss"), "train.plateau_metric", "must be bleu or loss")
     c(tr.warmup >= 0, "train.warmup", "must be >= 0")
+    c(0 < tr.plateau_factor < 1, "train.plateau_factor",
+      f"must be in (0, 1) (the lr is multiplied by it), got {tr.plateau_factor}")
+    c(tr.plateau_patience >= 0, "train.plateau_patience", "must be >= 0")
+    c(tr.min_lr >= 0, "train.min_lr", "must be >= 0")
+    c(tr.min_lr <= tr.lr, "train.min_lr", f"must not exceed train.lr ({tr.lr})")
     c(0 <= tr.label_smoothing < 1, "train.label_smoothing", "must be in [0, 1)")
     c(tr.clip_norm >= 0, "train.clip_norm", "must be >= 0")
     for name in ("max_steps", "max_epochs", "valid_every", "patience", "checkpoint_every",
@@ -190,13 +207,17 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
         c(getattr(tr, name) >= 0, f"train.{name}", "must be >= 0")
     c(tr.max_steps > 0 or tr.max_epochs > 0, "train.max_steps",
       "set max_steps or max_epochs, or training never ends")
-    c(tr.log_every > 0 and tr.keep_last >= 1 and tr.max_bad_steps >= 1, "train.log_every",
-      "log_every, keep_last and max_bad_steps must be >= 1")
+    for name in ("log_every", "keep_last", "max_bad_steps"):
+        c(getattr(tr, name) >= 1, f"train.{name}", "must be >= 1")
     c(tr.device in ("auto", "cpu", "cuda") or tr.device.startswith("cuda:"), "train.device",
       "must be auto, cpu or cuda")
     c(dc.beam >= 1, "decode.beam", "must be >= 1")
     c(1 <= dc.nbest <= dc.beam, "decode.nbest", "must be between 1 and the beam size")
-    c(dc.max_len_a >= 0 and dc.max_len_b >= 0, "decode.max_len_a", "must be >= 0")
+    c(dc.alpha >= 0, "decode.alpha", "must be >= 0 (0 = no length penalty)")
+    c(dc.max_len_a >= 0, "decode.max_len_a", "must be >= 0")
+    c(dc.max_len_b >= 0, "decode.max_len_b", "must be >= 0")
+    c(dc.max_len_a > 0 or dc.max_len_b > 0, "decode.max_len_b",
+      "max_len_a and max_len_b are both 0: every translation would be empty")
     c(dc.batch_tokens > 0, "decode.batch_tokens", "must be > 0")
     c(dc.temperature > 0, "decode.temperature", f"must be > 0, got {dc.temperature}")
     c(dc.top_k >= 0, "decode.top_k", f"must be >= 0 (0 = no limit), got {dc.top_k}")
@@ -213,13 +234,13 @@ def validate(r: Recipe, where: str = "recipe") -> Recipe:
 
 # ----------------------------------------------------------------------------- loading
 
-def _coerce(value: Any, tp: Any, name: str, where: str) -> Any:
+def coerce(value: Any, tp: Any, name: str, where: str) -> Any:
     """Check a YAML value against a field's annotation; ints are accepted for floats."""
     origin = typing.get_origin(tp)
     if origin is list:
         (item,) = typing.get_args(tp)
         _check(isinstance(value, list), where, f"{name} must be a list, got {value!r}")
-        return [_coerce(v, item, name, where) for v in value]
+        return [coerce(v, item, name, where) for v in value]
     if tp is bool:
         _check(isinstance(value, bool), where, f"{name} must be true or false, got {value!r}")
         return value
@@ -257,21 +278,29 @@ def _fill(obj: Any, values: dict, prefix: str, where: str) -> None:
         if dataclasses.is_dataclass(current):
             _fill(current, value or {}, f"{full}.", where)
         else:
-            setattr(obj, key, _coerce(value, hints[key], full, where))
+            setattr(obj, key, coerce(value, hints[key], full, where))
 
 
-def recipe_from_dict(values: dict, where: str = "recipe") -> Recipe:
+def recipe_from_dict(values: dict, where: str = "recipe",
+                     overrides: list[str] | None = None) -> Recipe:
+    """A validated Recipe from `values` with `section.key=value` overrides on top; an error in
+    an override names --set, one in `values` names `where`."""
+    if overrides:
+        _fill(Recipe(), apply_overrides({}, overrides), "", "--set")  # unknown keys and types
+        values = apply_overrides(values or {}, overrides)
     r = Recipe()
     _fill(r, values or {}, "", where)
-    return validate(r, where)
+    return validate(r, where, frozenset(_set_keys(overrides or [])))
+
+
+def _set_keys(overrides: list[str]) -> list[str]:
+    return [item.partition("=")[0].strip() for item in overrides]
 
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Load a recipe file and apply `section.key=value` overrides (values parsed as YAML)."""
     path = Path(path)
-    values = read_yaml(path)
-    apply_overrides(values, overrides or [])
-    r = recipe_from_dict(values, where=str(path))
+    r = recipe_from_dict(read_yaml(path), where=str(path), overrides=overrides)
     r.name = r.name or path.stem
     return r
 
@@ -295,10 +324,19 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _m
 
 
 def read_yaml(path: Path) -> dict:
+    if path.is_dir():
+        raise NMTError(f"{path}: is a directory; give a recipe file (.yaml)")
     if not path.is_file():
         raise NMTError(f"{path}: recipe not found")
     try:
-        values = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise NMTError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save the recipe "
+                       f"as UTF-8") from None
+    except OSError as e:
+        raise NMTError(f"{path}: cannot read it ({e.strerror or e})") from None
+    try:
+        values = yaml.load(text, Loader=_StrictLoader) or {}
     except yaml.YAMLError as e:
         raise NMTError(f"{path}: not valid YAML: {e}") from None
     _check(isinstance(values, dict), str(path), "a recipe must be a mapping of sections")
@@ -315,7 +353,12 @@ def apply_overrides(values: dict, overrides: list[str]) -> dict:
         for p in parents:
             node = node.setdefault(p, {})
             _check(isinstance(node, dict), "--set", f"{key}: {p} is not a section")
-        node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        try:
+            node[leaf] = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as e:
+            problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+            raise NMTError(f"--set {item}: the value is not valid YAML ({problem}); quote it, "
+                           f"e.g. --set '{key}=\"...\"', or fix the brackets") from None
     return values
 
 

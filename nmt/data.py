@@ -18,7 +18,7 @@ import numpy as np
 from nmt.batching import padding_fraction, token_batches
 from nmt.config import DataConfig
 from nmt.errors import NMTError
-from nmt.multi30k import LANGS, SPLITS, multi30k_dir
+from nmt.multi30k import multi30k_dir, split_files
 from nmt.tokenizer import Tokenizer
 
 
@@ -47,6 +47,8 @@ def read_lines(path: Path) -> list[str]:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise NMTError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise NMTError(f"{path}: is a directory, not a text file") from None
     except OSError as e:
         raise NMTError(f"{path}: cannot read it ({e.strerror or e})") from None
     if path.name.endswith(".gz"):
@@ -70,6 +72,9 @@ def read_lines(path: Path) -> list[str]:
 def _find(path: Path) -> Path:
     """path, or path.gz when only the compressed file exists."""
     gz = path.with_name(path.name + ".gz")
+    if path.is_dir():
+        raise NMTError(f"{path}: is a directory, not a text file; check data.path and the split "
+                       f"and language names")
     if not path.is_file() and gz.is_file():
         return gz
     if not path.is_file():
@@ -81,6 +86,10 @@ def _find(path: Path) -> Path:
 def read_parallel(src_path: Path, tgt_path: Path) -> tuple[list[str], list[str]]:
     src = [s.strip() for s in read_lines(src_path)]
     tgt = [s.strip() for s in read_lines(tgt_path)]
+    for path, lines in ((src_path, src), (tgt_path, tgt)):
+        if not any(lines):
+            raise NMTError(f"{path}: holds no text ({'only blank lines' if lines else 'empty'}); "
+                           f"check that it is the right file")
     if len(src) != len(tgt):
         raise NMTError(f"{src_path} has {len(src)} lines but {tgt_path} has {len(tgt)}; line i "
                        f"of one must translate line i of the other")
@@ -199,13 +208,9 @@ def load_split(cfg: DataConfig, split: str, limit: int = 0) -> Corpus:
     encode_pairs)."""
     src_lang, tgt_lang = cfg.src_lang, cfg.tgt_lang
     if cfg.source == "multi30k":
-        for lang in (src_lang, tgt_lang):
-            if lang not in LANGS:
-                raise NMTError(f"multi30k has no language {lang!r}; use one of {', '.join(LANGS)}")
-        if split not in SPLITS:
-            raise NMTError(f"multi30k has no split {split!r}; use one of {', '.join(SPLITS)}")
-        d = multi30k_dir()
-        src, tgt = read_parallel(d / f"{split}.{src_lang}.gz", d / f"{split}.{tgt_lang}.gz")
+        files = split_files(split, (src_lang, tgt_lang))
+        d = multi30k_dir(files=files)  # only this split's two languages are fetched
+        src, tgt = read_parallel(d / files[0], d / files[1])
         name = f"multi30k:{split}"
     elif cfg.source == "files":
         d = Path(cfg.path)
@@ -222,6 +227,10 @@ def load_split(cfg: DataConfig, split: str, limit: int = 0) -> Corpus:
         raise NMTError(f"data.source: unknown source {cfg.source!r}")
     if limit:
         src, tgt = src[:limit], tgt[:limit]
+    for side, lines in ((src_lang, src), (tgt_lang, tgt)):
+        if not any(lines):  # a blank-only split would train, validate or score on nothing
+            raise NMTError(f"{name}: the {side} side holds no text (empty or blank lines only); "
+                           f"check data.path, the split names and the fields")
     return Corpus(src, tgt, name)
 
 

@@ -1,6 +1,9 @@
 """Multi30k task 1 (Elliott et al. 2016): 29,000 / 1,014 / 1,000 image descriptions in en, de, fr,
-cs. Fetched once from the official repository into a local cache and checked against the sha256
-list shipped with the package (`nmt/multi30k.sha256`; data/README.md says where it comes from).
+cs, and the later official test sets (test_2017_flickr and test_2017_mscoco in en, de, fr;
+test_2018_flickr in en, de, fr, cs). Each file a recipe needs is fetched once from the official
+repository into a local cache and checked against the sha256 list shipped with the package
+(`nmt/multi30k.sha256`; data/README.md says where it comes from); files of other languages or
+splits are never fetched.
 """
 from __future__ import annotations
 
@@ -18,8 +21,11 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 
 from nmt.errors import NMTError
 
-SPLITS = ("train", "val", "test_2016_flickr")
+SPLITS = ("train", "val", "test_2016_flickr", "test_2017_flickr", "test_2017_mscoco",
+          "test_2018_flickr")
 LANGS = ("en", "de", "fr", "cs")
+# the original release, which multi30k_dir() fetches when not told which files are needed
+CORE = tuple(f"{s}.{lang}.gz" for s in SPLITS[:3] for lang in LANGS)
 URL = "https://raw.githubusercontent.com/multi30k/dataset/master/data/task1/raw"
 
 
@@ -36,11 +42,28 @@ def checksums() -> dict[str, str]:
     return {name: digest for digest, name in (line.split() for line in text.splitlines() if line)}
 
 
-def multi30k_dir(root: Path | None = None) -> Path:
-    """The directory holding every {split}.{lang}.gz, downloading whichever are missing."""
+def split_files(split: str, langs: tuple[str, ...]) -> list[str]:
+    """The file names of `split` in `langs`, or an NMTError naming what Multi30k has."""
+    for lang in langs:
+        if lang not in LANGS:
+            raise NMTError(f"multi30k has no language {lang!r}; use one of {', '.join(LANGS)}")
+    if split not in SPLITS:
+        raise NMTError(f"multi30k has no split {split!r}; use one of {', '.join(SPLITS)}")
+    sums = checksums()
+    for lang in langs:
+        if f"{split}.{lang}.gz" not in sums:
+            have = [x for x in LANGS if f"{split}.{x}.gz" in sums]
+            raise NMTError(f"multi30k's {split} has no {lang!r} side (it has "
+                           f"{', '.join(have)}); choose another test split or language")
+    return [f"{split}.{lang}.gz" for lang in langs]
+
+
+def multi30k_dir(root: Path | None = None, files: tuple[str, ...] | list[str] = CORE) -> Path:
+    """The directory holding `files` (default: the original release), downloading and checking
+    whichever of them are missing; other files are neither fetched nor needed."""
     d = Path(root or data_root()) / "multi30k"
     sums = checksums()
-    missing = [name for name in sums if not (d / name).is_file()]
+    missing = [name for name in files if not (d / name).is_file()]
     if missing:
         base = os.environ.get("NMT_MULTI30K_URL") or URL
         try:

@@ -9,8 +9,10 @@ bounded however long the input is.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import math
 import sys
+import zlib
 from pathlib import Path
 from typing import IO, Iterator
 
@@ -90,6 +92,15 @@ def _decode(model, tok, lines: list[str], dcfg: DecodeConfig, device, where: str
     return out
 
 
+def _warn_empty(where: str, empty: int, nonempty: int, beam: int) -> None:
+    """Say so when real sentences got empty translations: a wide beam on a weak model prefers
+    the short, high-probability "</s>" (validation during training stays quiet)."""
+    if empty:
+        print(f"warning: {where}: {empty} of {nonempty} non-empty lines got an empty "
+              f"translation (beam {beam}); the model is likely under-trained: train it longer "
+              f"or use a smaller --beam", file=sys.stderr)
+
+
 def translate_lines(model, tok, lines: list[str], dcfg: DecodeConfig, device,
                     progress: bool = False) -> list[str]:
     """One translation per input line, in input order (the best of the n-best)."""
@@ -114,7 +125,7 @@ def read_text_lines(source: str | Path, chunk: int = CHUNK_LINES) -> Iterator[li
         close = False
     else:
         try:
-            f = open(source, "rb")
+            f = gzip.open(source, "rb") if name.endswith(".gz") else open(source, "rb")
         except FileNotFoundError:
             raise NMTError(f"{name}: file not found") from None
         except OSError as e:
@@ -136,6 +147,11 @@ def read_text_lines(source: str | Path, chunk: int = CHUNK_LINES) -> Iterator[li
                 buf = []
         if buf:
             yield buf
+    except (OSError, EOFError, zlib.error) as e:  # gzip: not gzip, truncated, corrupt
+        if isinstance(f, gzip.GzipFile):
+            raise NMTError(f"{name}: not a readable gzip file ({e}); it may be truncated or "
+                           f"corrupt") from None
+        raise
     finally:
         if close:
             f.close()
@@ -174,7 +190,7 @@ def translate_file(model, tok, source: str | Path, output: str | Path | None,
     dcfg = DecodeConfig(**{**vars(dcfg), "nbest": nbest})
     where = "stdin" if str(source) == "-" else str(source)
     generator = decoding_generator(dcfg, device)  # one stream for the whole input
-    done = 0
+    done = empty = nonempty = 0
     with _open_output(output) as out, _progress(progress) as bar:
         task = bar.add_task("translate", total=None)
         for chunk in read_text_lines(source, 1 if interactive else CHUNK_LINES):
@@ -191,6 +207,9 @@ def translate_file(model, tok, source: str | Path, output: str | Path | None,
                                   for i, h in enumerate(hyps) for r, (t, s) in enumerate(h)))
             out.flush()
             done += len(chunk)
+            nonempty += sum(1 for s in chunk if s.strip())
+            empty += sum(1 for s, h in zip(chunk, hyps) if s.strip() and not h[0][0])
+    _warn_empty(where, empty, nonempty, dcfg.beam)
     return done
 
 

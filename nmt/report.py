@@ -5,6 +5,7 @@ from pathlib import Path
 
 from nmt import plots
 from nmt.checkpoint import load_for_inference
+from nmt.data import read_lines
 
 
 def _fmt(x, digits=1) -> str:
@@ -39,6 +40,9 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
               "everything else is shared as far as the recipes allow):", ""]
     lines += [f"- **{name}** ({s['summary'].get('params', 0) / 1e6:.2f}M parameters): "
               f"{s.get('design', '')}" for name, s in systems.items()]
+    for what, why in results.get("left_out", {}).items():
+        lines += ["", f"Left out: `{what}` ({why}); run `nmt compare` with `--only` on it (and "
+                      f"`--retrain` for a changed recipe) to include it."]
     sig = next((t["signatures"] for s in systems.values() for t in s["tests"].values()), None)
     if sig:
         lines += ["", "sacreBLEU signatures: " + "; ".join(f"`{v}`" for v in sig.values())]
@@ -49,13 +53,14 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
         if not bs:
             continue
         lines += ["", f"## Significance on {split} (paired bootstrap vs `{cmp.baseline}`)", "",
-                  "| system | BLEU (mean ± 95% CI) | p-value | significant at 0.05 |",
-                  "|---|---|---|---|"]
+                  "| system | BLEU (mean ± 95% CI) | vs baseline | p-value | verdict at 0.05 |",
+                  "|---|---|---|---|---|"]
+        base = bs[cmp.baseline]["score"]
         for name, row in bs.items():
             p = row.get("p_value")
-            mark = "–" if p is None else ("yes" if p < 0.05 else "no")
-            lines.append(f"| {name} | {row['mean']:.1f} ± {row['ci']:.1f} | "
-                         f"{_fmt(p, 4)} | {mark} |")
+            delta = "baseline" if p is None else f"{row['score'] - base:+.2f} BLEU"
+            lines.append(f"| {name} | {row['mean']:.1f} ± {row['ci']:.1f} | {delta} | "
+                         f"{_fmt(p, 4)} | {verdict(row['score'] - base, p)} |")
 
     # --- figures
     plots.learning_curves(systems, out / "learning_curves.png")
@@ -91,8 +96,9 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
         lines += [f"**source (line {i + 1})**: {corpus.src[i]}  ",
                   f"**reference**: {corpus.tgt[i]}  "]
         for name in systems:
-            hyp = (out / "systems" / name / f"{split}.hyp").read_text(encoding="utf-8").splitlines()
-            lines.append(f"**{name}**: {hyp[i]}  ")
+            if split in systems[name]["tests"]:  # else left out: decoded for other settings
+                hyp = read_lines(out / "systems" / name / f"{split}.hyp")
+                lines.append(f"**{name}**: {hyp[i]}  ")
         lines.append("")
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -110,6 +116,15 @@ def _length_table(systems: dict, split: str) -> list[str]:
         lines.append("| " + " | ".join([name] + [f"{r['bleu']:.1f} ± {r.get('ci', 0):.1f}"
                                                  for r in rows]) + " |")
     return lines
+
+
+def verdict(delta: float, p: float | None, level: float = 0.05) -> str:
+    """The significance column: which way a system differs from the baseline, if it does."""
+    if p is None:
+        return "–"
+    if p >= level:
+        return "no significant difference"
+    return "significantly better" if delta > 0 else "significantly worse"
 
 
 def _examples(src: list[str], n: int) -> list[int]:

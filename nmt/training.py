@@ -20,7 +20,6 @@ import math
 import os
 import random
 import shutil
-import signal
 import threading
 import time
 from contextlib import nullcontext
@@ -34,7 +33,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeRemainingColumn)
 
-from nmt import checkpoint
+from nmt import checkpoint, rundir
 from nmt import distributed as dist
 from nmt.average import average_at_end
 from nmt.batching import Batch, collate, token_batches
@@ -44,17 +43,10 @@ from nmt.errors import NMTError
 from nmt.evaluation import score
 from nmt.model import build_model
 from nmt.prediction import teacher_forced_loss, translate_lines
+from nmt.rundir import RESUMABLE
 from nmt.seq2seq import count_parameters
 from nmt.live import ProgressLines, TensorBoardLog
 from nmt.tokenizer import PAD, Tokenizer
-
-# what a run writes into its directory; finding any of them means the directory is taken
-RUN_OUTPUTS = ("last.pt", "best.pt", "metrics.jsonl", "recipe.yaml", "train.log", "tokenizer",
-               "averaged.pt", "tensorboard")
-# recipe fields that --resume may change: when to stop and where to run; nothing that changes
-# what the updates compute
-RESUMABLE = ("train.max_steps", "train.max_epochs", "train.patience", "train.max_bad_steps",
-             "train.device", "train.threads")
 
 Pairs = list[tuple[list[int], list[int]]]
 # an epoch's batches: (src_lens, tgt_lens, batch_tokens, seed, epoch) -> index lists into the pairs
@@ -145,9 +137,10 @@ def train(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool =
     d = dist.setup(recipe.train.device)
     threads = torch.get_num_threads()
     try:
-        trainer = _start(recipe, out_dir, resume, overwrite, tokenizer_dir, d, batcher,
-                         init_weights)
-        return _loop(trainer, quiet)
+        with rundir.claim(out_dir, resume, overwrite, active=d.main) as run:
+            trainer = _start(recipe, out_dir, resume, tokenizer_dir, d, batcher, run,
+                             init_weights)
+            return _loop(trainer, quiet)
     finally:
         torch.set_num_threads(threads)  # a caller (tests, compare) keeps its own setting
         dist.cleanup(d)
@@ -156,7 +149,8 @@ def train(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool =
 def _loop(t: Trainer, quiet: bool) -> dict:
     """Updates until a stopping rule fires, validating and writing last.pt on the way."""
     st, cfg = t.state, t.cfg
-    prev_handler = _catch_sigint(t.interrupted)  # Ctrl-C: finish the update, save, stop
+    # Ctrl-C or SIGTERM: finish the update, save, stop
+    restore_signals = rundir.catch_stop_signals(t.interrupted)
     window, stop, batches = _Window(), None, []
     # no terminal for the bar (nohup, a job, `> log`): plain lines, also into train.log
     lines = t.progress_lines(quiet)
@@ -205,8 +199,7 @@ def _loop(t: Trainer, quiet: bool) -> dict:
             if stop != "interrupted" and st.last_valid_step != st.step:
                 t.validate()
     finally:
-        if prev_handler is not None:
-            signal.signal(signal.SIGINT, prev_handler)
+        restore_signals()
         t.files.log.tensorboard.close()
     # last.pt holds the final state (an interrupted run resumes from it)
     t.save("last")
@@ -216,16 +209,15 @@ def _loop(t: Trainer, quiet: bool) -> dict:
     return t.finish(stop, len(batches))
 
 
-def _start(recipe: Recipe, out_dir: Path, resume: bool, overwrite: bool,
-           tokenizer_dir: Path | None, d: dist.Dist, batcher: Batcher,
+def _start(recipe: Recipe, out_dir: Path, resume: bool, tokenizer_dir: Path | None,
+           d: dist.Dist, batcher: Batcher, run: rundir.RunDir,
            init_weights: dict | None = None) -> Trainer:
-    """Claim (or reopen) the run directory, load the data, build the model: a ready Trainer."""
+    """In the claimed run directory (a fresh run, or the recipe and state of the one being
+    resumed): load the data, build the model, commit the claim: a ready Trainer."""
     ckpt = None
     if resume:
-        ckpt = checkpoint.load(_last_checkpoint(out_dir), which="last")
+        ckpt = rundir.load_last(out_dir)
         recipe = _resume_recipe(recipe, ckpt["recipe"], ckpt["path"])
-    elif d.main:
-        _claim_run_dir(out_dir, overwrite)
     dist.barrier(d)
     cfg, device = recipe.train, d.device
     log = RunLog(out_dir, d.main)
@@ -251,6 +243,7 @@ def _start(recipe: Recipe, out_dir: Path, resume: bool, overwrite: bool,
     if d.rank:  # same initial weights everywhere, but each rank its own dropout masks
         torch.manual_seed(cfg.seed + d.rank)
     log.info(f"model: {_describe(recipe)}, {count_parameters(model):,} parameters")
+    run.commit()  # data and model are ready: only now may --overwrite drop the old run
     files = RunFiles(recipe, tok, out_dir, log, valid_corpus, valid_pairs)
     return Trainer(model, cfg, train_pairs, d, files=files, ckpt=ckpt, batcher=batcher)
 
@@ -338,7 +331,7 @@ class Trainer:
         self.state = RunState()
         self.valid_records: list[dict] = []
         self.bad_steps = 0                     # non-finite updates in a row
-        self.interrupted = threading.Event()   # set by Ctrl-C; every rank stops after the update
+        self.interrupted = threading.Event()   # Ctrl-C/SIGTERM: every rank stops after the update
         self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=(
             cfg.amp and self.device.type == "cuda") if amp is None else amp)
         self.src_lens = [len(s) for s, _ in train_pairs]
@@ -621,45 +614,10 @@ def _validate(model, tok, corpus, pairs, recipe: Recipe, device, amp) -> dict:
 
 # ----------------------------------------------------------------------------- run directory
 
-def _claim_run_dir(out_dir: Path, overwrite: bool) -> None:
-    taken = [p.name for p in _run_outputs(out_dir)]
-    if taken and not overwrite:
-        raise NMTError(f"{out_dir} already holds a run ({', '.join(sorted(taken))}); pass "
-                       f"--resume to continue it, --overwrite to replace it, or choose another "
-                       f"--out")
-    for p in _run_outputs(out_dir):
-        shutil.rmtree(p) if p.is_dir() else p.unlink()
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-
-def _run_outputs(out_dir: Path) -> list[Path]:
-    if not out_dir.is_dir():
-        return []
-    return [out_dir / n for n in RUN_OUTPUTS if (out_dir / n).exists()] + \
-        sorted(out_dir.glob("step-*.pt"))
-
-
-def _last_checkpoint(out_dir: Path) -> Path:
-    if not (out_dir / "last.pt").is_file():
-        raise NMTError(f"{out_dir}: nothing to resume (no last.pt); start the run without "
-                       f"--resume")
-    return out_dir / "last.pt"
-
-
-def _flat(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 def _resume_recipe(new: Recipe, saved: dict, where: Path) -> Recipe:
     """The run's own recipe is authoritative; only RESUMABLE fields may differ from it."""
     old = recipe_from_dict(saved, where=f"{where} (recipe)")
-    a, b = _flat(to_dict(old)), _flat(to_dict(new))
+    a, b = rundir.flat(to_dict(old)), rundir.flat(to_dict(new))
     changed = sorted(k for k in a.keys() | b.keys() if k != "name" and a.get(k) != b.get(k))
     diff = lambda keys: "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys)
     model = [k for k in changed if k.startswith("model.")]
@@ -740,18 +698,6 @@ def _set_rng(s: dict, device: torch.device) -> None:
     torch.set_rng_state(s["torch"])
     if s["cuda"] is not None and device.type == "cuda":
         torch.cuda.set_rng_state(s["cuda"], device)
-
-
-def _catch_sigint(flag: threading.Event):
-    """First Ctrl-C: finish the update, write last.pt, stop. A second one aborts at once."""
-    if threading.current_thread() is not threading.main_thread():
-        return None
-
-    def handler(signum, frame):
-        flag.set()
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-    return signal.signal(signal.SIGINT, handler)
 
 
 def _to_device(b: Batch, device: torch.device) -> Batch:

@@ -25,3 +25,22 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def tok_dir(tmp_path_factory, data_dir):
+    """One small tokenizer (300 joint pieces from 300 Multi30k de-en pairs) shared by the
+    in-process training runs, as `nmt compare` shares one."""
+    from nmt.config import DataConfig, TokenizerConfig
+    from nmt.data import load_split
+    from nmt.tokenizer import Tokenizer
+
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NMT_DATA_DIR", str(data_dir))
+    try:
+        c = load_split(DataConfig(), "train", limit=300)
+    finally:
+        mp.undo()
+    d = tmp_path_factory.mktemp("tok")
+    Tokenizer.train(c.src, c.tgt, d, TokenizerConfig(vocab_size=300))
+    return d

@@ -1,28 +1,68 @@
-"""The smoke comparison end to end: every system type trains, decodes, scores and is reported."""
+"""`nmt compare`: the smoke comparison end to end, and what a re-run may and may not reuse.
+
+The full smoke comparison runs once per module (a shared fixture); each test that changes a
+comparison directory works on its own copy or its own tiny two-system comparison."""
 import json
+import random
+import shutil
+from pathlib import Path
 
 import pytest
-
 from typer.testing import CliRunner
 
 from cli import app
-from nmt.compare import length_buckets, load_comparison
+from nmt.compare import length_buckets, load_comparison, quantile_edges
+from nmt.errors import NMTError
+from nmt.evaluation import bleu_interval, score
+from nmt.report import verdict
 
+ROOT = Path(__file__).resolve().parents[1]
 # Shrunk further than recipes/smoke.yaml itself so the suite stays fast; the stages are the same.
 FAST = ["train.max_epochs=1", "data.max_train_pairs=600", "data.max_valid_pairs=40",
         "data.max_test_pairs=60", "tokenizer.vocab_size=300"]
+# two tiny systems, a few updates each: for the tests of what a re-run reuses
+TINY = ["data.max_train_pairs=300", "data.max_valid_pairs=20", "data.max_test_pairs=30",
+        "tokenizer.vocab_size=300", "train.max_epochs=0", "train.max_steps=2",
+        "train.valid_every=2", "train.batch_tokens=600", "train.threads=1",
+        "decode.max_len_a=0", "decode.max_len_b=8"]  # 2-update models rarely stop by themselves
 
 
-def test_smoke_comparison_writes_full_report(tmp_path, data_dir, monkeypatch):
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def sets(items):
+    return [x for s in items for x in ("--set", s)]
+
+
+@pytest.fixture(autouse=True)
+def _data(data_dir, monkeypatch):
     monkeypatch.setenv("NMT_DATA_DIR", str(data_dir))
-    out = tmp_path / "smoke"
-    args = ["compare", "recipes/smoke.yaml", "--out", str(out), "--quiet"]
-    for s in FAST:
-        args += ["--set", s]
-    res = CliRunner().invoke(app, args)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory, data_dir):
+    """The smoke comparison, run once: (output directory, its first results.json)."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("NMT_DATA_DIR", str(data_dir))
+    out = tmp_path_factory.mktemp("smoke") / "smoke"
+    res = invoke("compare", "recipes/smoke.yaml", "--out", out, "--quiet", *sets(FAST))
+    mp.undo()
     assert res.exit_code == 0, res.output
+    return out, json.loads((out / "results.json").read_text())
+
+
+def smoke_args(out):
+    return ["compare", "recipes/smoke.yaml", "--out", out, "--quiet", *sets(FAST)]
+
+
+def mtimes(out, names, file="best.pt"):
+    return {n: (out / "systems" / n / file).stat().st_mtime_ns for n in names}
+
+
+def test_smoke_comparison_writes_full_report(smoke):
+    out, results = smoke
     systems = list(load_comparison("recipes/smoke.yaml").recipes)
-    results = json.loads((out / "results.json").read_text())
     assert sorted(results["systems"]) == sorted(systems)
     report = (out / "report.md").read_text()
     for name in systems:
@@ -36,34 +76,62 @@ def test_smoke_comparison_writes_full_report(tmp_path, data_dir, monkeypatch):
         assert (out / png).stat().st_size > 1000, png
         assert f"({png})" in report
 
-    # A re-run after everything finished trains nothing again and keeps the same results.
-    stamp = {n: (out / "systems" / n / "best.pt").stat().st_mtime_ns for n in systems}
-    res = CliRunner().invoke(app, args)
-    assert res.exit_code == 0, res.output
-    assert stamp == {n: (out / "systems" / n / "best.pt").stat().st_mtime_ns for n in systems}
-    assert json.loads((out / "results.json").read_text())["systems"].keys() == \
-        results["systems"].keys()
 
-    # A system killed before its first checkpoint (a log, no last.pt) is trained afresh; the
-    # others are still skipped.
+def test_smoke_report_says_which_way_each_system_differs(smoke):
+    out, results = smoke
+    bs = results["tests"]["test_2016_flickr"]["bootstrap"]
+    base = bs["no-attention"]["score"]
+    report = (out / "report.md").read_text()
+    for name, row in bs.items():
+        if name == "no-attention":
+            continue
+        want = verdict(row["score"] - base, row["p_value"])
+        line = next(x for x in report.splitlines() if x.startswith(f"| {name} | ") and "±" in x)
+        assert line.endswith(f"| {want} |") and f"{row['score'] - base:+.2f} BLEU" in line
+
+
+def test_verdict_has_a_direction():
+    assert verdict(-12.0, 0.001) == "significantly worse"
+    assert verdict(3.0, 0.01) == "significantly better"
+    assert verdict(3.0, 0.2) == "no significant difference"
+
+
+def test_a_finished_comparison_rerun_trains_nothing(smoke, tmp_path):
+    out = tmp_path / "smoke"
+    shutil.copytree(smoke[0], out)
+    names = list(smoke[1]["systems"])
+    stamp = mtimes(out, names)
+    res = invoke(*smoke_args(out))
+    assert res.exit_code == 0, res.output
+    assert stamp == mtimes(out, names)
+    assert json.loads((out / "results.json").read_text())["systems"].keys() == \
+        smoke[1]["systems"].keys()
+
+
+def test_a_system_killed_before_its_first_checkpoint_is_trained_afresh(smoke, tmp_path):
+    out = tmp_path / "smoke"
+    shutil.copytree(smoke[0], out)
+    names = list(smoke[1]["systems"])
+    stamp = mtimes(out, names)
     killed = out / "systems" / "no-attention"
     for f in [*killed.glob("*.pt"), *killed.glob("*.hyp"), killed / "done.json"]:
         f.unlink()
     assert (killed / "train.log").is_file()
-    res = CliRunner().invoke(app, args)
+    res = invoke(*smoke_args(out))
     assert res.exit_code == 0, res.output
     assert (killed / "done.json").is_file() and (killed / "test_2016_flickr.hyp").is_file()
-    assert all(stamp[n] == (out / "systems" / n / "best.pt").stat().st_mtime_ns
-               for n in systems if n != "no-attention")
+    assert all(stamp[n] == mtimes(out, [n])[n] for n in names if n != "no-attention")
 
-    # `nmt attention` draws one sentence from a finished run.
+
+def test_attention_draws_one_sentence_of_a_finished_run(smoke, tmp_path):
+    out = smoke[0]
     png = tmp_path / "a.png"
-    res = CliRunner().invoke(app, ["attention", "--checkpoint", str(out / "systems" / "bahdanau"),
-                                   "--text", "Ein Mann fährt Fahrrad.", "-o", str(png)])
+    res = invoke("attention", "--checkpoint", out / "systems" / "bahdanau",
+                 "--text", "Ein Mann fährt Fahrrad.", "-o", png)
     assert res.exit_code == 0, res.output
     assert png.stat().st_size > 1000
-    res = CliRunner().invoke(app, ["attention", "--checkpoint",
-                                   str(out / "systems" / "no-attention"), "--text", "Ein Mann."])
+    res = invoke("attention", "--checkpoint", out / "systems" / "no-attention",
+                 "--text", "Ein Mann.")
     assert res.exit_code == 2 and "no attention" in res.output
 
 
@@ -71,9 +139,6 @@ def test_systems_must_share_data_and_tokenizer(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("systems:\n  a: {set: {model: {arch: rnn, attention: none}}}\n"
                  "  b: {set: {tokenizer: {vocab_size: 500}}}\nbaseline: a\n")
-    import pytest
-
-    from nmt.errors import NMTError
     with pytest.raises(NMTError, match="share data and tokenizer"):
         load_comparison(p)
     p.write_text("systems:\n  a: {}\nbaselne: a\n")
@@ -90,10 +155,6 @@ def test_length_buckets_cover_every_sentence_once():
 
 
 def test_quantile_buckets_hold_about_equal_shares():
-    import random
-
-    from nmt.compare import quantile_edges
-
     rng = random.Random(0)
     # caption-like lengths: many short sentences, a thin tail of long ones
     src = ["w " * max(1, int(rng.gauss(12, 4))) for _ in range(1000)] + ["w " * 40] * 3
@@ -107,10 +168,136 @@ def test_quantile_buckets_hold_about_equal_shares():
 
 
 def test_bleu_interval_shrinks_with_more_sentences():
-    from nmt.evaluation import bleu_interval, score
-
     hyps = ["a man rides a red bike .", "two dogs play in the snow .", "a woman is cooking ."]
     refs = ["a man is riding a red bike .", "two dogs are playing in snow .", "a woman cooks ."]
     small, large = bleu_interval(hyps * 10, refs * 10), bleu_interval(hyps * 100, refs * 100)
     assert small["bleu"] == pytest.approx(score(hyps, [refs])["bleu"], abs=1e-6)
     assert 0 < large["ci"] < small["ci"]
+
+
+# ----------------------------------------------------------------------------- tiny comparisons
+
+def tiny_comparison(tmp_path, extra: str = "", names=("no-attention", "bahdanau")) -> Path:
+    p = tmp_path / "cmp.yaml"
+    systems = "".join(f"  {n}: {{recipe: {ROOT / 'recipes' / 'smoke' / n}.yaml}}\n"
+                      for n in names)
+    defaults = "".join(f"{k}: {v}\n" for k, v in (("examples", 2), ("heatmaps", 0))
+                       if f"{k}:" not in extra)
+    p.write_text(f"baseline: {names[0]}\n{defaults}{extra}systems:\n{systems}")
+    return p
+
+
+def compare(recipe, out, *more):
+    return invoke("compare", recipe, "--out", out, "--quiet", *sets(TINY), *more)
+
+
+def test_a_changed_recipe_is_never_answered_with_old_results(tmp_path):
+    recipe, out = tiny_comparison(tmp_path), tmp_path / "out"
+    assert compare(recipe, out).exit_code == 0
+    stamp = mtimes(out, ["no-attention", "bahdanau"])
+    for change in ("train.max_steps=4", "tokenizer.vocab_size=200"):
+        res = compare(recipe, out, "--set", change)
+        assert res.exit_code == 2, res.output
+        text = " ".join(res.output.split())
+        assert change.split("=")[0] in text and "--retrain" in text and "Traceback" not in text
+        assert stamp == mtimes(out, ["no-attention", "bahdanau"])  # nothing was touched
+        assert (out / "tokenizer" / "spm.model").is_file()
+    res = compare(recipe, out, "--set", "train.max_steps=4", "--retrain")
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    assert {s["summary"]["steps"] for s in results["systems"].values()} == {4}
+    # a decoding change needs no training, only decoding again, with the new settings
+    stamp = mtimes(out, ["no-attention", "bahdanau"])
+    res = compare(recipe, out, "--set", "train.max_steps=4", "--set", "decode.beam=2")
+    assert res.exit_code == 0, res.output
+    assert stamp == mtimes(out, ["no-attention", "bahdanau"])
+    info = json.loads((out / "systems" / "bahdanau" / "test_2016_flickr.json").read_text())
+    assert info["beam"] == 2 and info["decode"]["beam"] == 2
+
+
+def test_a_changed_tokenizer_retrains_every_system(tmp_path):
+    recipe, out = tiny_comparison(tmp_path), tmp_path / "out"
+    assert compare(recipe, out).exit_code == 0
+    old = (out / "tokenizer" / "spm.model").read_bytes()
+    # a comparison made before tokenizer/settings.json existed: its systems' recipes tell
+    (out / "tokenizer" / "settings.json").unlink()
+    stamp = mtimes(out, ["no-attention", "bahdanau"])
+    assert compare(recipe, out).exit_code == 0
+    assert stamp == mtimes(out, ["no-attention", "bahdanau"])
+    assert (out / "tokenizer" / "settings.json").is_file()
+    res = compare(recipe, out, "--set", "tokenizer.vocab_size=200", "--retrain")
+    assert res.exit_code == 0, res.output
+    new = (out / "tokenizer" / "spm.model").read_bytes()
+    assert new != old
+    for n in ("no-attention", "bahdanau"):  # each system now carries the new tokenizer
+        assert (out / "systems" / n / "tokenizer" / "spm.model").read_bytes() == new
+
+
+def test_only_never_scores_stale_hypotheses_of_the_others(tmp_path):
+    recipe, out = tiny_comparison(tmp_path), tmp_path / "out"
+    assert compare(recipe, out).exit_code == 0
+    res = compare(recipe, out, "--only", "bahdanau", "--set", "data.max_test_pairs=20")
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    assert results["systems"]["bahdanau"]["tests"]["test_2016_flickr"]
+    assert "test_2016_flickr" not in results["systems"]["no-attention"]["tests"]
+    assert "no-attention/test_2016_flickr" in results["left_out"]
+    assert "no-attention" in " ".join(res.output.split())  # the warning names the system
+
+
+def test_hypotheses_are_read_by_newline_only(tmp_path):
+    """U+0085 and U+2028 inside a translation are characters, not line ends."""
+    recipe, out = tiny_comparison(tmp_path), tmp_path / "out"
+    assert compare(recipe, out).exit_code == 0
+    hyp = out / "systems" / "bahdanau" / "test_2016_flickr.hyp"
+    lines = hyp.read_text(encoding="utf-8").split("\n")
+    lines[0] += " a\x85b\u2028c"
+    hyp.write_text("\n".join(lines), encoding="utf-8")
+    stamp = hyp.stat().st_mtime_ns
+    # a hypothesis file recorded before decoding keys were: reused when beam and size agree
+    legacy = out / "systems" / "no-attention" / "test_2016_flickr.json"
+    info = json.loads(legacy.read_text())
+    legacy.write_text(json.dumps({k: info[k] for k in ("seconds", "sentences", "beam")}))
+    legacy_stamp = legacy.with_suffix(".hyp").stat().st_mtime_ns
+    res = compare(recipe, out)
+    assert res.exit_code == 0, res.output
+    assert hyp.stat().st_mtime_ns == stamp  # not decoded again
+    assert legacy.with_suffix(".hyp").stat().st_mtime_ns == legacy_stamp
+    results = json.loads((out / "results.json").read_text())
+    assert results["tests"]["test_2016_flickr"]["n"] == 30
+    assert "bahdanau" in results["tests"]["test_2016_flickr"]["bootstrap"]
+
+
+def test_a_comparison_may_score_several_test_sets(tmp_path):
+    recipe, out = tiny_comparison(tmp_path), tmp_path / "out"
+    res = compare(recipe, out, "--set", "data.test=[test_2016_flickr, val]")
+    assert res.exit_code == 0, res.output
+    results = json.loads((out / "results.json").read_text())
+    for s in results["systems"].values():
+        assert set(s["tests"]) == {"test_2016_flickr", "val"}
+    assert set(results["tests"]) == {"test_2016_flickr", "val"}
+    report = (out / "report.md").read_text()
+    assert "BLEU test_2016_flickr" in report and "BLEU val" in report
+    assert "Significance on val" in report
+
+
+@pytest.mark.parametrize("extra, message", [
+    ("examples: two\n", "examples must be an integer"),
+    ("heatmaps: -1\n", "heatmaps must be >= 0"),
+    ("length_buckets: [10, 5]\n", "length_buckets must be increasing"),
+    ("overrides: {train: {lr: fast}}\n", "train.lr must be a number"),
+    ("overrides: {data: {test: []}}\n", "data.test lists no test split"),
+])
+def test_a_bad_comparison_recipe_fails_before_any_training(tmp_path, extra, message):
+    recipe, out = tiny_comparison(tmp_path, extra), tmp_path / "out"
+    res = compare(recipe, out)
+    assert res.exit_code == 2 and message in " ".join(res.output.split()), res.output
+    assert not (out / "systems").exists() and not (out / "tokenizer").exists()
+
+
+def test_system_names_cannot_escape_the_comparison_directory(tmp_path):
+    p = tmp_path / "c.yaml"
+    for bad in ("b/../a", "..", ".hidden", "a b"):
+        p.write_text(f"baseline: a\nsystems:\n  a: {{}}\n  {json.dumps(bad)}: {{}}\n")
+        with pytest.raises(NMTError, match="system name becomes a directory name"):
+            load_comparison(p)

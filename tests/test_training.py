@@ -13,9 +13,8 @@ import nmt.training as training
 from nmt import checkpoint
 from nmt.atomic import atomic_write
 from nmt.config import TrainConfig, load_recipe
-from nmt.data import load_split
 from nmt.errors import NMTError
-from nmt.tokenizer import PAD, Tokenizer
+from nmt.tokenizer import PAD
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = sorted((ROOT / "recipes" / "smoke").glob("*.yaml"))
@@ -28,17 +27,6 @@ TINY = ["data.max_train_pairs=300", "data.max_valid_pairs=20", "tokenizer.vocab_
 def _data(data_dir, monkeypatch):
     monkeypatch.setenv("NMT_DATA_DIR", str(data_dir))
 
-
-@pytest.fixture(scope="module")
-def tok_dir(tmp_path_factory, data_dir):
-    """One small tokenizer shared by the in-process runs (as `nmt compare` shares one)."""
-    import os
-    os.environ.setdefault("NMT_DATA_DIR", str(data_dir))
-    r = load_recipe(ROOT / "recipes/smoke/transformer.yaml", TINY)
-    c = load_split(r.data, "train", limit=300)
-    d = tmp_path_factory.mktemp("tok")
-    Tokenizer.train(c.src, c.tgt, d, r.tokenizer)
-    return d
 
 
 def recipe(name="transformer", *sets):
