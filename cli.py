@@ -243,6 +243,9 @@ def train_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (w
     from nmt.rundir import resume_recipe
     from nmt.training import train
 
+    if init_from is not None and resume:
+        raise NMTError("--resume continues the run in --out, --init-from starts a new one from "
+                       "a checkpoint's weights; pick one")
     sets = set_ + ([f"train.device={device}"] if device else [])
     if resume:
         if out is None and recipe is None:
@@ -254,9 +257,6 @@ def train_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (w
     else:
         r = load_recipe(recipe, sets)
     out = out or Path("runs") / r.name
-    if init_from is not None and resume:
-        raise NMTError("--resume continues the run in --out, --init-from starts a new one from "
-                       "a checkpoint's weights; pick one")
     with tempfile.TemporaryDirectory(prefix="nmt-init-") as tmp:
         init = load_init(init_from, r) if init_from is not None else None
         if init is not None:

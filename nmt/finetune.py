@@ -48,4 +48,5 @@ def load_init(source: str | Path, recipe: Recipe) -> Init:
         raise NMTError(f"--init-from {where}: the recipe asks for another vocabulary "
                        f"({'; '.join(vocab)}); the checkpoint's tokenizer is reused, so give the "
                        "tokenizer section it was trained with")
-    return Init(where, ck["model"], Tokenizer.from_state(ck["tokenizer"]), ck.get("step"))
+    step = ck.get("state", {}).get("step", ck.get("step"))  # training keeps it in its RunState
+    return Init(where, ck["model"], Tokenizer.from_state(ck["tokenizer"]), step)

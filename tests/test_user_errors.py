@@ -191,7 +191,7 @@ def test_empty_translations_of_real_sentences_are_flagged(run_dir, monkeypatch, 
                                                           tmp_path):
     model, tok, recipe = load_for_inference(run_dir)
 
-    def say_nothing(model, src, src_len, dcfg, cap):
+    def say_nothing(model, src, src_len, dcfg, cap, *generator):
         return [[([], 0.0)] for _ in range(src.shape[0])]
 
     monkeypatch.setattr(prediction, "translate_batch", say_nothing)
