@@ -9,8 +9,9 @@
 #   bench/parallel_compare.sh OUT_ROOT RECIPE.yaml [RECIPE.yaml ...]
 #   NMT="python3 cli.py" LIMIT=540 bench/parallel_compare.sh /tmp/runs recipes/multi30k-de-en/compare.yaml
 #
-# LIMIT (seconds, default none) sends SIGINT to a system still training then: it saves last.pt
-# and stops, and running the same command again resumes it.
+# PYTHON (default python3) builds the tokenizer. LIMIT (seconds, default none) sends SIGINT to a
+# system still training then: it saves last.pt and stops, and running the same command again
+# resumes it.
 set -uo pipefail
 root=$1; shift
 nmt=${NMT:-nmt}
@@ -19,19 +20,15 @@ pids=()
 for recipe in "$@"; do
   out=$root/$(basename "$recipe" .yaml)
   mkdir -p "$out"
-  python3 - "$recipe" "$out/tokenizer" <<'PY'
+  ${PYTHON:-python3} - "$recipe" "$out" <<'PY'
 import sys
 from pathlib import Path
 sys.path.insert(0, ".")
-from nmt.compare import load_comparison
-from nmt.data import load_split
-from nmt.tokenizer import Tokenizer
-cmp = load_comparison(sys.argv[1])
-first = next(iter(cmp.recipes.values()))
-if not any(Path(sys.argv[2]).glob("*.model")):
-    train = load_split(first.data, first.data.train, limit=first.data.max_train_pairs)
-    Tokenizer.train(train.src, train.tgt, Path(sys.argv[2]), first.tokenizer)
-print("\n".join(cmp.recipes), file=open(Path(sys.argv[2]).parent / "systems.txt", "w"))
+from nmt.compare import build_tokenizer, load_comparison
+cmp, out = load_comparison(sys.argv[1]), Path(sys.argv[2])
+if not any((out / "tokenizer").glob("*.model")):
+    build_tokenizer(next(iter(cmp.recipes.values())), out / "tokenizer")
+(out / "systems.txt").write_text("\n".join(cmp.recipes) + "\n")
 PY
   while read -r name; do
     if [ "$limit" -gt 0 ]; then

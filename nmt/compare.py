@@ -167,6 +167,15 @@ def _training_key(r: Recipe | dict) -> dict:
     return _pick(r, lambda k: not k.startswith(NOT_TRAINING))
 
 
+def build_tokenizer(first: Recipe, tok_dir: Path) -> None:
+    """The comparison's shared tokenizer, trained on the first system's training split, with
+    the settings it was built from (settings.json: what later runs check it against)."""
+    console.print(f"[bold]tokenizer[/] building on {first.data.source}:{first.data.train}")
+    train = load_split(first.data, first.data.train, limit=first.data.max_train_pairs)
+    Tokenizer.train(train.src, train.tgt, tok_dir, first.tokenizer)
+    (tok_dir / "settings.json").write_text(json.dumps(_tokenizer_key(first), indent=2))
+
+
 def _tokenizer_key(r: Recipe | dict) -> dict:
     return _pick(r, lambda k: k.startswith(TOKENIZER_KEYS))
 
@@ -263,10 +272,7 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
         shutil.rmtree(tok_dir)
         stale = {n: "tokenizer changed" for n in names}
     if not any(tok_dir.glob("*.model")):
-        console.print(f"[bold]tokenizer[/] building on {first.data.source}:{first.data.train}")
-        train = load_split(first.data, first.data.train, limit=first.data.max_train_pairs)
-        Tokenizer.train(train.src, train.tgt, tok_dir, first.tokenizer)
-        (tok_dir / "settings.json").write_text(json.dumps(_tokenizer_key(first), indent=2))
+        build_tokenizer(first, tok_dir)
     tok = Tokenizer.load(tok_dir)
 
     for i, name in enumerate(todo, 1):
