@@ -7,10 +7,11 @@ output before the residual sum, and on embeddings + positions.
 
 Decoding keeps a cache in the state, per layer: the cross-attention keys/values of the source
 (computed once in `start`), and the self-attention keys/values of the positions decoded so far,
-in buffers (B, heads, capacity, d_head) in the dtype the layers compute in (bf16 under
-autocast). Each step writes its position in place; a full buffer is replaced by one twice as
-long, so n steps cost O(log n) re-allocations instead of a copy per step, and a beam `reorder`
-copies only the filled positions.
+in buffers (B, capacity, d) as the projections give them (heads split by a view), in the dtype
+the layers compute in (bf16 under autocast). Each step writes its position in place; a full
+buffer is replaced by one twice as long, so n steps cost O(log n) re-allocations instead of a
+copy per step, and a beam `reorder` copies only the filled positions (one contiguous block per
+row).
 
 Attention weights are computed (by an explicit softmax) only when the caller asks for them;
 otherwise every attention runs through F.scaled_dot_product_attention's fused kernels.
@@ -28,6 +29,7 @@ from nmt.errors import NMTError
 from nmt.seq2seq import Seq2Seq, embedding, source_mask
 
 KV = tuple[Tensor, Tensor]  # keys, values: (B, heads, length, d_head) each
+Buffers = tuple[Tensor, Tensor]  # decoding buffers of keys, values: (B, capacity, d) each
 
 
 class MultiHeadAttention(nn.Module):
@@ -111,19 +113,20 @@ class DecoderLayer(Sublayers):
         self.self_attn, self.cross_attn = MultiHeadAttention(d, heads), MultiHeadAttention(d, heads)
         self.ff = feed_forward(d, ff)
 
-    def forward(self, x: Tensor, cross: KV, mask: Tensor, cache: KV | None = None, t: int = 0,
-                need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        """x (B, T, d). Without a cache: a whole target, causally masked. With a cache (buffers
-        (B, h, capacity, dh) whose first t positions hold the earlier keys/values): the next T
-        positions, whose keys/values are written after them (in place), and which see every
-        earlier one. Returns the output and the cross-attention weights (B, h, T, S) if asked
-        for."""
+    def forward(self, x: Tensor, cross: KV, mask: Tensor, cache: Buffers | None = None,
+                t: int = 0, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x (B, T, d). Without a cache: a whole target, causally masked. With a cache (key and
+        value buffers (B, capacity, d) whose first t positions hold the earlier positions'): the
+        next T positions, whose keys/values are written after them (in place), and which see
+        every earlier one. Returns the output and the cross-attention weights (B, h, T, S) if
+        asked for."""
         y = self.inp(x, 0)
-        k, v = self.self_attn.kv(y)                             # (B, h, T, dh)
-        if cache is not None:
-            n = t + k.size(2)
-            cache[0][:, :, t:n], cache[1][:, :, t:n] = k, v
-            k, v = cache[0][:, :, :n], cache[1][:, :, :n]       # (B, h, t+T, dh)
+        if cache is None:
+            k, v = self.self_attn.kv(y)                         # (B, h, T, dh)
+        else:
+            n, (keys, values) = t + y.size(1), cache
+            keys[:, t:n], values[:, t:n] = self.self_attn.k(y), self.self_attn.v(y)
+            k, v = self.self_attn.split(keys[:, :n]), self.self_attn.split(values[:, :n])
         x = self.add(x, self.self_attn(y, k, v, causal=cache is None)[0], 0)
         out, w = self.cross_attn(self.inp(x, 1), *cross, mask=mask, need_weights=need_weights)
         x = self.add(x, out, 1)
@@ -209,8 +212,8 @@ class Transformer(Seq2Seq):
         return self._decode(tgt_in, self.encode(src, src_len), "all")[1]
 
     def start(self, memory: dict[str, Tensor], attention: bool = True) -> dict:
-        B, h = memory["memory"].size(0), self.decoder[0].self_attn.heads
-        empty = memory["memory"].new_empty(B, h, 0, self.d // h)  # the first step allocates
+        B = memory["memory"].size(0)
+        empty = memory["memory"].new_empty(B, 0, self.d)  # the first step allocates
         return {"mask": memory["mask"],
                 "cross": [layer.cross_attn.kv(memory["memory"]) for layer in self.decoder],
                 "self": [(empty, empty) for _ in self.decoder], "length": 0,
@@ -219,7 +222,7 @@ class Transformer(Seq2Seq):
     def step(self, prev: Tensor, state: dict) -> tuple[Tensor, dict, Tensor | None]:
         t, cache = state["length"], state["self"]               # positions decoded so far
         x = self.embed(self.tgt_embed, prev.unsqueeze(1), t)    # (B, 1, d)
-        if t == cache[0][0].size(2):                            # full: twice the room
+        if t == cache[0][0].size(1):                            # full: twice the room
             dtype = _compute_dtype(x)
             cache = [tuple(_grown(buf, t, dtype) for buf in kv) for kv in cache]
         mask, last = state["mask"][:, None, None], len(self.decoder) - 1
@@ -247,11 +250,11 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
 
 
 def _grown(buf: Tensor, t: int, dtype: torch.dtype) -> Tensor:
-    """A key or value buffer (B, h, capacity, dh) twice as long (at least 16 positions) holding
+    """A key or value buffer (B, capacity, d) twice as long (at least 16 positions) holding
     buf's first t positions: doubling makes n steps cost O(log n) re-allocations."""
-    B, h, capacity, dh = buf.shape
-    new = buf.new_empty(B, h, max(16, 2 * capacity), dh, dtype=dtype)
-    new[:, :, :t] = buf[:, :, :t]
+    B, capacity, d = buf.shape
+    new = buf.new_empty(B, max(16, 2 * capacity), d, dtype=dtype)
+    new[:, :t] = buf[:, :t]
     return new
 
 
@@ -259,5 +262,5 @@ def _rows(buf: Tensor, index: Tensor, t: int) -> Tensor:
     """The rows `index` of a key or value buffer, in a new one as long; only the first t
     positions are copied (the rest is room for later steps)."""
     new = buf.new_empty(index.numel(), *buf.shape[1:])
-    torch.index_select(buf[:, :, :t], 0, index, out=new[:, :, :t])
+    torch.index_select(buf[:, :t], 0, index, out=new[:, :t])
     return new
