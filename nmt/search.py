@@ -21,6 +21,12 @@ like fairseq and Hugging Face, that a longer hypothesis will not overtake throug
 Done sentences leave the batch (their rows are dropped in the same `reorder`), so a batch costs
 what its slowest sentence costs on ever fewer rows.
 
+Host reads. A loop step reads from the device once: the flags of what has finished, which the
+host needs to drop finished rows (_Finished). A finished row or sentence is frozen on the device
+the step it finishes, so on a GPU the host reads those flags a step late, from a non-blocking
+copy, and the GPU never waits for Python; the results are those of dropping at once. Length
+limits are known on the host from the start, so forcing EOS reads nothing.
+
 Sampling (for back-translation, and to see what a model believes) runs the greedy loop but draws
 each token from the model's distribution reshaped by a temperature T and optionally cut to the
 k likeliest tokens (top-k; Fan et al. 2018) and to the nucleus, the smallest set of likeliest
