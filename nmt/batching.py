@@ -4,10 +4,16 @@ pairs were batched together by approximate sequence length"), and padding into t
 Pairs of similar length share a batch, so little of each (B, T) tensor is padding, and a batch
 holds as many pairs as fit in `max_tokens` padded positions: short sentences come in big
 batches, long ones in small batches, and every step costs about the same.
+
+Moving batches to a GPU never makes the host wait for it: host tensors are pinned and copied
+asynchronously (`to_device`), the source lengths stay on the CPU (the RNN encoder packs with them
+there; models copy them to the device for the source mask themselves), and `Prefetch` prepares
+the next batch while the GPU still computes the current one. On the CPU all of it is a no-op.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 import numpy as np
 import torch
@@ -26,9 +32,64 @@ class Batch:
     index: Tensor      # (B,) positions of these pairs in the encoded list (to restore order)
 
     def to(self, device) -> "Batch":
-        # index stays on the CPU: it is only read back (.tolist()) to restore the input order
-        return Batch(self.src.to(device), self.src_len.to(device), self.tgt_in.to(device),
-                     self.tgt_out.to(device), self.ntokens, self.index)
+        """The token tensors on `device` (see to_device); src_len and index stay on the CPU:
+        the lengths are read there (packing, search limits), the index only restores order."""
+        device = torch.device(device)
+        if device.type == "cpu":
+            return self
+        # pinned, so that a model's copy of the lengths to the device is asynchronous too
+        return Batch(to_device(self.src, device), self.src_len.pin_memory(),
+                     to_device(self.tgt_in, device), to_device(self.tgt_out, device),
+                     self.ntokens, self.index)
+
+
+def to_device(x: Tensor, device) -> Tensor:
+    """A host tensor on `device` without making the host wait: to a GPU it is pinned and copied
+    asynchronously (a copy from pageable memory may wait for the GPU's queue); anything already
+    on `device` is returned as it is."""
+    device = torch.device(device)
+    if device.type == "cuda" and x.device.type == "cpu" and not x.is_pinned():
+        x = x.pin_memory()
+    return x.to(device, non_blocking=True)
+
+
+K = TypeVar("K")
+
+
+class Prefetch(Generic[K]):
+    """Iterate (key, batch) over `keys`, each batch made by `load(key)` (e.g. collate) and moved
+    to `device`, able to prepare the next one early.
+
+    `ahead()` loads the next batch now: called right after work for the current batch was
+    queued on the GPU, the host collates, pins and starts copying batch i+1 while the GPU still
+    computes batch i. Without it (or on the CPU, where the host computes what it queues, so
+    there is nothing to overlap and `ahead()` does nothing) each batch is loaded when asked
+    for. Either way the same batches come in the same order.
+    """
+
+    def __init__(self, keys: Iterable[K], load: Callable[[K], Batch], device):
+        self.keys, self.load, self.device = iter(keys), load, torch.device(device)
+        self.gpu = self.device.type == "cuda"
+        self.ready: tuple[K, Batch] | None = None
+
+    def __iter__(self) -> Iterator[tuple[K, Batch]]:
+        return self
+
+    def __next__(self) -> tuple[K, Batch]:
+        if self.ready is None:
+            key = next(self.keys)
+            return key, self.load(key).to(self.device)
+        item, self.ready = self.ready, None
+        return item
+
+    def ahead(self) -> None:
+        if self.gpu and self.ready is None:
+            key = next(self.keys, _END)
+            if key is not _END:
+                self.ready = key, self.load(key).to(self.device)
+
+
+_END = object()
 
 
 def token_batches(src_lens: list[int], tgt_lens: list[int], max_tokens: int, seed: int,

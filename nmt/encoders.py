@@ -6,6 +6,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
+from nmt.batching import to_device
+
 Hidden = Tensor | tuple[Tensor, Tensor]  # GRU h, or LSTM (h, c); each (layers, B, H)
 
 
@@ -34,7 +36,9 @@ class RNNEncoder(nn.Module):
     h_j = [->h_j; <-h_j] always have hidden_size features, the decoder's size (dot-style
     attention then needs no projection). Sequences are packed: the RNN never reads padding, so
     a sentence encodes the same alone or in a padded batch, and the backward direction starts
-    at the sentence's real last token.
+    at the sentence's real last token. The batch is sorted by length on the host, from lengths
+    that should be on the CPU already (a GPU copy of them is read back once): torch's
+    `enforce_sorted=False` packing would read its indices back from the device twice instead.
 
     `final` = tanh(W [->h_S; <-h_1]) from the top layer: the bridge that initialises the
     decoder (as Bahdanau et al. 2015, Appendix A.2.2, s_0 = tanh(W_s <-h_1), with both
@@ -56,11 +60,16 @@ class RNNEncoder(nn.Module):
     def forward(self, src: Tensor, src_len: Tensor) -> tuple[Tensor, Tensor]:
         """src (B, S), src_len (B,) -> outputs (B, S, H) zero on padding, final (B, H)."""
         x = self.dropout(self.embed(src))                       # (B, S, E)
-        packed = pack_padded_sequence(x, src_len.cpu(), batch_first=True, enforce_sorted=False)
+        lengths = src_len if src_len.device.type == "cpu" else src_len.cpu()
+        lengths, order = torch.sort(lengths, descending=True)  # longest first, as packing wants
+        back = to_device(order.argsort(), x.device)             # sorted row -> batch row
+        order = to_device(order, x.device)
+        packed = pack_padded_sequence(x.index_select(0, order), lengths, batch_first=True)
         out, h = run_rnn(self.rnn, packed)
         out, _ = pad_packed_sequence(out, batch_first=True, total_length=src.size(1))  # (B, S, H)
+        out = out.index_select(0, back)                         # batch order again
         if isinstance(h, tuple):                                # LSTM: (h, c); summarise h
             h = h[0]
-        top = h[-self.dirs:]                                    # (dirs, B, H/dirs) top layer
+        top = h[-self.dirs:].index_select(1, back)              # (dirs, B, H/dirs) top layer
         final = torch.tanh(self.bridge(torch.cat(list(top), dim=-1)))  # (B, H)
         return self.dropout(out), final

@@ -40,18 +40,20 @@ class Ensemble(Seq2Seq):
         # the shortest position table bounds what the ensemble reads and writes
         self.max_positions = min(positions) if positions else None
 
-    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
+    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor,
+                attention: bool = True) -> tuple[Tensor, Tensor | None]:
         """Teacher forcing: the combined log-probs (B, T, V) (log_softmax leaves them
         unchanged, so they serve as logits) and the mean attention (B, T, S) or None."""
-        outs = [m(src, src_len, tgt_in) for m in self.members]
+        outs = [m(src, src_len, tgt_in, attention=attention) for m in self.members]
         logp = torch.stack([o[0].float().log_softmax(-1) for o in outs])  # (M, B, T, V)
         return logp.mean(0).log_softmax(-1), _mean_attention([o[1] for o in outs])
 
     def encode(self, src: Tensor, src_len: Tensor) -> dict:
         return {"members": [m.encode(src, src_len) for m in self.members]}
 
-    def start(self, memory: dict) -> dict:
-        return {"members": [m.start(mem) for m, mem in zip(self.members, memory["members"])]}
+    def start(self, memory: dict, attention: bool = True) -> dict:
+        return {"members": [m.start(mem, attention)
+                            for m, mem in zip(self.members, memory["members"])]}
 
     def step(self, prev: Tensor, state: dict) -> tuple[Tensor, dict, Tensor | None]:
         outs = [m.step(prev, s) for m, s in zip(self.members, state["members"])]

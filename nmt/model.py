@@ -25,10 +25,11 @@ class RNNSeq2Seq(Seq2Seq):
         memory, final = self.encoder(src, src_len)              # (B, S, H), (B, H)
         return {"memory": memory, "final": final, "mask": source_mask(src, src_len)}
 
-    def start(self, memory: dict[str, Tensor]) -> dict:
-        return self.decoder.start(memory)
+    def start(self, memory: dict[str, Tensor], attention: bool = True) -> dict:
+        return self.decoder.start(memory)  # the RNN decoders compute their weights anyway
 
-    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
+    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor,
+                attention: bool = True) -> tuple[Tensor, Tensor | None]:
         logits, attn, _ = self.decoder(tgt_in, self.start(self.encode(src, src_len)))
         return logits, attn
 

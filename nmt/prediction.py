@@ -5,6 +5,9 @@ small batches) and put back in input order, so output line i always belongs to i
 an empty line gives an empty line, a line longer than the model can read is truncated (with a
 warning on stderr), and no line is ever dropped. Files are streamed in chunks, so memory stays
 bounded however long the input is.
+
+Precision: every decoding and teacher-forced scoring (validation during training, translate,
+eval, compare) runs under `decoding_precision`: float32, whatever autocast the caller has on.
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from nmt.atomic import atomic_write
-from nmt.batching import collate, token_batches
+from nmt.batching import Prefetch, collate, token_batches
 from nmt.config import DecodeConfig
 from nmt.errors import NMTError
 from nmt.search import decoding_generator, max_output_len, translate_batch
@@ -39,6 +42,25 @@ def _eval_mode(model):
         yield
     finally:
         model.train(was_training)
+
+
+@contextlib.contextmanager
+def decoding_precision(device):
+    """The one precision rule of decoding and scoring: float32, with autocast off whatever the
+    caller has on (training's bf16 autocast included); on CUDA with TF32 matmuls, as training
+    sets for its float32 matmuls. So a validation BLEU is what `nmt translate` or `nmt compare`
+    gives with the same settings, and perplexities compare between runs with and without
+    train.amp. Validation, translate/eval and compare all decode through _decode and
+    teacher_forced_loss, which apply it."""
+    device = torch.device(device)
+    matmul = torch.get_float32_matmul_precision()
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+    try:
+        with torch.autocast(device.type, enabled=False):
+            yield
+    finally:
+        torch.set_float32_matmul_precision(matmul)
 
 
 def source_cap(model) -> int:
@@ -77,11 +99,10 @@ def _decode(model, tok, lines: list[str], dcfg: DecodeConfig, device, where: str
     lens = [len(x) for x, _ in pairs]
     out_cap = max_output_len(model)
     generator = generator or decoding_generator(dcfg, device)
-    with _eval_mode(model):
+    with _eval_mode(model), decoding_precision(device):
         for idx in token_batches(lens, lens, dcfg.batch_tokens, 0, 0, shuffle=False):
-            b = collate(pairs, idx)
-            hyps = translate_batch(model, b.src.to(device), b.src_len.to(device), dcfg, out_cap,
-                                   generator)
+            b = collate(pairs, idx).to(device)  # the lengths stay on the CPU, where search reads
+            hyps = translate_batch(model, b.src, b.src_len, dcfg, out_cap, generator)
             texts = tok.decode_tgt([y for h in hyps for y, _ in h])
             k = 0
             for j, h in zip(idx, hyps):
@@ -220,21 +241,24 @@ def teacher_forced_loss(model, pairs: list[tuple[list[int], list[int]]], batch_t
 
     Plain cross-entropy of the reference under teacher forcing, no label smoothing, the same
     for every model, so RNN and Transformer perplexities compare. Sides longer than the model
-    reads are cut, as translation cuts them.
+    reads are cut, as translation cuts them. The sum stays on the device until the end (one
+    read), and the next batch is prepared while the GPU computes the current one.
     """
     if not pairs:
         raise NMTError("no sentence pairs to score")
     cap_src, cap_tgt = source_cap(model) - 1, max_output_len(model) or MAX_SRC_TOKENS
     pairs = [(x[:cap_src], y[:cap_tgt]) for x, y in pairs]
-    total, ntokens = 0.0, 0
+    total, ntokens = torch.zeros((), dtype=torch.float64, device=device), 0
     src_lens = [len(x) for x, _ in pairs]
     tgt_lens = [len(y) for _, y in pairs]
-    with _eval_mode(model):
-        for idx in token_batches(src_lens, tgt_lens, batch_tokens, 0, 0, shuffle=False):
-            b = collate(pairs, idx).to(device)
-            logits, _ = model(b.src, b.src_len, b.tgt_in)  # (B, T, V)
+    batches = token_batches(src_lens, tgt_lens, batch_tokens, 0, 0, shuffle=False)
+    stream = Prefetch(batches, lambda idx: collate(pairs, idx), device)
+    with _eval_mode(model), decoding_precision(device):
+        for _, b in stream:
+            logits, _ = model(b.src, b.src_len, b.tgt_in, attention=False)  # (B, T, V)
             total += F.cross_entropy(logits.float().flatten(0, 1), b.tgt_out.flatten(),
-                                     ignore_index=PAD, reduction="sum").item()
+                                     ignore_index=PAD, reduction="sum")
             ntokens += b.ntokens
-    nll = total / ntokens
+            stream.ahead()
+    nll = total.item() / ntokens
     return nll, math.exp(min(nll, 700.0))  # exp overflows a float past ~709

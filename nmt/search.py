@@ -21,6 +21,12 @@ like fairseq and Hugging Face, that a longer hypothesis will not overtake throug
 Done sentences leave the batch (their rows are dropped in the same `reorder`), so a batch costs
 what its slowest sentence costs on ever fewer rows.
 
+Host reads. A loop step reads from the device once: the flags of what has finished, which the
+host needs to drop finished rows (_Finished). A finished row or sentence is frozen on the device
+the step it finishes, so on a GPU the host reads those flags a step late, from a non-blocking
+copy, and the GPU never waits for Python; the results are those of dropping at once. Length
+limits are known on the host from the start, so forcing EOS reads nothing.
+
 Sampling (for back-translation, and to see what a model believes) runs the greedy loop but draws
 each token from the model's distribution reshaped by a temperature T and optionally cut to the
 k likeliest tokens (top-k; Fan et al. 2018) and to the nucleus, the smallest set of likeliest
@@ -29,11 +35,14 @@ reproducible; the score reported is still the model's own log P(y|x) / lp(y).
 """
 from __future__ import annotations
 
+from collections import deque
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import Tensor
 
+from nmt.batching import to_device
 from nmt.config import DecodeConfig
 from nmt.tokenizer import BOS, EOS, PAD
 
@@ -52,25 +61,65 @@ def length_penalty(length: Tensor | float, alpha: float) -> Tensor | float:
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def _lengths(max_len: int | Tensor, batch: int, device) -> Tensor:
+def _limits(max_len: int | Tensor, batch: int) -> list[int]:
+    """Per sentence its output limit, on the host: the loop bounds and which rows must end
+    come from it, so no step reads a limit back from the device."""
     if isinstance(max_len, Tensor):
-        return max_len.to(device=device, dtype=torch.long)
-    return torch.full((batch,), int(max_len), dtype=torch.long, device=device)
+        return max_len.tolist()  # a read, once, if the caller put the limits on the GPU
+    return [int(max_len)] * batch
 
 
-def _valid_log_probs(logp: Tensor, force_eos: Tensor) -> Tensor:
-    """PAD and BOS are never outputs; rows at their length limit may only end (EOS keeps its
-    real log-probability, so a cut-off hypothesis is scored honestly). Writes into `logp`:
-    `step` returns a fresh tensor each time, and a copy per token would cost as much as this."""
+def _valid_log_probs(logp: Tensor, forced: list[int]) -> Tensor:
+    """PAD and BOS are never outputs; the rows `forced`, at their length limit, may only end
+    (EOS keeps its real log-probability, so a cut-off hypothesis is scored honestly). The host
+    knows which rows those are (_limits), so nothing here waits for the GPU, and only those
+    rows are touched. Writes into `logp`: `step` returns a fresh tensor each time, and a copy
+    per token would cost as much as this."""
     logp = logp.float()
     logp[:, PAD] = NEG_INF
     logp[:, BOS] = NEG_INF
-    if bool(force_eos.any()):
-        rows = force_eos.nonzero().squeeze(1)
+    if forced:
+        rows = to_device(torch.tensor(forced), logp.device)
         eos = logp[rows, EOS]
         logp.index_fill_(0, rows, NEG_INF)
         logp[rows, EOS] = eos
     return logp
+
+
+def _read_lag(device: torch.device) -> int:
+    """Steps between queueing the finished flags for the host and reading them: on a GPU one,
+    so the copy overlaps the next step and the GPU never waits for Python; on the CPU none
+    (the values are there at once, and reading late would only cost work)."""
+    return 1 if device.type == "cuda" else 0
+
+
+class _Finished:
+    """The host's view of which rows (greedy) or sentences (beam) have finished.
+
+    Each step queues the device flags of the items in the batch, with their ids (batch
+    positions, on the host); a flag stays set and a finished item is frozen on the device, so
+    learning it late changes nothing but the work left. On a GPU the flags travel by a
+    non-blocking copy into pinned memory read `lag` steps later; that read is the loops' only
+    host read per step."""
+
+    def __init__(self, device: torch.device):
+        self.lag, self.gpu = _read_lag(device), device.type == "cuda"
+        self.queue: deque[tuple[Tensor, list[int], torch.cuda.Event | None]] = deque()
+
+    def update(self, flags: Tensor, ids: list[int]) -> set[int]:
+        """Queue flags (n,) of the items `ids`; the ids known finished now (maybe none)."""
+        event = None
+        if self.gpu:
+            flags = flags.to("cpu", non_blocking=True)
+            event = torch.cuda.Event()
+            event.record()
+        self.queue.append((flags, ids, event))
+        if len(self.queue) <= self.lag:
+            return set()
+        flags, ids, event = self.queue.popleft()
+        if event is not None:
+            event.synchronize()  # recorded `lag` steps ago: normally long done
+        return {i for i, f in zip(ids, flags.tolist()) if f}
 
 
 def _strip(row: list[int]) -> list[int]:
@@ -78,7 +127,7 @@ def _strip(row: list[int]) -> list[int]:
 
 
 def _attention_rows(attn: Tensor, ntok: int, src_len: int) -> Tensor:
-    return attn[: ntok + 1, :src_len].cpu()  # (T, S): one row per output token, EOS last
+    return attn[: ntok + 1, :src_len]  # (T, S): one row per output token, EOS last
 
 
 # ----------------------------------------------------------------------------- greedy
@@ -88,40 +137,46 @@ def _greedy(model, src: Tensor, src_len: Tensor, max_len: int | Tensor, want_att
             pick: Callable[[Tensor], Tensor] | None = None):
     """Tokens (B, L+1) ending in EOS, summed log-probs (B,), attention (B, L+1, S) or None.
 
-    `pick(log_probs (n, V)) -> tokens (n,)` chooses each next token (a sampler); None = argmax."""
+    `pick(log_probs (n, V)) -> tokens (n,)` chooses each next token (a sampler); None = argmax.
+    A row that emitted EOS adds nothing more; the host drops it from the batch when it learns
+    of it (_Finished), so later steps only pay for the rest."""
     B, S = src.shape
     dev = src.device
-    maxlen = _lengths(max_len, B, dev)  # (B,)
-    L = int(maxlen.max()) if B else 0
+    limits = _limits(max_len, B)
+    L = max(limits, default=0)
     tokens = src.new_full((B, L + 1), PAD)  # (B, L+1)
     logprob = torch.zeros(B, device=dev)  # (B,)
     attn_out = torch.zeros(B, L + 1, S, device=dev) if want_attn else None
     have_attn = False
-    state = model.start(model.encode(src, src_len))
-    alive = torch.arange(B, device=dev)  # batch positions of the rows still decoding
+    state = model.start(model.encode(src, src_len), attention=want_attn)
+    rows = list(range(B))  # batch positions of the rows still decoding, on the host ...
+    alive = torch.arange(B, device=dev)  # ... and on the device
+    ended = torch.zeros(B, dtype=torch.bool, device=dev)  # (n,) the row has emitted EOS
+    finished = _Finished(dev)
     prev = src.new_full((B,), BOS)
-    for t in range(L + 1):
+    for t in range(L + 1 if B else 0):
         logp, state, attn = model.step(prev, state)  # (n, V)
-        logp = _valid_log_probs(logp, t >= maxlen[alive])
+        logp = _valid_log_probs(logp, [j for j, i in enumerate(rows) if limits[i] <= t])
         if pick is None:
             best, tok = logp.max(dim=-1)  # (n,)
         else:
             tok = pick(logp)  # (n,)
             best = logp.gather(1, tok[:, None]).squeeze(1)
-        tokens[alive, t] = tok
-        logprob[alive] += best
+        tokens[alive, t] = tok  # after a row's EOS: ignored (_strip)
+        logprob[alive] += best.masked_fill(ended, 0.0)
         if want_attn and attn is not None:
             attn_out[alive, t] = attn.float()
             have_attn = True
-        ended = tok == EOS
-        if bool(ended.any()):  # drop finished rows: later steps only pay for the rest
-            keep = (~ended).nonzero().squeeze(1)
-            if keep.numel() == 0:
+        ended, prev = ended | (tok == EOS), tok
+        gone = finished.update(ended, rows)
+        if gone:  # drop the finished rows: later steps only pay for the rest
+            keep = [j for j, i in enumerate(rows) if i not in gone]
+            if not keep:
                 break
-            alive, prev = alive[keep], tok[keep]
-            state = model.reorder(state, keep)
-        else:
-            prev = tok
+            if len(keep) < len(rows):
+                rows, idx = [rows[j] for j in keep], to_device(torch.tensor(keep), dev)
+                alive, ended, prev = alive[idx], ended[idx], prev[idx]
+                state = model.reorder(state, idx)
     return tokens, logprob, (attn_out if have_attn else None)
 
 
@@ -136,7 +191,7 @@ def greedy(model, src: Tensor, src_len: Tensor, max_len: int | Tensor,
     out = [_strip(row) for row in tokens.tolist()]
     if not return_attention:
         return out
-    lens = src_len.tolist()
+    lens, attn = src_len.tolist(), None if attn is None else attn.cpu()
     attns = [None if attn is None else _attention_rows(attn[i], len(y), lens[i])
              for i, y in enumerate(out)]
     return out, attns
@@ -182,6 +237,94 @@ def decoding_generator(dcfg: DecodeConfig, device) -> torch.Generator | None:
 
 # ----------------------------------------------------------------------------- beam search
 
+@dataclass
+class _Beams:
+    """The search of the N sentences in the batch, K hypotheses each (rows n*K .. n*K+K-1 are
+    sentence n's): the live hypotheses and the K best finished ones of every sentence."""
+    ids: list[int]       # batch position of each sentence (host)
+    scores: Tensor       # (N, K) summed log-probs of the live hypotheses
+    prev: Tensor         # (N*K,) their last tokens
+    hist: Tensor         # (N*K, W) their tokens so far
+    fin_tok: Tensor      # (N, K, W) finished hypotheses, best first
+    fin_score: Tensor    # (N, K) their length-normalised scores
+    ahist: Tensor | None = None     # (N*K, W, S) attention of the live hypotheses
+    fin_attn: Tensor | None = None  # (N, K, W, S) attention of the finished ones
+
+    def select(self, go: Tensor, ids: list[int], K: int) -> _Beams:
+        """The sentences `go` (N',) only."""
+        rows = (go[:, None] * K + torch.arange(K, device=go.device)).view(-1)  # (N'*K,)
+        return _Beams(ids, self.scores[go], self.prev[rows], self.hist[rows],
+                      self.fin_tok[go], self.fin_score[go],
+                      None if self.ahist is None else self.ahist[rows],
+                      None if self.fin_attn is None else self.fin_attn[go])
+
+
+def _pick(x: Tensor, index: Tensor) -> Tensor:
+    """x (N, M, ...), index (N, K) -> (N, K, ...): x[n, index[n, k]]."""
+    index = index.view(*index.shape, *[1] * (x.dim() - 2))
+    return x.gather(1, index.expand(-1, -1, *x.shape[2:]))
+
+
+def _extend(b: _Beams, logp: Tensor, attn: Tensor | None, t: int, K: int,
+            alpha: float) -> Tensor:
+    """Step t of the search, in place on `b`: of the K*V extensions of a sentence's live
+    hypotheses the top 2K come from one topk; the EOS extensions among the top K finish (the
+    K best of old and new finished ones are kept), the K best others live on. logp (N*K, V)
+    is consumed; returns the parent row of each new live hypothesis (N, K)."""
+    N, W, V = b.scores.size(0), b.hist.size(1), logp.size(-1)
+    cand = logp.add_(b.scores.view(-1, 1)).view(N, K * V)  # (N, K*V) log P of each extension
+    top, idx = cand.topk(2 * K, dim=1)  # (N, 2K), best first
+    tok = idx % V  # (N, 2K)
+    row = (idx // V + torch.arange(0, N * K, K, device=idx.device)[:, None]).view(-1)  # (N*2K,)
+    cand_hist = b.hist[row].view(N, 2 * K, W)
+    cand_hist[:, :, t] = tok
+    cand_attn = None
+    if attn is not None:
+        if b.ahist is None:
+            S = attn.size(-1)
+            b.ahist, b.fin_attn = attn.new_zeros(N * K, W, S), attn.new_zeros(N, K, W, S)
+        cand_attn = b.ahist[row].view(N, 2 * K, W, -1)
+        cand_attn[:, :, t] = attn.float()[row].view(N, 2 * K, -1)
+
+    # Finish the EOS extensions that made the top K; keep the K best of old and new.
+    is_eos = tok == EOS
+    finishing = is_eos & (torch.arange(2 * K, device=tok.device) < K)
+    norm = (top / length_penalty(t + 1.0, alpha)).masked_fill(~finishing, NEG_INF)
+    b.fin_score, pick = torch.cat([b.fin_score, norm], 1).topk(K, dim=1)  # (N, K)
+    b.fin_tok = _pick(torch.cat([b.fin_tok, cand_hist], 1), pick)
+    if cand_attn is not None:
+        b.fin_attn = _pick(torch.cat([b.fin_attn, cand_attn], 1), pick)
+
+    # The K best non-EOS extensions live on.
+    b.scores, keep = top.masked_fill(is_eos, NEG_INF).topk(K, dim=1)  # (N, K)
+    b.prev = tok.gather(1, keep).view(-1)  # (N*K,)
+    b.hist = _pick(cand_hist, keep).view(N * K, W)
+    if cand_attn is not None:
+        b.ahist = _pick(cand_attn, keep).flatten(0, 1)
+    return row.view(N, 2 * K).gather(1, keep)
+
+
+def _done(b: _Beams, t: int, alpha: float) -> Tensor:
+    """(N,) the sentences done after step t: K finished hypotheses, and the best live one,
+    scored at the current length, no longer beats the worst of them (also true once nothing
+    is live). A done sentence is frozen: its live scores become -inf, so nothing of it
+    changes until the host drops it from the batch."""
+    best_live = b.scores[:, 0] / length_penalty(t + 1.0, alpha)  # (N,)
+    done = b.fin_score[:, -1] >= best_live
+    b.scores.masked_fill_(done[:, None], NEG_INF)
+    return done
+
+
+def _store(out: tuple[Tensor, Tensor, Tensor | None], b: _Beams, js: list[int]) -> None:
+    """Copy the finished hypotheses of the batch's sentences `js` into the results."""
+    tok, score, attn = out
+    src = to_device(torch.tensor(js, dtype=torch.long), tok.device)
+    dst = to_device(torch.tensor([b.ids[j] for j in js], dtype=torch.long), tok.device)
+    tok[dst], score[dst] = b.fin_tok[src], b.fin_score[src]
+    if attn is not None and b.fin_attn is not None:
+        attn[dst] = b.fin_attn[src]
+
+
 @torch.inference_mode()
 def _beam(model, src: Tensor, src_len: Tensor, K: int, alpha: float,
           max_len: int | Tensor, want_attn: bool):
@@ -189,86 +332,41 @@ def _beam(model, src: Tensor, src_len: Tensor, K: int, alpha: float,
     attention (B, K, L+1, S) or None."""
     B, S = src.shape
     dev = src.device
-    maxlen = _lengths(max_len, B, dev)  # (B,)
-    L = int(maxlen.max()) if B else 0
-    W = L + 1  # history width: tokens and the final EOS
-    out_tok = src.new_full((B, K, W), PAD)
-    out_score = torch.full((B, K), NEG_INF, device=dev)
-    out_attn = torch.zeros(B, K, W, S, device=dev) if want_attn else None
+    limits = _limits(max_len, B)
+    W = max(limits, default=0) + 1  # history width: tokens and the final EOS
+    out = (src.new_full((B, K, W), PAD), torch.full((B, K), NEG_INF, device=dev),
+           torch.zeros(B, K, W, S, device=dev) if want_attn else None)
     if B == 0:
-        return out_tok, out_score, out_attn
+        return out
 
-    state = model.start(model.encode(src, src_len))
+    state = model.start(model.encode(src, src_len), attention=want_attn)
     state = model.reorder(state, torch.arange(B, device=dev).repeat_interleave(K))  # (B*K, ...)
-    sent = torch.arange(B, device=dev)  # original index of each active sentence
-    ml = maxlen
     # Only beam 0 is live at first, so the K copies of a sentence do not yield K equal hyps.
-    scores = torch.full((B, K), NEG_INF, device=dev)  # (N, K) summed log-probs, live hyps
+    scores = torch.full((B, K), NEG_INF, device=dev)
     scores[:, 0] = 0.0
-    hist = src.new_full((B * K, W), PAD)  # (N*K, W) live token histories
-    fin_tok = src.new_full((B, K, W), PAD)  # (N, K, W) finished, best first
-    fin_score = torch.full((B, K), NEG_INF, device=dev)  # (N, K) length-normalised
-    ahist = fin_attn = None
-    prev = src.new_full((B * K,), BOS)
-    ranks = torch.arange(2 * K, device=dev)
+    b = _Beams(list(range(B)), scores, src.new_full((B * K,), BOS),
+               src.new_full((B * K, W), PAD), src.new_full((B, K, W), PAD),
+               torch.full((B, K), NEG_INF, device=dev))
+    finished = _Finished(dev)
     for t in range(W):
-        N = sent.numel()
-        logp, state, attn = model.step(prev, state)  # (N*K, V)
-        V = logp.size(-1)
-        logp = _valid_log_probs(logp, (t >= ml).repeat_interleave(K))
-        cand = (scores.view(-1, 1) + logp).view(N, K * V)  # (N, K*V)
-        top, idx = cand.topk(2 * K, dim=1)  # (N, 2K), best first
-        tok = idx % V  # (N, 2K)
-        row = idx // V + torch.arange(N, device=dev)[:, None] * K  # (N, 2K) parent rows
-        cand_hist = hist[row.view(-1)].view(N, 2 * K, W)
-        cand_hist[:, :, t] = tok
-        if want_attn and attn is not None:
-            if ahist is None:
-                ahist = torch.zeros(N * K, W, S, device=dev)
-                fin_attn = torch.zeros(N, K, W, S, device=dev)
-            cand_attn = ahist[row.view(-1)].view(N, 2 * K, W, S)
-            cand_attn[:, :, t] = attn.float()[row.view(-1)].view(N, 2 * K, S)
-
-        # Finish the EOS extensions that made the top K; keep the K best of old and new.
-        is_eos = tok == EOS
-        finishing = is_eos & (ranks < K)
-        norm = (top / length_penalty(t + 1.0, alpha)).masked_fill(~finishing, NEG_INF)
-        fin_score, pick = torch.cat([fin_score, norm], 1).topk(K, dim=1)  # (N, K)
-        fin_tok = torch.cat([fin_tok, cand_hist], 1).gather(1, pick[..., None].expand(-1, -1, W))
-        if ahist is not None:
-            both = torch.cat([fin_attn, cand_attn], 1)
-            fin_attn = both.gather(1, pick[..., None, None].expand(-1, -1, W, S))
-
-        # The K best non-EOS extensions live on.
-        scores, keep = top.masked_fill(is_eos, NEG_INF).topk(K, dim=1)  # (N, K)
-        parent = row.gather(1, keep)  # (N, K)
-        prev = tok.gather(1, keep).view(-1)  # (N*K,)
-        hist = cand_hist.gather(1, keep[..., None].expand(-1, -1, W)).view(N * K, W)
-        if ahist is not None:
-            ahist = cand_attn.gather(1, keep[..., None, None].expand(-1, -1, W, S))
-            ahist = ahist.view(N * K, W, S)
-
-        best_live = scores[:, 0] / length_penalty(t + 1.0, alpha)  # (N,)
-        done = fin_score[:, -1] >= best_live  # also true once nothing is live (-inf)
-        shrunk = bool(done.any())
-        if shrunk:
-            d = done.nonzero().squeeze(1)
-            out_tok[sent[d]] = fin_tok[d]
-            out_score[sent[d]] = fin_score[d]
-            if ahist is not None:
-                out_attn[sent[d]] = fin_attn[d]
-            go = (~done).nonzero().squeeze(1)
-            if go.numel() == 0:
+        logp, state, attn = model.step(b.prev, state)  # (N*K, V)
+        logp = _valid_log_probs(logp, [j * K + k for j, i in enumerate(b.ids)
+                                       if limits[i] <= t for k in range(K)])
+        parent = _extend(b, logp, attn if want_attn else None, t, K, alpha)  # (N, K)
+        gone = finished.update(_done(b, t, alpha), b.ids)
+        keep = [j for j, i in enumerate(b.ids) if i not in gone]
+        shrunk = len(keep) < len(b.ids)
+        if shrunk:  # done sentences leave the batch
+            _store(out, b, [j for j, i in enumerate(b.ids) if i in gone])
+            go = to_device(torch.tensor(keep, dtype=torch.long), dev)
+            b, parent = b.select(go, [b.ids[j] for j in keep], K), parent[go]
+            if not keep:
                 break
-            sent, ml, scores, fin_tok, fin_score = sent[go], ml[go], scores[go], fin_tok[go], \
-                fin_score[go]
-            rows = (go[:, None] * K + torch.arange(K, device=dev)).view(-1)  # (N'*K,)
-            parent, prev, hist = parent[go], prev[rows], hist[rows]
-            if ahist is not None:
-                ahist, fin_attn = ahist[rows], fin_attn[go]
         # parents are hypotheses of the same sentence unless finished sentences left the batch
         state = model.reorder(state, parent.view(-1), within_sentence=not shrunk)
-    return out_tok, out_score, (out_attn if want_attn and fin_attn is not None else None)
+    _store(out, b, list(range(len(b.ids))))  # at its limit every hypothesis has ended
+    tok, score, attn = out
+    return tok, score, attn if b.fin_attn is not None else None
 
 
 def beam_search(model, src: Tensor, src_len: Tensor, beam: int, alpha: float,
@@ -287,7 +385,7 @@ def beam_search(model, src: Tensor, src_len: Tensor, beam: int, alpha: float,
         out.append([(_strip(r), s) for r, s in zip(rows[:nbest], ss[:nbest]) if s > NEG_INF])
     if not return_attention:
         return out
-    lens = src_len.tolist()
+    lens, attn = src_len.tolist(), None if attn is None else attn.cpu()
     attns = [None if attn is None else _attention_rows(attn[i, 0], len(h[0][0]), lens[i])
              for i, h in enumerate(out)]
     return out, attns

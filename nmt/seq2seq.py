@@ -6,31 +6,44 @@ Training calls `forward` (teacher forcing). Search calls `encode` once, `start` 
 `step` per output position, and `reorder` whenever beams are expanded or re-ranked. The decoder
 state is a dict of batch-first tensors (possibly nested in lists/tuples/dicts), so `reorder`
 is written once here, for every architecture (like fairseq's reorder_incremental_state).
+
+`src_len` may be on the CPU while `src` is on a GPU, and should be: the lengths are read on the
+host (packing), and the source mask copies them to the device asynchronously, so neither
+training nor decoding waits for the GPU to learn a length. Attention weights are computed only
+when asked for (`attention=True`, the default, in `forward` and `start`): training and plain
+decoding pass False and may get None, so a model may skip the work (the Transformer then uses
+fused attention kernels throughout).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from nmt.batching import to_device
+
 
 class Seq2Seq(nn.Module):
     """Base class: an encoder-decoder that can be trained and decoded step by step."""
 
-    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor | None]:
+    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor,
+                attention: bool = True) -> tuple[Tensor, Tensor | None]:
         """Teacher forcing: src (B, S), src_len (B,), tgt_in (B, T) -> logits (B, T, V), not
-        log-probs, and attention (B, T, S) or None for a model without attention."""
+        log-probs, and attention (B, T, S) or None for a model without attention (or, with
+        attention=False, for one that skipped computing it)."""
         raise NotImplementedError
 
     def encode(self, src: Tensor, src_len: Tensor) -> dict[str, Tensor]:
         raise NotImplementedError
 
-    def start(self, memory: dict[str, Tensor]) -> dict:
-        """The decoder state before the first step; it holds what it needs of `memory`."""
+    def start(self, memory: dict[str, Tensor], attention: bool = True) -> dict:
+        """The decoder state before the first step; it holds what it needs of `memory`.
+        attention=False: `step` need not return attention weights."""
         raise NotImplementedError
 
     def step(self, prev: Tensor, state: dict) -> tuple[Tensor, dict, Tensor | None]:
         """prev (B,) last tokens (BOS first) -> log-probs (B, V) float32, new state, attention
-        (B, S) or None."""
+        (B, S) or None. The state passed in is consumed (a model may write into its buffers):
+        go on with the one returned, or with a `reorder` of it."""
         raise NotImplementedError
 
     # state entries that depend on the source sentence only (encoder outputs, their attention
@@ -64,7 +77,9 @@ def _select(x, index: Tensor):
 
 
 def source_mask(src: Tensor, src_len: Tensor) -> Tensor:
-    """(B, S) True on real source tokens (EOS included), False on padding."""
+    """(B, S) True on real source tokens (EOS included), False on padding. src_len may be on
+    the CPU: it is copied to src's device without waiting for it."""
+    src_len = to_device(src_len, src.device)
     return torch.arange(src.size(1), device=src.device) < src_len.unsqueeze(1)
 
 

@@ -36,7 +36,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from nmt import checkpoint, rundir
 from nmt import distributed as dist
 from nmt.average import average_at_end
-from nmt.batching import Batch, collate, token_batches
+from nmt.batching import Batch, Prefetch, collate, token_batches
 from nmt.config import Recipe, TrainConfig, recipe_from_dict, save_recipe, to_dict
 from nmt.data import Corpus, encode_pairs, load_split
 from nmt.errors import NMTError
@@ -160,12 +160,13 @@ def _loop(t: Trainer, quiet: bool) -> dict:
             while stop is None and not (stop := _finished(st, cfg)):
                 # the epoch's batch list, a pure function of (seed, epoch): the same on resume
                 batches = t.epoch_batches(st.epoch)
+                stream = t.prefetch(batches, st.batch_in_epoch)
                 while st.batch_in_epoch < len(batches):
                     # the next update's batches, over all ranks; counted as consumed up front
                     group = batches[st.batch_in_epoch:st.batch_in_epoch + t.per_update]
                     st.batch_in_epoch += len(group)
                     # forward, backward, clip, step (or skip an update with a non-finite loss)
-                    res = t.update(group)
+                    res = t.update(group, stream)
                     window.add(res)
                     bar.update(bar.task_ids[0], completed=st.step, epoch=st.epoch, lr=res.lr,
                                tps=window.tok_per_s, loss=window.mean_loss)
@@ -354,27 +355,53 @@ class Trainer:
         cfg = self.cfg
         return self.batcher(self.src_lens, self.tgt_lens, cfg.batch_tokens, cfg.seed, epoch)
 
-    def update(self, group: list[list[int]]) -> UpdateResult:
+    def _micro(self, group: list[list[int]]) -> list[tuple[list[int], float]]:
+        """This rank's micro-batches of an update on `group` (every rank's batches), with their
+        weights: group[rank::world]; at an epoch's end some ranks run short of batches and
+        repeat one at weight 0, so every rank joins every gradient all-reduce."""
+        d = self.d
+        mine = group[d.rank::d.world]
+        n_micro = -(-len(group) // d.world)
+        return [(b, 1.0) for b in mine] + [(group[0], 0.0)] * (n_micro - len(mine))
+
+    def prefetch(self, batches: list[list[int]], start: int = 0) -> Prefetch:
+        """This rank's micro-batches (with weights) of the updates on batches[start:], in the
+        order `update` reads them, collated and moved to the device; on a GPU the next one is
+        prepared while the current update runs. Collating draws no random numbers, so reading
+        ahead changes nothing a resumed run depends on."""
+        groups = (batches[i:i + self.per_update]
+                  for i in range(start, len(batches), self.per_update))
+        return Prefetch((m for g in groups for m in self._micro(g)),
+                        lambda m: collate(self.pairs, m[0]), self.device)
+
+    def update(self, group: list[list[int]], stream: Prefetch | None = None) -> UpdateResult:
         """One optimizer update on `group`, the update's batches over all ranks: this rank
         accumulates the gradients of group[rank::world], the loss divided by the target tokens
         of the whole group. A non-finite loss or gradient norm skips the update (a run survives
-        an occasional overflow); train.max_bad_steps of them in a row stop the run."""
+        an occasional overflow); train.max_bad_steps of them in a row stop the run. `stream`
+        (Trainer.prefetch) delivers the batches, the next one prepared early; None: this
+        group's batches are collated here.
+
+        The host reads from the device once per update (each read waits for the GPU to get
+        there): the gradient norm and the loss together, which decide whether to step."""
         t0 = time.time()
         d, cfg, st = self.d, self.cfg, self.state
         ntok = sum(self.n_tok[i] for b in group for i in b)
-        mine = group[d.rank::d.world]
-        # at an epoch's end some ranks may run short of batches; they repeat one at weight 0,
-        # so every rank joins every gradient all-reduce
-        n_micro = -(-len(group) // d.world)
-        micro = [(b, 1.0) for b in mine] + [(group[0], 0.0)] * (n_micro - len(mine))
+        micro = self._micro(group)
+        if stream is None:
+            stream = Prefetch(micro, lambda m: collate(self.pairs, m[0]), self.device)
         loss_sum = torch.zeros((), device=self.device)
         for j, (idx, weight) in enumerate(micro):
+            (got, _), batch = next(stream)
+            if got is not idx:
+                raise RuntimeError("the batch stream is out of step with the updates")
             sync = d.world == 1 or j == len(micro) - 1  # all-reduce on the last only
-            loss_sum += self._backward(idx, weight, ntok, sync) * weight
+            loss_sum += self._backward(batch, weight, ntok, sync) * weight
+            stream.ahead()  # the host prepares the next batch while the GPU runs this one
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm or math.inf)
-        bad, stop = dist.any_flags(
-            d, not (math.isfinite(norm.item()) and math.isfinite(loss_sum.item())),
-            self.interrupted.is_set())
+        norm, loss = torch.stack([norm.float(), loss_sum.float()]).tolist()
+        bad, stop = dist.any_flags(d, not (math.isfinite(norm) and math.isfinite(loss)),
+                                   self.interrupted.is_set())
         lr = self.optimizer.param_groups[0]["lr"]
         if bad:
             self.optimizer.zero_grad(set_to_none=True)
@@ -390,16 +417,16 @@ class Trainer:
         dt = time.time() - t0
         st.train_time += dt
         return UpdateResult(
-            loss=loss_sum.item(), tokens=sum(self.n_tok[i] for b in mine for i in b),
+            loss=loss, tokens=sum(self.n_tok[i] for b, w in micro if w for i in b),
             update_tokens=ntok, lr=lr, skipped=bad, stop=stop, seconds=dt)
 
-    def _backward(self, idx: list[int], weight: float, ntok: int, sync: bool) -> torch.Tensor:
+    def _backward(self, batch: Batch, weight: float, ntok: int, sync: bool) -> torch.Tensor:
         """Forward and backward of one micro-batch, its loss scaled by weight / ntok; returns
         its summed loss (detached). `sync`: all-reduce the gradients now (DDP)."""
-        batch = _to_device(collate(self.pairs, idx), self.device)
         with nullcontext() if sync else self.net.no_sync():
             with self.amp:
-                logits, _ = self.net(batch.src, batch.src_len, batch.tgt_in)  # (B, T, V)
+                logits, _ = self.net(batch.src, batch.src_len, batch.tgt_in,
+                                     attention=False)  # (B, T, V)
                 loss = sequence_loss(logits, batch.tgt_out, self.cfg.label_smoothing)
             # DDP averages gradients over ranks: the world factor makes it a sum
             (loss * (weight * self.d.world / ntok)).backward()
@@ -431,7 +458,7 @@ class Trainer:
         rec = None
         if d.main:
             rec = _validate(self.model, f.tok, f.valid_corpus, f.valid_pairs, f.recipe,
-                            self.device, self.amp)
+                            self.device)
         rec = dist.broadcast(d, rec)
         improved = rec["val_bleu"] > st.best_bleu
         st.best_bleu = max(st.best_bleu, rec["val_bleu"])
@@ -502,8 +529,9 @@ class Trainer:
         # buffers (position tables) are constants: no need to broadcast them at every forward
         no_sync_buffers = {"forward_sync_buffers": False} if "forward_sync_buffers" in \
             inspect.signature(DDP).parameters else {"broadcast_buffers": False}
-        device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return DDP(net, device_ids=device_ids, **no_sync_buffers)
+        # no device_ids: DDP would move every input to the GPU, the source lengths too, which
+        # stay on the CPU (the RNN encoder reads them there); the batches are on the GPU already
+        return DDP(net, device_ids=None, **no_sync_buffers)
 
     # ---- reporting
 
@@ -530,8 +558,8 @@ class Trainer:
         validate it beside best.pt (rank 0)."""
         f = self._files()
         average_at_end(f.out_dir, self.cfg.average_last, lambda m: _validate(
-            m.to(self.device), f.tok, f.valid_corpus, f.valid_pairs, f.recipe, self.device,
-            self.amp), self.state, f.log)
+            m.to(self.device), f.tok, f.valid_corpus, f.valid_pairs, f.recipe, self.device),
+            self.state, f.log)
 
     def record_train(self, window: _Window, lr: float) -> None:
         st = self.state
@@ -592,15 +620,17 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
 
 # ----------------------------------------------------------------------------- validation
 
-def _validate(model, tok, corpus, pairs, recipe: Recipe, device, amp) -> dict:
-    """Teacher-forced loss/perplexity and greedy BLEU on the validation split (rank 0 only).
+def _validate(model, tok, corpus, pairs, recipe: Recipe, device) -> dict:
+    """Teacher-forced loss/perplexity and greedy BLEU on the validation split (rank 0 only),
+    in the precision every decoding uses (prediction.decoding_precision), so the BLEU is what
+    `nmt translate` gives.
 
     The training RNG state is put back afterwards, so validating never changes what training
     does next (a resumed run need not repeat validations to stay exact)."""
     rng = _get_rng(device)
     model.eval()
     try:
-        with torch.no_grad(), amp:
+        with torch.no_grad():
             nll, ppl = teacher_forced_loss(model, pairs, recipe.decode.batch_tokens, device)
             greedy = replace(recipe.decode, beam=1, nbest=1, sample=False)
             hyps = translate_lines(model, tok, corpus.src, greedy, device)
@@ -698,15 +728,6 @@ def _set_rng(s: dict, device: torch.device) -> None:
     torch.set_rng_state(s["torch"])
     if s["cuda"] is not None and device.type == "cuda":
         torch.cuda.set_rng_state(s["cuda"], device)
-
-
-def _to_device(b: Batch, device: torch.device) -> Batch:
-    """Pinned host memory makes the copy asynchronous, overlapping it with queued GPU work."""
-    if device.type != "cuda":
-        return b
-    move = lambda t: t.pin_memory().to(device, non_blocking=True)
-    return Batch(move(b.src), move(b.src_len), move(b.tgt_in), move(b.tgt_out), b.ntokens,
-                 b.index)
 
 
 def _cpu_count() -> int:

@@ -5,9 +5,16 @@ without warm-up tricks, Xiong et al. 2020); post-norm (the paper's LayerNorm(x +
 Sec. 3.1) as an option. Dropout where the paper puts it (Sec. 5.4): on each sublayer's
 output before the residual sum, and on embeddings + positions.
 
-Decoding keeps a cache in the state: per layer, the self-attention keys/values of the positions
-decoded so far (one position appended per step) and the cross-attention keys/values of the
-source (computed once in `start`).
+Decoding keeps a cache in the state, per layer: the cross-attention keys/values of the source
+(computed once in `start`), and the self-attention keys/values of the positions decoded so far,
+in buffers (B, capacity, d) as the projections give them (heads split by a view), in the dtype
+the layers compute in (bf16 under autocast). Each step writes its position in place; a full
+buffer is replaced by one twice as long, so n steps cost O(log n) re-allocations instead of a
+copy per step, and a beam `reorder` copies only the filled positions (one contiguous block per
+row).
+
+Attention weights are computed (by an explicit softmax) only when the caller asks for them;
+otherwise every attention runs through F.scaled_dot_product_attention's fused kernels.
 """
 from __future__ import annotations
 
@@ -22,6 +29,7 @@ from nmt.errors import NMTError
 from nmt.seq2seq import Seq2Seq, embedding, source_mask
 
 KV = tuple[Tensor, Tensor]  # keys, values: (B, heads, length, d_head) each
+Buffers = tuple[Tensor, Tensor]  # decoding buffers of keys, values: (B, capacity, d) each
 
 
 class MultiHeadAttention(nn.Module):
@@ -105,20 +113,24 @@ class DecoderLayer(Sublayers):
         self.self_attn, self.cross_attn = MultiHeadAttention(d, heads), MultiHeadAttention(d, heads)
         self.ff = feed_forward(d, ff)
 
-    def forward(self, x: Tensor, cross: KV, mask: Tensor, cache: KV | None = None,
-                need_weights: bool = False) -> tuple[Tensor, KV, Tensor | None]:
-        """x (B, T, d). Without a cache: a whole target, causally masked. With a cache (the
-        earlier positions' keys/values): the next position(s), which may see all of it.
-        Returns the output, this layer's self-attention keys/values so far, and the cross-attention
-        weights (B, h, T, S) if asked for."""
+    def forward(self, x: Tensor, cross: KV, mask: Tensor, cache: Buffers | None = None,
+                t: int = 0, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+        """x (B, T, d). Without a cache: a whole target, causally masked. With a cache (key and
+        value buffers (B, capacity, d) whose first t positions hold the earlier positions'): the
+        next T positions, whose keys/values are written after them (in place), and which see
+        every earlier one. Returns the output and the cross-attention weights (B, h, T, S) if
+        asked for."""
         y = self.inp(x, 0)
-        k, v = self.self_attn.kv(y)                             # (B, h, T, dh)
-        if cache is not None:
-            k, v = torch.cat([cache[0], k], 2), torch.cat([cache[1], v], 2)  # (B, h, t+T, dh)
+        if cache is None:
+            k, v = self.self_attn.kv(y)                         # (B, h, T, dh)
+        else:
+            n, (keys, values) = t + y.size(1), cache
+            keys[:, t:n], values[:, t:n] = self.self_attn.k(y), self.self_attn.v(y)
+            k, v = self.self_attn.split(keys[:, :n]), self.self_attn.split(values[:, :n])
         x = self.add(x, self.self_attn(y, k, v, causal=cache is None)[0], 0)
         out, w = self.cross_attn(self.inp(x, 1), *cross, mask=mask, need_weights=need_weights)
         x = self.add(x, out, 1)
-        return self.add(x, self.ff(self.inp(x, 2)), 2), (k, v), w
+        return self.add(x, self.ff(self.inp(x, 2)), 2), w
 
 
 def sinusoids(n: int, d: int) -> Tensor:
@@ -175,37 +187,80 @@ class Transformer(Seq2Seq):
             x = layer(x, mask[:, None, None])
         return {"memory": self.enc_norm(x), "mask": mask}
 
-    def _decode(self, tgt_in: Tensor, enc: dict, all_weights: bool) -> tuple[Tensor, list[Tensor]]:
-        """Whole target at once; cross-attention weights of the last layer (or of all)."""
+    def _decode(self, tgt_in: Tensor, enc: dict,
+                weights: str) -> tuple[Tensor, list[Tensor | None]]:
+        """Whole target at once; the cross-attention weights of `weights`: "none", the "last"
+        layer's, or "all" layers' (None for a layer not asked)."""
         x, mask, maps = self.embed(self.tgt_embed, tgt_in), enc["mask"][:, None, None], []
         for i, layer in enumerate(self.decoder):
-            want = all_weights or i == len(self.decoder) - 1
-            x, _, w = layer(x, layer.cross_attn.kv(enc["memory"]), mask, need_weights=want)
+            want = weights == "all" or weights == "last" and i == len(self.decoder) - 1
+            x, w = layer(x, layer.cross_attn.kv(enc["memory"]), mask, need_weights=want)
             maps.append(w)
         return self.out(self.dec_norm(x)), maps                 # (B, T, V)
 
-    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> tuple[Tensor, Tensor]:
-        logits, maps = self._decode(tgt_in, self.encode(src, src_len), all_weights=False)
-        return logits, maps[-1].mean(1)                         # (B, T, V), (B, T, S)
+    def forward(self, src: Tensor, src_len: Tensor, tgt_in: Tensor,
+                attention: bool = True) -> tuple[Tensor, Tensor | None]:
+        """Logits (B, T, V) and, if asked for, the last layer's cross-attention weights with
+        the heads averaged (B, T, S)."""
+        logits, maps = self._decode(tgt_in, self.encode(src, src_len),
+                                    "last" if attention else "none")
+        return logits, maps[-1].mean(1) if attention else None
 
     @torch.no_grad()
     def attention_maps(self, src: Tensor, src_len: Tensor, tgt_in: Tensor) -> list[Tensor]:
         """Cross-attention weights of every decoder layer, each (B, heads, T, S)."""
-        return self._decode(tgt_in, self.encode(src, src_len), all_weights=True)[1]
+        return self._decode(tgt_in, self.encode(src, src_len), "all")[1]
 
-    def start(self, memory: dict[str, Tensor]) -> dict:
-        B, h = memory["memory"].size(0), self.decoder[0].self_attn.heads
-        empty = memory["memory"].new_zeros(B, h, 0, self.d // h)  # no positions decoded yet
+    def start(self, memory: dict[str, Tensor], attention: bool = True) -> dict:
+        B = memory["memory"].size(0)
+        empty = memory["memory"].new_empty(B, 0, self.d)  # the first step allocates
         return {"mask": memory["mask"],
                 "cross": [layer.cross_attn.kv(memory["memory"]) for layer in self.decoder],
-                "self": [(empty, empty) for _ in self.decoder]}
+                "self": [(empty, empty) for _ in self.decoder], "length": 0,
+                "attention": attention}
 
-    def step(self, prev: Tensor, state: dict) -> tuple[Tensor, dict, Tensor]:
-        t = state["self"][0][0].size(2)                         # positions decoded so far
-        x, mask, caches = self.embed(self.tgt_embed, prev.unsqueeze(1), t), state["mask"], []
+    def step(self, prev: Tensor, state: dict) -> tuple[Tensor, dict, Tensor | None]:
+        t, cache = state["length"], state["self"]               # positions decoded so far
+        x = self.embed(self.tgt_embed, prev.unsqueeze(1), t)    # (B, 1, d)
+        if t == cache[0][0].size(1):                            # full: twice the room
+            dtype = _compute_dtype(x)
+            cache = [tuple(_grown(buf, t, dtype) for buf in kv) for kv in cache]
+        mask, last = state["mask"][:, None, None], len(self.decoder) - 1
         for i, layer in enumerate(self.decoder):
-            x, kv, w = layer(x, state["cross"][i], mask[:, None, None], cache=state["self"][i],
-                             need_weights=i == len(self.decoder) - 1)
-            caches.append(kv)
+            x, w = layer(x, state["cross"][i], mask, cache=cache[i], t=t,
+                         need_weights=state["attention"] and i == last)
         log_probs = self.out(self.dec_norm(x)).squeeze(1).float().log_softmax(-1)  # (B, V)
-        return log_probs, {**state, "self": caches}, w.squeeze(2).mean(1)  # w: (B, h, 1, S)
+        attn = None if w is None else w.squeeze(2).mean(1)     # w: (B, h, 1, S) -> (B, S)
+        return log_probs, {**state, "self": cache, "length": t + 1}, attn
+
+    def reorder(self, state: dict, index: Tensor, within_sentence: bool = False) -> dict:
+        """Seq2Seq.reorder, except that of the self-attention buffers only the filled
+        positions are copied."""
+        t = state["length"]
+        out = super().reorder({k: v for k, v in state.items() if k != "self"}, index,
+                              within_sentence)
+        return {**out, "self": [tuple(_rows(buf, index, t) for buf in kv)
+                                for kv in state["self"]]}
+
+
+def _compute_dtype(x: Tensor) -> torch.dtype:
+    """The dtype the linear layers give here: autocast's while it is on, else x's."""
+    device = x.device.type
+    return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+
+
+def _grown(buf: Tensor, t: int, dtype: torch.dtype) -> Tensor:
+    """A key or value buffer (B, capacity, d) twice as long (at least 16 positions) holding
+    buf's first t positions: doubling makes n steps cost O(log n) re-allocations."""
+    B, capacity, d = buf.shape
+    new = buf.new_empty(B, max(16, 2 * capacity), d, dtype=dtype)
+    new[:, :t] = buf[:, :t]
+    return new
+
+
+def _rows(buf: Tensor, index: Tensor, t: int) -> Tensor:
+    """The rows `index` of a key or value buffer, in a new one as long; only the first t
+    positions are copied (the rest is room for later steps)."""
+    new = buf.new_empty(index.numel(), *buf.shape[1:])
+    torch.index_select(buf[:, :t], 0, index, out=new[:, :t])
+    return new

@@ -137,7 +137,7 @@ class MarkovModel(Seq2Seq):
     def encode(self, src, src_len):
         return {"first": src[:, 0]}
 
-    def start(self, memory):
+    def start(self, memory, attention=True):
         return {"first": memory["first"]}
 
     def step(self, prev, state):

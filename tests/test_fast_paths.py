@@ -1,0 +1,157 @@
+"""The fast paths change no result: attention weights computed only on request, the Transformer's
+in-place decoding buffers, and the one precision rule every decoding goes through."""
+import contextlib
+from dataclasses import replace
+
+import pytest
+import torch
+from helpers_ckpt import batch_of, make_checkpoint, multi30k_lines, toy_pairs
+
+from nmt import compare, prediction, training
+from nmt.checkpoint import load_for_inference
+from nmt.config import DataConfig, DecodeConfig, ModelConfig, Recipe
+from nmt.data import Corpus, encode_pairs
+from nmt.evaluation import translate_and_score
+from nmt.model import build_model
+from nmt.search import beam_search, greedy, max_lengths
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+V = 20
+CPU = torch.device("cpu")
+
+
+def transformer(seed: int = 0, **kw):
+    cfg = dict(arch="transformer", d_model=16, heads=2, ff_dim=32, enc_layers=2, dec_layers=2,
+               dropout=0.0, max_positions=64)
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(**{**cfg, **kw}), V, V).eval()
+
+
+def batch(seed: int = 0, T: int = 6):
+    g = torch.Generator().manual_seed(seed)
+    src_len = torch.tensor([7, 3, 1])
+    src = torch.randint(4, V, (3, 7), generator=g)
+    src = src.masked_fill(torch.arange(7) >= src_len[:, None], 0)
+    src[torch.arange(3), src_len - 1] = 3                          # EOS
+    tgt = torch.randint(4, V, (3, T), generator=g)
+    tgt[:, 0] = 2                                                   # BOS
+    return src, src_len, tgt
+
+
+@pytest.mark.parametrize("pre_norm", [True, False])
+def test_the_outputs_are_the_same_with_and_without_attention_weights(pre_norm):
+    """The fused attention (no weights) and the explicit softmax (weights) compute the same
+    function: teacher forcing, decoding steps and search agree either way."""
+    model = transformer(pre_norm=pre_norm)
+    src, src_len, tgt = batch()
+    with torch.inference_mode():
+        with_w, attn = model(src, src_len, tgt)
+        without, none = model(src, src_len, tgt, attention=False)
+        assert none is None and attn.shape == (3, tgt.size(1), 7)
+        assert torch.allclose(with_w, without, atol=1e-5)
+        memory = model.encode(src, src_len)
+        a, b = model.start(memory), model.start(memory, attention=False)
+        for t in range(tgt.size(1)):
+            pa, a, wa = model.step(tgt[:, t], a)
+            pb, b, wb = model.step(tgt[:, t], b)
+            assert wb is None and torch.allclose(wa.sum(-1), torch.ones(3), atol=1e-5)
+            assert torch.allclose(pa, pb, atol=1e-5)
+    sources = [x for x, _ in toy_pairs(5, seed=8, lengths=(1, 9))]
+    s, sl = batch_of(sources)
+    ml = max_lengths(sl, 1.5, 2)
+    assert greedy(model, s, sl, ml, return_attention=True)[0] == greedy(model, s, sl, ml)
+    for h1, h2 in zip(beam_search(model, s, sl, 3, 0.6, ml, nbest=3, return_attention=True)[0],
+                      beam_search(model, s, sl, 3, 0.6, ml, nbest=3)):
+        assert [y for y, _ in h1] == [y for y, _ in h2]
+        assert [p for _, p in h1] == pytest.approx([p for _, p in h2], abs=1e-5)
+
+
+def test_decoding_buffers_grow_and_reorder_without_changing_a_step():
+    """40 steps (the buffers start at 16 positions and double twice), with beam-style reorders
+    on the way, give what teacher forcing gives."""
+    model = transformer(seed=3)
+    src, src_len, tgt = batch(seed=1, T=40)
+    perm = torch.tensor([2, 0, 1])
+    with torch.inference_mode():
+        want = model(src, src_len, tgt, attention=False)[0].log_softmax(-1)  # (B, T, V)
+        state = model.start(model.encode(src, src_len), attention=False)
+        for t in range(tgt.size(1)):
+            if t in (5, 16, 33):  # shuffle and restore rows, across a growth too
+                state = model.reorder(model.reorder(state, perm), torch.argsort(perm))
+            log_probs, state, _ = model.step(tgt[:, t], state)
+            assert torch.allclose(log_probs, want[:, t], atol=1e-5), f"step {t}"
+    assert state["self"][0][0].shape == (3, 64, 16)
+
+
+def test_decoding_buffers_hold_the_compute_dtype():
+    model = transformer()
+    src, src_len, tgt = batch()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        state = model.start(model.encode(src, src_len))
+        log_probs, state, _ = model.step(tgt[:, 0], state)
+    assert state["self"][0][0].dtype == torch.bfloat16 and log_probs.dtype == torch.float32
+    with torch.inference_mode():
+        state = model.step(tgt[:, 0], model.start(model.encode(src, src_len)))[1]
+    assert state["self"][0][0].dtype == torch.float32
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, data_dir):
+    d = tmp_path_factory.mktemp("run")
+    make_checkpoint(d, data_dir, "transformer", max_positions=64, train_steps=40)
+    return d
+
+
+@pytest.fixture(scope="module")
+def text(data_dir):
+    return multi30k_lines(data_dir, "val", "de", 8), multi30k_lines(data_dir, "val", "en", 8)
+
+
+def test_every_decoding_goes_through_the_one_precision_rule(run_dir, text, tmp_path,
+                                                            monkeypatch):
+    """Validation, translate/eval and compare decode under prediction.decoding_precision."""
+    src, ref = text
+    model, tok, recipe = load_for_inference(run_dir, CPU)
+    real, entered = prediction.decoding_precision, []
+
+    @contextlib.contextmanager
+    def spy(device):
+        entered.append(torch.device(device).type)
+        with real(device):
+            yield
+
+    monkeypatch.setattr(prediction, "decoding_precision", spy)
+
+    def through_the_rule(run) -> bool:
+        entered.clear()
+        run()
+        return entered != [] and set(entered) == {"cpu"}
+
+    corpus = Corpus(src, ref, "val")
+    pairs, _ = encode_pairs(corpus, tok, DataConfig(), train=False)
+    dcfg = DecodeConfig(beam=2, batch_tokens=200)
+    (tmp_path / "in.de").write_text("".join(s + "\n" for s in src))
+    assert through_the_rule(lambda: training._validate(model, tok, corpus, pairs, recipe, CPU))
+    assert through_the_rule(lambda: translate_and_score(model, tok, src, [ref], dcfg, CPU))
+    assert through_the_rule(lambda: prediction.translate_file(
+        model, tok, tmp_path / "in.de", tmp_path / "out.en", dcfg, CPU))
+    assert through_the_rule(lambda: compare._decode(
+        run_dir, src, tmp_path / "test.hyp", "cpu", replace(Recipe(), decode=dcfg), {}))
+
+
+def test_decoding_ignores_the_callers_autocast(run_dir, text):
+    """Under bf16 autocast (as training runs its updates) decoding and scoring give exactly
+    what they give in float32."""
+    src, ref = text
+    model, tok, _ = load_for_inference(run_dir, CPU)
+    pairs = list(zip(tok.encode_src(src), tok.encode_tgt(ref)))
+    dcfg = DecodeConfig(beam=3, batch_tokens=200)
+
+    def decode():
+        return (prediction.translate_lines(model, tok, src, dcfg, CPU),
+                prediction.teacher_forced_loss(model, pairs, 200, CPU))
+
+    plain = decode()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert decode() == plain
