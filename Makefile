@@ -1,5 +1,7 @@
 # One venv, torch pinned to a build that the machine's CPU wheel (2.13.0) satisfies. On a GPU
 # machine `pip install torch==2.13.0` from PyPI is the CUDA build, so the same line serves both.
+# `make install TORCH=` keeps the torch already installed for python3 (a CUDA build, any version
+# >= 2.4): the venv then sees the system's packages and nothing installs torch.
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
@@ -11,9 +13,16 @@ export NMT_DATA_DIR ?= $(if $(wildcard ../shared/data/multi30k/train.de.gz),$(ab
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
-	python3 -m venv $(VENV)
+	python3 -m venv $(if $(TORCH),,--system-site-packages) $(VENV)
+ifneq ($(TORCH),)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q "$(TORCH)"
+else
+	@$(PY) -c "import torch; print('keeping torch', torch.__version__, '(CUDA', \
+	  torch.version.cuda, 'GPUs', str(torch.cuda.device_count()) + ')')" || { echo \
+	  "make install TORCH=: python3 has no torch to keep; install one, or name it: TORCH=torch==X"; \
+	  exit 1; }
+endif
 	$(PY) -m pip install -q -e ".[test]"
 	touch $@
 

@@ -111,6 +111,10 @@ class TrainConfig:
     device: str = "auto"            # auto | cpu | cuda
     threads: int = 0                # CPU threads (0 = all cores)
     amp: bool = True                # bf16 autocast on CUDA (ignored on CPU)
+    # deterministic kernels only (torch.use_deterministic_algorithms, cuDNN without autotuning,
+    # CUBLAS_WORKSPACE_CONFIG): on CUDA a resumed run can then end bit-identical to one never
+    # interrupted, for some speed; CPU training is bit-exact either way (README, Guarantees)
+    deterministic: bool = False
 
 
 @dataclass

@@ -7,6 +7,8 @@ handful of collectives training needs. With one process every helper is a no-op.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -39,7 +41,14 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise NMTError(f"device {name!r} requested but torch sees no CUDA GPU "
                        f"(torch {torch.__version__}); use --device cpu")
-    return torch.device(name)
+    device = torch.device(name)
+    if device.type == "cuda" and device.index is not None and \
+            device.index >= torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise NMTError(f"device {name!r}: torch sees {n} CUDA GPU{'s' if n > 1 else ''} "
+                       f"(cuda:0{f' to cuda:{n - 1}' if n > 1 else ''}); pick one of them "
+                       f"or --device cuda")
+    return device
 
 
 def setup(device_name: str) -> Dist:
@@ -51,12 +60,61 @@ def setup(device_name: str) -> Dist:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     if device.type == "cuda":
+        gpus = torch.cuda.device_count()
+        if local_rank >= gpus:
+            raise NMTError(f"torchrun started {local_world} processes on this machine but torch "
+                           f"sees {gpus} CUDA GPU{'s' if gpus != 1 else ''}: local rank "
+                           f"{local_rank} has no GPU of its own (one GPU per process). Start at "
+                           f"most {gpus} (torchrun --nproc_per_node={gpus}), or train on the "
+                           f"CPU with --device cpu")
         device = torch.device("cuda", local_rank)  # one GPU per process
         torch.cuda.set_device(device)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 **({"device_id": device} if device.type == "cuda" else {}))
     return Dist(rank, world, local_rank, local_world, device)
+
+
+# the two cuBLAS workspace settings with which cuBLAS is deterministic (CUDA >= 10.2); the first
+# is the faster, for 32 MiB of GPU memory per stream
+CUBLAS_DETERMINISTIC = (":4096:8", ":16:8")
+
+
+def use_deterministic_algorithms(device: torch.device) -> None:
+    """train.deterministic: deterministic kernels only (an op without one raises an error that
+    names it), cuDNN's deterministic algorithms without autotuning, and a cuBLAS workspace
+    setting that makes cuBLAS deterministic (CUBLAS_WORKSPACE_CONFIG, set here when unset).
+
+    torch sizes cuBLAS's workspace from that variable once, at the process's first matrix
+    multiply on the GPU, so it must be set before: training calls this before it builds its
+    model, which is before any in a process that starts with nmt (the command line, torchrun's
+    ranks). A program that multiplied matrices on the GPU before training (a notebook) should
+    export the variable before it starts. The switches are process-wide: `kept_determinism`
+    puts them back."""
+    config = os.environ.get("CUBLAS_WORKSPACE_CONFIG")
+    if device.type == "cuda" and config is not None and config not in CUBLAS_DETERMINISTIC:
+        raise NMTError(f"train.deterministic: CUBLAS_WORKSPACE_CONFIG is {config!r}, with which "
+                       f"cuBLAS is not deterministic; unset it or set it to "
+                       f"{' or '.join(CUBLAS_DETERMINISTIC)}")
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC[0])
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+@contextmanager
+def kept_determinism() -> Iterator[None]:
+    """Put torch's deterministic-algorithm and cuDNN switches back as they were on leaving: they
+    are process-wide, and a caller (tests, a comparison's next system) keeps its own. The cuBLAS
+    variable stays set: torch may have read it already, and a later deterministic run needs it."""
+    before = (torch.are_deterministic_algorithms_enabled(),
+              torch.is_deterministic_algorithms_warn_only_enabled(),
+              torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[2:]
 
 
 def cleanup(d: Dist) -> None:

@@ -10,7 +10,9 @@ or loss, or constant.
 
 Resuming is exact: an epoch's batch list is a pure function of (seed, epoch) (batching.py), and a
 checkpoint records how many of its batches were consumed plus every RNG state, so a run killed at
-any point and resumed from last.pt ends with the same weights as one never interrupted.
+any point and resumed from last.pt ends with the same weights as one never interrupted: bit for bit
+on the CPU, and on CUDA with train.deterministic (README, Guarantees; _reseed_rnn_dropout keeps
+cuDNN's own RNN dropout state in step).
 """
 from __future__ import annotations
 
@@ -137,7 +139,8 @@ def train(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool =
     d = dist.setup(recipe.train.device)
     threads = torch.get_num_threads()
     try:
-        with rundir.claim(out_dir, resume, overwrite, active=d.main) as run:
+        with dist.kept_determinism(), rundir.claim(out_dir, resume, overwrite,
+                                                   active=d.main) as run:
             trainer = _start(recipe, out_dir, resume, tokenizer_dir, d, batcher, run,
                              init_weights)
             return _loop(trainer, quiet)
@@ -223,6 +226,8 @@ def _start(recipe: Recipe, out_dir: Path, resume: bool, tokenizer_dir: Path | No
     cfg, device = recipe.train, d.device
     log = RunLog(out_dir, d.main)
     log.tensorboard = TensorBoardLog(out_dir, d.main and cfg.tensorboard, log.warn)
+    if cfg.deterministic:  # before the first matrix multiply: torch reads the cuBLAS setting once
+        dist.use_deterministic_algorithms(device)
     if d.main:
         save_recipe(recipe, out_dir / "recipe.yaml")
     threads = cfg.threads or max(1, _cpu_count() // d.local_world)
@@ -231,6 +236,7 @@ def _start(recipe: Recipe, out_dir: Path, resume: bool, tokenizer_dir: Path | No
         torch.set_float32_matmul_precision("high")
     where = f"{threads} thread{'s' if threads > 1 else ''}" if device.type == "cpu" else ""
     where += f"{', ' if where else ''}{d.world} ranks" if d.world > 1 else ""
+    where += f"{', ' if where else ''}deterministic algorithms" if cfg.deterministic else ""
     log.info(f"{'resuming' if resume else 'training'} {recipe.name or 'recipe'} in {out_dir} on "
              f"{device}" + (f" ({where})" if where else ""))
     tok, train_pairs, valid_corpus, valid_pairs = _load_data(recipe, out_dir, ckpt,
@@ -488,6 +494,8 @@ class Trainer:
         or `best` (what translating needs) into the run directory; rank 0 writes."""
         f = self._files()
         rng = dist.gather(self.d, _get_rng(self.device)) if which == "last" else None
+        if which == "last":  # from here on as a run resumed from this checkpoint does
+            _reseed_rnn_dropout(self.device)
         if not self.d.main:
             return
         resume = {}
@@ -509,7 +517,7 @@ class Trainer:
         self.scheduler.load_state_dict(ckpt["scheduler"])
         self.state = st = RunState(**ckpt["state"])
         self.valid_records = list(ckpt.get("metrics", []))
-        if len(ckpt["rng"]) == d.world:
+        if len(ckpt["rng"]) == d.world:  # also re-derives cuDNN's RNN dropout state from it
             _set_rng(ckpt["rng"][d.rank], self.device)
         else:
             self._warn(f"checkpoint holds RNG states of {len(ckpt['rng'])} ranks, this run has "
@@ -728,6 +736,20 @@ def _set_rng(s: dict, device: torch.device) -> None:
     torch.set_rng_state(s["torch"])
     if s["cuda"] is not None and device.type == "cuda":
         torch.cuda.set_rng_state(s["cuda"], device)
+
+
+def _reseed_rnn_dropout(device: torch.device) -> None:
+    """Make cuDNN re-derive its RNN dropout state from the CUDA generator's current state.
+
+    cuDNN's GRU/LSTM apply the dropout between layers from a state buffer of their own (one per
+    GPU, advanced by every training call), which torch.cuda.get_rng_state() does not capture. It
+    is initialised from the default CUDA generator at the first RNN call after that generator's
+    state was set (manual_seed, set_rng_state), and only then. Setting the generator to its own
+    state marks it so, without changing any number it draws: called right after the RNG states
+    are saved for last.pt, the run goes on exactly as a run resumed from last.pt does, whose
+    restored state re-derives the buffer at its first update just the same. No-op off CUDA."""
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(torch.cuda.get_rng_state(device), device)
 
 
 def _cpu_count() -> int:
