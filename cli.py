@@ -612,13 +612,17 @@ def compare(recipe: Path = typer.Argument(..., help="Comparison recipe (YAML wit
             retrain: bool = typer.Option(False, "--retrain", help="Train again the systems (and "
                                          "the tokenizer) whose recipe changed since they were "
                                          "trained in --out; without it such a change is an "
-                                         "error.")):
+                                         "error."),
+            seeds: Optional[int] = typer.Option(None, "--seeds", min=1, help="Train every "
+                                                "system N times, with train.seed + k (k = 0.."
+                                                "N-1): mean ± sd over seeds in the report "
+                                                "(default: the recipe's seeds, else 1).")):
     """Train, decode and score every system of a comparison, then write its report.
 
     Re-running continues where it stopped and reuses only what matches the recipe now."""
     from nmt.compare import load_comparison, run
 
-    cmp = load_comparison(recipe, set_)
+    cmp = load_comparison(recipe, set_, seeds=seeds)
     run(cmp, out or Path("runs") / cmp.name, only=only, device=device, quiet=quiet,
         retrain=retrain)
 

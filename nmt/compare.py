@@ -8,7 +8,14 @@ that re-running after an interruption loses nothing already done:
     DIR/tokenizer/                    built once, shared by every system (+ settings.json)
     DIR/systems/NAME/                 a normal `nmt train` run directory (+ done.json when finished)
     DIR/systems/NAME/SPLIT.hyp        decoded test sets (+ SPLIT.json: what was decoded, how, time)
+    DIR/systems/NAME-seedK/           with `seeds: N` (or --seeds N), runs K = 1..N-1 of NAME
     DIR/results.json, DIR/report.md, DIR/*.png
+
+With N seeds every system is trained N times: run K (0..N-1) with train.seed + K, so run 0 is
+the system's own recipe in its usual directory, and going from 1 seed to N (or N to N+1) trains
+only the new runs. The report then gives means and standard deviations over the seeds, learning
+curves with a band, and a significance test that resamples both sentences and seeds
+(evaluation.seed_bootstrap).
 
 Nothing is reused unless it is what the comparison asks for now: the tokenizer only when its
 settings and training data are the same, a trained system only when its resolved recipe (all but
@@ -27,6 +34,7 @@ import json
 import math
 import re
 import shutil
+import statistics
 import time
 import typing
 from dataclasses import dataclass, field
@@ -41,7 +49,7 @@ from nmt.config import Recipe, coerce, read_yaml, recipe_from_dict, to_dict
 from nmt.data import load_split, read_lines
 from nmt.distributed import resolve_device
 from nmt.errors import NMTError
-from nmt.evaluation import bleu_interval, paired_bootstrap, score
+from nmt.evaluation import bleu_interval, paired_bootstrap, score, seed_bootstrap, seed_interval
 from nmt.prediction import translate_lines
 from nmt.rundir import flat
 from nmt.tokenizer import Tokenizer
@@ -53,6 +61,8 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a system name is also a dire
 # changes to them (decoding and test sets are redone as needed)
 NOT_TRAINING = ("name", "decode.", "data.test", "data.max_test_pairs", "train.device",
                 "train.threads")
+# training summary fields given as the mean over a system's seeds (the others are its first run's)
+MEAN_OVER_SEEDS = ("best_bleu", "steps", "epochs", "time", "train_time", "tokens_per_s")
 # fields the shared tokenizer is built from
 TOKENIZER_KEYS = ("tokenizer.", "data.source", "data.path", "data.hf_config", "data.src_lang",
                   "data.tgt_lang", "data.src_field", "data.tgt_field", "data.train",
@@ -67,6 +77,7 @@ class Comparison:
     heatmaps: int = 3               # test sentences whose attention is drawn for every system
     length_bins: int = 5            # BLEU by length: buckets at source-length quantiles
     length_buckets: list[int] = field(default_factory=list)  # or explicit edges, in source words
+    seeds: int = 1                  # training runs per system, seed K with train.seed + K
     base: dict = field(default_factory=dict)      # recipe sections under every system's own
     overrides: dict = field(default_factory=dict)  # recipe sections over every system's own
     systems: dict = field(default_factory=dict)   # NAME -> {recipe: FILE, set: {overrides}}
@@ -103,6 +114,8 @@ def _typed(raw: dict, path: Path) -> Comparison:
     for key in ("examples", "heatmaps"):
         if getattr(cmp, key) < 0:
             raise NMTError(f"{path}: {key} must be >= 0, got {getattr(cmp, key)}")
+    if cmp.seeds < 1:
+        raise NMTError(f"{path}: seeds must be >= 1, got {cmp.seeds}")
     edges = cmp.length_buckets
     if any(e <= 0 for e in edges) or any(a >= b for a, b in zip(edges, edges[1:])):
         raise NMTError(f"{path}: length_buckets must be increasing positive word counts, got "
@@ -110,12 +123,17 @@ def _typed(raw: dict, path: Path) -> Comparison:
     return cmp
 
 
-def load_comparison(path: str | Path, overrides: list[str] | None = None) -> Comparison:
+def load_comparison(path: str | Path, overrides: list[str] | None = None,
+                    seeds: int | None = None) -> Comparison:
     """Load and check a whole comparison recipe, every system's resolved recipe included, so
     that no mistake in it shows only after training; `overrides` (section.key=value) apply to
-    every system."""
+    every system, `seeds` (--seeds) replaces the recipe's."""
     path = Path(path)
     cmp = _typed(read_yaml(path), path)
+    if seeds is not None:
+        if seeds < 1:
+            raise NMTError(f"--seeds must be >= 1, got {seeds}")
+        cmp.seeds = seeds
     cmp.name = cmp.name or path.stem
     if not cmp.systems:
         raise NMTError(f"{path}: no systems listed under `systems:`")
@@ -153,7 +171,34 @@ def load_comparison(path: str | Path, overrides: list[str] | None = None) -> Com
     if cmp.baseline not in cmp.recipes:
         raise NMTError(f"{path}: baseline {cmp.baseline!r} is not one of the systems "
                        f"({', '.join(cmp.recipes)})")
+    for name in cmp.recipes:
+        for sr in seed_runs(cmp, name)[1:]:
+            if sr.dir in cmp.recipes:
+                raise NMTError(f"{path}: system {sr.dir!r} has the directory of {name!r}'s "
+                               f"seed {sr.k} (seeds: {cmp.seeds}); rename it")
     return cmp
+
+
+@dataclass
+class SeedRun:
+    """One training run of a system: the K-th of its `seeds`."""
+    system: str     # the system's name
+    k: int          # 0 .. seeds-1
+    dir: str        # under systems/: NAME for K = 0 (a one-seed comparison's layout), NAME-seedK
+    recipe: Recipe  # the system's recipe, train.seed + K
+
+
+def seed_runs(cmp: Comparison, name: str) -> list[SeedRun]:
+    """The runs of system `name`: K = 0 is its recipe as written, in systems/NAME/ (so a
+    one-seed comparison is laid out as it always was, and adding seeds keeps it); run K > 0
+    trains with train.seed + K, everything else equal, in systems/NAME-seedK/."""
+    runs = [SeedRun(name, 0, name, cmp.recipes[name])]
+    for k in range(1, cmp.seeds):
+        r = copy.deepcopy(cmp.recipes[name])
+        r.train.seed += k
+        r.name = f"{name}-seed{k}"
+        runs.append(SeedRun(name, k, r.name, r))
+    return runs
 
 
 # ----------------------------------------------------------------------------- what is stale
@@ -240,12 +285,13 @@ def _fresh_hyp(hyp: Path, key: dict) -> bool:
 
 def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str = "auto",
         quiet: bool = False, retrain: bool = False) -> dict:
-    """Tokenizer once, then train -> decode -> score each system, then the report."""
+    """Tokenizer once, then train -> decode -> score each system (each of its seeds), then the
+    report."""
     names = list(cmp.recipes)
     for n in only or []:
         if n not in cmp.recipes:
             raise NMTError(f"--only {n}: no such system; choose from {', '.join(names)}")
-    todo = [n for n in names if not only or n in only]
+    todo = [sr for n in names if not only or n in only for sr in seed_runs(cmp, n)]
     first = cmp.recipes[names[0]]
     if out.exists() and not out.is_dir():
         raise NMTError(f"--out {out}: is a file, not a directory")
@@ -253,11 +299,11 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
 
     # ---- everything that would be reused must be what is asked for now, checked up front
     stale_tok = _stale_tokenizer(tok_dir, first)
-    stale: dict[str, str] = {}  # system -> what changed since it was trained
-    for n in todo if not stale_tok else []:
-        why = _stale_system(out / "systems" / n, cmp.recipes[n], tok_dir)
+    stale: dict[str, str] = {}  # run directory -> what changed since it was trained
+    for sr in todo if not stale_tok else []:
+        why = _stale_system(out / "systems" / sr.dir, sr.recipe, tok_dir)
         if why:
-            stale[n] = why
+            stale[sr.dir] = why
     if (stale_tok or stale) and not retrain:
         what = (f"the shared tokenizer ({tok_dir}) changed: {stale_tok}; every system would "
                 f"need retraining" if stale_tok else
@@ -270,46 +316,55 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
         console.print(f"[bold]tokenizer[/] settings changed ({stale_tok}): rebuilding it and "
                       f"retraining every system")
         shutil.rmtree(tok_dir)
-        stale = {n: "tokenizer changed" for n in names}
+        stale = {sr.dir: "tokenizer changed" for sr in todo}
     if not any(tok_dir.glob("*.model")):
         build_tokenizer(first, tok_dir)
     tok = Tokenizer.load(tok_dir)
 
-    for i, name in enumerate(todo, 1):
-        r = cmp.recipes[name]
-        run_dir = out / "systems" / name
-        done = run_dir / "done.json"
-        head = f"[bold][{i}/{len(todo)}] {name}[/]"
-        if name in stale:
-            console.print(f"{head}: recipe changed ({stale[name]}): training again")
-            done.unlink(missing_ok=True)
-        if done.is_file():
-            console.print(f"{head}: trained already, skipping")
-        else:
-            resume = name not in stale and (run_dir / "last.pt").is_file()
-            console.print(f"{head}: {'resuming' if resume else 'training'}")
-            if device != "auto":
-                r.train.device = device
-            summary = training.train(r, run_dir, resume=resume, overwrite=name in stale,
-                                     quiet=quiet, tokenizer_dir=tok_dir)
-            if summary.get("interrupted"):
-                raise NMTError(f"interrupted while training {name}; run the same command again "
-                               "to resume")
-            summary["device"] = _device_name(resolve_device(r.train.device))
-            done.write_text(json.dumps(summary, indent=2, default=str))
-        for split, corpus in tests.items():
-            hyp = run_dir / f"{split}.hyp"
-            key = _decode_key(r, corpus.src)
-            if name not in stale and _fresh_hyp(hyp, key):
-                continue
-            console.print(f"{head}: decoding {split} (beam {r.decode.beam})")
-            _decode(run_dir, corpus.src, hyp, device, r, key)
+    for i, sr in enumerate(todo, 1):
+        head = f"[bold][{i}/{len(todo)}] {sr.dir}[/]"
+        _train_and_decode(sr, out / "systems" / sr.dir, tok_dir, tests, stale.get(sr.dir),
+                          head, device, quiet)
 
     results = collect(cmp, out, tests)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     report.write(cmp, out, results, tests, tok)
     console.print(f"[bold green]report:[/] {out / 'report.md'}")
     return results
+
+
+def _train_and_decode(sr: SeedRun, run_dir: Path, tok_dir: Path, tests: dict,
+                      stale: str | None, head: str, device: str, quiet: bool) -> None:
+    """One run of a system: trained (or resumed, or skipped when done.json says it finished),
+    then every test set decoded unless its hypotheses are already what is asked for. `stale`:
+    why the run there is for another recipe (it is trained again)."""
+    r = sr.recipe
+    done = run_dir / "done.json"
+    if stale:
+        console.print(f"{head}: recipe changed ({stale}): training again")
+        done.unlink(missing_ok=True)
+    if done.is_file():
+        console.print(f"{head}: trained already, skipping")
+    else:
+        resume = not stale and (run_dir / "last.pt").is_file()
+        console.print(f"{head}: {'resuming' if resume else 'training'}")
+        if device != "auto":
+            r.train.device = device
+        summary = training.train(r, run_dir, resume=resume, overwrite=bool(stale),
+                                 quiet=quiet, tokenizer_dir=tok_dir)
+        if summary.get("interrupted"):
+            raise NMTError(f"interrupted while training {sr.dir}; run the same command again "
+                           "to resume")
+        summary["device"] = _device_name(resolve_device(r.train.device))
+        summary["seed"] = r.train.seed
+        done.write_text(json.dumps(summary, indent=2, default=str))
+    for split, corpus in tests.items():
+        hyp = run_dir / f"{split}.hyp"
+        key = _decode_key(r, corpus.src)
+        if not stale and _fresh_hyp(hyp, key):
+            continue
+        console.print(f"{head}: decoding {split} (beam {r.decode.beam})")
+        _decode(run_dir, corpus.src, hyp, device, r, key)
 
 
 def _decode(run_dir: Path, src: list[str], hyp: Path, device: str, r: Recipe,
@@ -387,57 +442,162 @@ def design(r) -> str:
 
 
 def collect(cmp: Comparison, out: Path, tests: dict) -> dict:
-    """Everything the report shows, as plain data (results.json)."""
-    results: dict = {"name": cmp.name, "baseline": cmp.baseline, "systems": {}, "tests": {},
-                     "left_out": {}}
-    hyps: dict[str, dict[str, list[str]]] = {}
-    tok_dir = out / "tokenizer"
-    for name, r in cmp.recipes.items():
-        run_dir = out / "systems" / name
-        done = run_dir / "done.json"
-        if not done.is_file():
+    """Everything the report shows, as plain data (results.json). With one seed a system's
+    entry is its run's; with several, the same keys hold the aggregate over the seeds (means,
+    *_sd the sample standard deviations, the learning curve with its band) and `seeds` lists
+    each run's own numbers."""
+    results: dict = {"name": cmp.name, "baseline": cmp.baseline, "seeds": cmp.seeds,
+                     "systems": {}, "tests": {}, "left_out": {}}
+    hyps: dict[str, dict[str, list[list[str]]]] = {}  # split -> system -> hypotheses per seed
+    for name in cmp.recipes:
+        runs = [_run_result(sr, out, tests, results["left_out"]) for sr in seed_runs(cmp, name)]
+        finished = [x for x in runs if x is not None]
+        if len(finished) < len(runs):  # a system is scored once every seed of it is
+            if finished:
+                results["left_out"][name] = f"{len(finished)} of {len(runs)} seeds finished"
             continue
-        why = _stale_system(run_dir, r, tok_dir)
-        if why:  # trained for another recipe (possible with --only): never scored as this one
-            results["left_out"][name] = why
-            console.print(f"[yellow]warning:[/] system {name} left out of the report: it was "
-                          f"trained for another recipe ({why}); run it (--only {name}, with "
-                          f"--retrain) to include it")
-            continue
-        summary = json.loads(done.read_text())
-        valid = [m for m in _metrics(run_dir) if m.get("kind") == "valid"]
-        best = max(valid, key=lambda m: m.get("val_bleu", -1), default={})
-        sys = {"arch": r.model.arch, "attention": r.model.attention if r.model.arch == "rnn"
-               else "multi-head self + cross", "design": design(r), "summary": summary,
-               "val_ppl": best.get("val_ppl"), "val_bleu": best.get("val_bleu"),
-               "curve": [{k: m.get(k) for k in ("step", "wall", "val_bleu", "val_ppl")}
-                         for m in valid], "tests": {}}
-        for split, corpus in tests.items():
-            hyp_path = run_dir / f"{split}.hyp"
-            if not _fresh_hyp(hyp_path, _decode_key(r, corpus.src)):
-                if hyp_path.is_file():
-                    results["left_out"][f"{name}/{split}"] = "decoded for other settings"
-                    console.print(f"[yellow]warning:[/] system {name}: {hyp_path.name} was "
-                                  f"decoded from other source lines or with other decoding "
-                                  f"settings; left out of {split}'s scores; run --only {name} "
-                                  f"to decode it again")
-                continue
-            hyp = read_lines(hyp_path)
-            hyps.setdefault(split, {})[name] = hyp
-            scores = score(hyp, [corpus.tgt])
-            scores["decode"] = json.loads(hyp_path.with_suffix(".json").read_text())
-            edges = cmp.length_buckets or quantile_edges(corpus.src, cmp.length_bins)
-            scores["by_length"] = [
-                {"bucket": label, "n": len(idx),
-                 **bleu_interval([hyp[i] for i in idx], [corpus.tgt[i] for i in idx])}
-                for label, idx in length_buckets(corpus.src, edges)]
-            sys["tests"][split] = scores
+        splits = [split for split in tests if all(split in x["hyps"] for x in runs)]
+        for split in splits:
+            hyps.setdefault(split, {})[name] = [x["hyps"][split] for x in runs]
+        edges = {split: cmp.length_buckets or quantile_edges(tests[split].src, cmp.length_bins)
+                 for split in splits}
+        if len(runs) == 1:
+            sys = runs[0]["result"]
+            for split in splits:
+                sys["tests"][split]["by_length"] = _by_length(
+                    [runs[0]["hyps"][split]], tests[split], edges[split])
+        else:
+            sys = _aggregate([x["result"] for x in runs], splits)
+            for split in splits:
+                runs_hyps = [x["hyps"][split] for x in runs]
+                interval = seed_interval(runs_hyps, tests[split].tgt)
+                sys["tests"][split]["ci"] = interval["ci"]
+                sys["tests"][split]["by_length"] = _by_length(runs_hyps, tests[split],
+                                                              edges[split])
         results["systems"][name] = sys
     for split, by_sys in hyps.items():
         info: dict = {"n": len(tests[split].src)}
         if cmp.baseline in by_sys and len(by_sys) > 1:
             others = {n: h for n, h in by_sys.items() if n != cmp.baseline}
-            info["bootstrap"] = paired_bootstrap(by_sys[cmp.baseline], others, [tests[split].tgt],
-                                                 baseline_name=cmp.baseline)
+            refs = [tests[split].tgt]
+            if cmp.seeds == 1:
+                info["bootstrap"] = paired_bootstrap(by_sys[cmp.baseline][0],
+                                                     {n: h[0] for n, h in others.items()},
+                                                     refs, baseline_name=cmp.baseline)
+            else:
+                info["bootstrap"] = seed_bootstrap(by_sys[cmp.baseline], others, refs,
+                                                   baseline_name=cmp.baseline)
+            info["test"] = "paired bootstrap" if cmp.seeds == 1 else \
+                "paired bootstrap over sentences and seeds"
         results["tests"][split] = info
     return results
+
+
+def _run_result(sr: SeedRun, out: Path, tests: dict, left_out: dict) -> dict | None:
+    """One finished run's numbers: {"result": its results.json entry (no BLEU by length yet),
+    "hyps": {split: hypotheses}}; None while it is not finished, or when it was trained for
+    another recipe (then noted in left_out, as is a test set decoded for other settings)."""
+    r, run_dir = sr.recipe, out / "systems" / sr.dir
+    done = run_dir / "done.json"
+    if not done.is_file():
+        return None
+    why = _stale_system(run_dir, r, out / "tokenizer")
+    if why:  # trained for another recipe (possible with --only): never scored as this one
+        left_out[sr.dir] = why
+        console.print(f"[yellow]warning:[/] system {sr.dir} left out of the report: it was "
+                      f"trained for another recipe ({why}); run it (--only {sr.system}, with "
+                      f"--retrain) to include it")
+        return None
+    summary = json.loads(done.read_text())
+    valid = [m for m in _metrics(run_dir) if m.get("kind") == "valid"]
+    best = max(valid, key=lambda m: m.get("val_bleu", -1), default={})
+    result = {"arch": r.model.arch, "attention": r.model.attention if r.model.arch == "rnn"
+              else "multi-head self + cross", "design": design(r), "summary": summary,
+              "val_ppl": best.get("val_ppl"), "val_bleu": best.get("val_bleu"),
+              "curve": [{k: m.get(k) for k in ("step", "wall", "val_bleu", "val_ppl")}
+                        for m in valid], "tests": {}}
+    hyps = {}
+    for split, corpus in tests.items():
+        hyp_path = run_dir / f"{split}.hyp"
+        if not _fresh_hyp(hyp_path, _decode_key(r, corpus.src)):
+            if hyp_path.is_file():
+                left_out[f"{sr.dir}/{split}"] = "decoded for other settings"
+                console.print(f"[yellow]warning:[/] system {sr.dir}: {hyp_path.name} was "
+                              f"decoded from other source lines or with other decoding "
+                              f"settings; left out of {split}'s scores; run --only {sr.system} "
+                              f"to decode it again")
+            continue
+        hyps[split] = read_lines(hyp_path)
+        result["tests"][split] = score(hyps[split], [corpus.tgt])
+        result["tests"][split]["decode"] = json.loads(hyp_path.with_suffix(".json").read_text())
+    return {"result": result, "hyps": hyps}
+
+
+def _by_length(runs: list[list[str]], corpus, edges: list[int]) -> list[dict]:
+    """BLEU per source-length bucket with its 95% bootstrap interval (of the mean over seeds,
+    and the seeds' standard deviation, when there are several)."""
+    rows = []
+    for label, idx in length_buckets(corpus.src, edges):
+        refs = [corpus.tgt[i] for i in idx]
+        bucket = [[hyps[i] for i in idx] for hyps in runs]
+        row = {"bucket": label, "n": len(idx)}
+        if len(runs) == 1:
+            row.update(bleu_interval(bucket[0], refs))
+        else:
+            row.update(seed_interval(bucket, refs))
+            row["sd"] = statistics.stdev(row["seeds"])
+        rows.append(row)
+    return rows
+
+
+def _aggregate(runs: list[dict], splits: list[str]) -> dict:
+    """A system's entry from its seeds' entries: the seeds' means under the same keys, with
+    KEY_sd (sample standard deviation, n - 1 in the denominator) for the test scores and best
+    validation BLEU, the learning curves merged (curve_band), and each run under `seeds`."""
+    first = runs[0]
+    summary = {k: v for k, v in first["summary"].items() if k not in ("run_dir", "seed")}
+    for key in MEAN_OVER_SEEDS:
+        if key in summary:
+            summary[key] = statistics.fmean(x["summary"].get(key) or 0 for x in runs)
+    agg = {k: first[k] for k in ("arch", "attention", "design")}
+    agg.update(summary=summary, val_ppl=_mean_sd(runs, "val_ppl")[0],
+               curve=curve_band([x["curve"] for x in runs]), tests={})
+    agg["val_bleu"], agg["val_bleu_sd"] = _mean_sd(runs, "val_bleu")
+    for split in splits:
+        per_seed = [x["tests"][split] for x in runs]
+        t = agg["tests"][split] = {"signatures": per_seed[0]["signatures"]}
+        for metric in ("bleu", "chrf", "ter"):
+            t[metric], t[f"{metric}_sd"] = _mean_sd(per_seed, metric)
+        t["decode"] = dict(per_seed[0]["decode"],
+                           sent_per_s=statistics.fmean(p["decode"]["sent_per_s"]
+                                                       for p in per_seed))
+    agg["seeds"] = runs
+    return agg
+
+
+def _mean_sd(rows: list[dict], key: str) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation of rows[*][key] (None when a row lacks it)."""
+    values = [r.get(key) for r in rows]
+    if any(v is None for v in values):
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values)
+
+
+def curve_band(curves: list[list[dict]]) -> list[dict]:
+    """Learning curves of several seeds as one: at every step where any seed validated, the
+    mean of val_bleu, val_ppl and wall time over the seeds that did (`seeds`: how many), and
+    val_bleu_min / val_bleu_max, the band the figure shades."""
+    by_step: dict[int, list[dict]] = {}
+    for curve in curves:
+        for p in curve:
+            if p.get("val_bleu") is not None:
+                by_step.setdefault(p["step"], []).append(p)
+    band = []
+    for step, pts in sorted(by_step.items()):
+        bleu = [p["val_bleu"] for p in pts]
+        ppl = [p["val_ppl"] for p in pts if p.get("val_ppl") is not None]
+        band.append({"step": step, "wall": statistics.fmean(p["wall"] for p in pts),
+                     "val_bleu": statistics.fmean(bleu), "val_ppl":
+                     statistics.fmean(ppl) if ppl else None, "val_bleu_min": min(bleu),
+                     "val_bleu_max": max(bleu), "seeds": len(pts)})
+    return band

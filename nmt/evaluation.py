@@ -2,17 +2,20 @@
 cased, unless another of sacreBLEU's tokenizers or lower-casing is asked for), chrF (Popović
 2015) and TER (Snover et al. 2006), each with its signature so a number can be reproduced, and
 paired bootstrap resampling (Koehn 2004) to tell whether a system beats a baseline on the same
-test set.
+test set, and its two-level form for systems trained with several seeds (sentences and seeds
+resampled: both sources of variance in one test).
 
 References follow sacreBLEU: `refs` is a list of reference *streams*, each with one line per
 hypothesis (one reference set = `[ref_lines]`).
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import numpy as np
 from sacrebleu.metrics import BLEU, CHRF, TER
-from sacrebleu.significance import PairedTest
+from sacrebleu.significance import PairedTest, estimate_ci
 
 from nmt.config import DecodeConfig
 from nmt.data import read_lines
@@ -105,6 +108,101 @@ def paired_bootstrap(baseline: list[str], systems: dict[str, list[str]], refs: l
         if i and systems[name] == baseline:
             rows[name]["p_value"] = rows[name]["chrf"]["p_value"] = 1.0
     return rows
+
+
+def seed_interval(runs: list[list[str]], refs: list[str]) -> dict:
+    """Mean corpus BLEU over the seeds' hypotheses `runs` (one list per seed) with the 95%
+    interval of that mean from the two-level bootstrap (see seed_bootstrap): {"bleu", "ci",
+    "seeds": each seed's BLEU}. With one seed it is bleu_interval (same resampled sentences,
+    same interval)."""
+    bleu = BLEU()
+    for hyps in runs:
+        _check(hyps, [refs])
+    stats = [_sentence_stats(bleu, hyps, [refs]) for hyps in runs]
+    counts, rng = _resampled_sentences(len(refs), BOOTSTRAP_SAMPLES)
+    replicate = _seed_means(bleu, stats, counts, rng)
+    seeds = [float(bleu.corpus_score(h, [refs]).score) for h in runs]
+    return {"bleu": float(np.mean(seeds)), "ci": float(estimate_ci(replicate)[1]),
+            "seeds": seeds}
+
+
+def seed_bootstrap(baseline: list[list[str]], systems: dict[str, list[list[str]]],
+                   refs: list[list[str]], baseline_name: str = "baseline") -> dict[str, dict]:
+    """Paired bootstrap over sentences *and* seeds: is a system trained with several seeds
+    better than the baseline trained with several seeds, by more than test-set sampling and
+    seed-to-seed variation explain?
+
+    `baseline` and each of `systems` hold one hypothesis list per seed (any number of seeds,
+    on the same test set). The observed difference is that of the means over seeds,
+        delta = mean_i BLEU(x_i) - mean_j BLEU(b_j).
+    Each of the BOOTSTRAP_SAMPLES replicates r draws n sentence indices I_r with replacement
+    (shared by every system: paired over sentences) and, for every system, its seeds with
+    replacement (S_r for the system, T_r for the baseline), and computes
+        delta_r = mean_{i in S_r} BLEU(x_i; I_r) - mean_{j in T_r} BLEU(b_j; I_r).
+    The p-value is sacreBLEU's for its paired bootstrap (Koehn 2004), on these replicates:
+        p = (1 + #{r : |delta_r| - mean_r |delta_r| > |delta|}) / (BOOTSTRAP_SAMPLES + 1),
+    so with one seed per system it is exactly Koehn's test (paired_bootstrap's p). Resampling
+    the seeds widens the replicate spread by the seed variance (the seed bootstrap's is
+    (N-1)/N of the sample variance, a little low for 2-3 seeds).
+
+    Returns per system, baseline first, {"score": the mean over seeds, "mean" and "ci": the
+    replicates' mean and 95% half-width, "p_value": None for the baseline}. A system whose
+    outputs equal the baseline's gets p = 1, as in paired_bootstrap."""
+    bleu = BLEU()
+    named = {baseline_name: baseline, **systems}
+    for name, runs in named.items():
+        if not runs:
+            raise NMTError(f"system {name!r} has no seeds to score")
+        for hyps in runs:
+            _check(hyps, refs)
+    counts, rng = _resampled_sentences(len(refs[0]), BOOTSTRAP_SAMPLES)
+    observed, replicates = {}, {}
+    for name, runs in named.items():
+        stats = [_sentence_stats(bleu, hyps, refs) for hyps in runs]
+        observed[name] = float(np.mean([bleu.corpus_score(h, refs).score for h in runs]))
+        replicates[name] = _seed_means(bleu, stats, counts, rng)
+    rows: dict[str, dict] = {}
+    for name in named:
+        mean, ci = estimate_ci(replicates[name])
+        rows[name] = {"score": observed[name], "mean": float(mean), "ci": float(ci),
+                      "p_value": None}
+        if name == baseline_name:
+            continue
+        if systems[name] == baseline:
+            rows[name]["p_value"] = 1.0
+            continue
+        diffs = np.abs(replicates[name] - replicates[baseline_name])
+        real = abs(observed[name] - observed[baseline_name])
+        rows[name]["p_value"] = float((np.sum(diffs - diffs.mean() > real) + 1) /
+                                      (len(diffs) + 1))
+    return rows
+
+
+def _sentence_stats(bleu: BLEU, hyps: list[str], refs: list[list[str]]) -> np.ndarray:
+    """BLEU's sufficient statistics per sentence (lengths, n-gram matches and totals): (n, k)."""
+    return np.array(bleu._extract_corpus_statistics(hyps, refs), dtype=np.float64)
+
+
+def _resampled_sentences(n: int, samples: int) -> tuple[np.ndarray, np.random.Generator]:
+    """How often each of n sentences is drawn in each bootstrap replicate, (samples, n), from
+    sacreBLEU's seeded generator and in its order, so that one seed reproduces its intervals
+    and p-values; the generator goes on to draw the seeds."""
+    seed = os.environ.get("SACREBLEU_SEED", "12345")
+    rng = np.random.default_rng(None if seed.lower() == "none" else int(seed))
+    idx = rng.choice(n, size=(samples, n), replace=True)
+    counts = np.zeros((samples, n))
+    np.add.at(counts, (np.arange(samples)[:, None], idx), 1)
+    return counts, rng
+
+
+def _seed_means(bleu: BLEU, stats: list[np.ndarray], counts: np.ndarray,
+                rng: np.random.Generator) -> np.ndarray:
+    """Per replicate: the mean BLEU of len(stats) seeds drawn with replacement, each scored on
+    the replicate's sentences (counts @ stats sums its statistics)."""
+    scores = np.array([[bleu._compute_score_from_stats(row).score for row in counts @ s]
+                       for s in stats]).T                                # (samples, seeds)
+    pick = rng.integers(len(stats), size=scores.shape)                   # seeds drawn
+    return np.take_along_axis(scores, pick, axis=1).mean(axis=1)
 
 
 def translate_and_score(model, tok, src: list[str], refs: list[list[str]], dcfg: DecodeConfig,

@@ -14,12 +14,19 @@ from nmt.tokenizer import BOS, EOS
 
 
 def learning_curves(systems: dict, path: Path) -> None:
-    """Validation BLEU against updates and against wall-clock minutes, every system together."""
+    """Validation BLEU against updates and against wall-clock minutes, every system together.
+    A curve merged over seeds (compare.curve_band: points with val_bleu_min/max) is drawn as
+    its mean with the band from the lowest to the highest seed shaded in the same colour."""
     fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for name, s in systems.items():
         pts = [p for p in s["curve"] if p.get("val_bleu") is not None]
-        a.plot([p["step"] for p in pts], [p["val_bleu"] for p in pts], marker=".", label=name)
-        b.plot([p["wall"] / 60 for p in pts], [p["val_bleu"] for p in pts], marker=".", label=name)
+        bleu = [p["val_bleu"] for p in pts]
+        for ax, x in ((a, [p["step"] for p in pts]), (b, [p["wall"] / 60 for p in pts])):
+            line, = ax.plot(x, bleu, marker=".", label=name)
+            if pts and "val_bleu_min" in pts[0]:
+                ax.fill_between(x, [p["val_bleu_min"] for p in pts],
+                                [p["val_bleu_max"] for p in pts], color=line.get_color(),
+                                alpha=0.2, linewidth=0)
     a.set(xlabel="updates", ylabel="validation BLEU", title="BLEU vs updates")
     b.set(xlabel="minutes", title="BLEU vs wall-clock time")
     for ax in (a, b):

@@ -1,4 +1,5 @@
-"""The comparison report: `report.md` with one table, significance, figures and examples."""
+"""The comparison report: `report.md` with one table, significance, figures and examples, each
+section written by its own function (with several seeds: means ± sd and bands over the seeds)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,32 +13,72 @@ def _fmt(x, digits=1) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def _pm(mean, sd, digits=1) -> str:
+    """mean ± sd, or the mean alone when there is no spread to give."""
+    return _fmt(mean, digits) if sd is None else f"{mean:.{digits}f} ± {sd:.{digits}f}"
+
+
 def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
+    """report.md (and its figures) in `out`: the systems' table, significance against the
+    baseline per test set, learning curves, BLEU by length, attention and examples."""
     systems = results["systems"]
-    splits = list(tests)
     lines = [f"# {cmp.name}", ""]
     if not systems:
         lines.append("No system has finished training yet.")
-        (out / "report.md").write_text("\n".join(lines) + "\n")
-        return
+    else:
+        splits = list(tests)
+        lines += _table(systems, splits, results.get("seeds", 1))
+        lines += _notes(systems, results)
+        for split in splits:
+            lines += _significance(results, split, cmp.baseline)
+        lines += _figures(systems, splits, out, results.get("seeds", 1))
+        picks = _examples(tests[splits[0]].src, max(cmp.examples, cmp.heatmaps))
+        lines += _attention(systems, splits[0], tests[splits[0]], picks[:cmp.heatmaps], out)
+        lines += _translations(systems, splits[0], tests[splits[0]], picks[:cmp.examples], out)
+    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
-    # --- the table
-    head = ["system", "params"] + [f"{m} {s}" for s in splits for m in ("BLEU", "chrF")] + \
+
+def _table(systems: dict, splits: list[str], seeds: int) -> list[str]:
+    """One row per system: size, scores per test set, validation perplexity, speed, device.
+    With several seeds a score is the mean ± standard deviation over the seeds, and the 95%
+    bootstrap interval of the mean stands beside the BLEU."""
+    if seeds == 1:
+        scores = [f"{m} {s}" for s in splits for m in ("BLEU", "chrF")]
+    else:
+        scores = [h for s in splits for h in (f"BLEU {s} (mean ± sd)", f"BLEU {s} 95% CI",
+                                              f"chrF {s} (mean ± sd)")]
+    head = ["system", "params"] + scores + \
         ["val ppl", "train time", "train tok/s", "decode sent/s", "device"]
-    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in systems.items():
         sm = s["summary"]
         row = [name, f"{sm.get('params', 0) / 1e6:.1f}M"]
         for split in splits:
             t = s["tests"].get(split, {})
-            row += [_fmt(t.get("bleu")), _fmt(t.get("chrf"))]
+            if seeds == 1:
+                row += [_fmt(t.get("bleu")), _fmt(t.get("chrf"))]
+            else:
+                row += [_pm(t.get("bleu"), t.get("bleu_sd")),
+                        "–" if t.get("ci") is None else f"± {t['ci']:.1f}",
+                        _pm(t.get("chrf"), t.get("chrf_sd"))]
         dec = next(iter(s["tests"].values()), {}).get("decode", {})
         row += [_fmt(s.get("val_ppl"), 2), f"{sm.get('train_time', 0) / 60:.1f} min",
                 f"{sm.get('tokens_per_s', 0):,.0f}", _fmt(dec.get("sent_per_s")),
                 str(sm.get("device", dec.get("device", "?")))]
         lines.append("| " + " | ".join(row) + " |")
-    lines += ["", "What each decoder does with the source (the differences that *are* the method; "
-              "everything else is shared as far as the recipes allow):", ""]
+    if seeds > 1:
+        lines += ["", f"Every system trained {seeds} times, with train.seed + k (k = 0..{seeds - 1}"
+                      f"); times and speeds are means over the runs. mean ± sd: over the "
+                      f"{seeds} runs, sd the sample standard deviation (n - 1). 95% CI: the "
+                      f"half-width of the bootstrap interval of the mean, with sentences and "
+                      f"seeds resampled."]
+    return lines
+
+
+def _notes(systems: dict, results: dict) -> list[str]:
+    """What each decoder does, what was left out and why, the sacreBLEU signatures."""
+    lines = ["", "What each decoder does with the source (the differences that *are* the method; "
+             "everything else is shared as far as the recipes allow):", ""]
     lines += [f"- **{name}** ({s['summary'].get('params', 0) / 1e6:.2f}M parameters): "
               f"{s.get('design', '')}" for name, s in systems.items()]
     for what, why in results.get("left_out", {}).items():
@@ -46,53 +87,70 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
     sig = next((t["signatures"] for s in systems.values() for t in s["tests"].values()), None)
     if sig:
         lines += ["", "sacreBLEU signatures: " + "; ".join(f"`{v}`" for v in sig.values())]
+    return lines
 
-    # --- significance against the no-attention baseline
-    for split in splits:
-        bs = results["tests"].get(split, {}).get("bootstrap")
-        if not bs:
-            continue
-        lines += ["", f"## Significance on {split} (paired bootstrap vs `{cmp.baseline}`)", "",
-                  "| system | BLEU (mean ± 95% CI) | vs baseline | p-value | verdict at 0.05 |",
-                  "|---|---|---|---|---|"]
-        base = bs[cmp.baseline]["score"]
-        for name, row in bs.items():
-            p = row.get("p_value")
-            delta = "baseline" if p is None else f"{row['score'] - base:+.2f} BLEU"
-            lines.append(f"| {name} | {row['mean']:.1f} ± {row['ci']:.1f} | {delta} | "
-                         f"{_fmt(p, 4)} | {verdict(row['score'] - base, p)} |")
 
-    # --- figures
+def _significance(results: dict, split: str, baseline: str) -> list[str]:
+    """Every system against the baseline on one test set: difference, p-value and which way."""
+    info = results["tests"].get(split, {})
+    bs = info.get("bootstrap")
+    if not bs:
+        return []
+    test = info.get("test", "paired bootstrap")
+    lines = ["", f"## Significance on {split} ({test} vs `{baseline}`)", ""]
+    if results.get("seeds", 1) > 1:
+        lines += ["Each of 1,000 replicates draws the test sentences and, for every system, its "
+                  "seeds, with replacement, and takes delta_r = mean BLEU(system seeds drawn) - "
+                  "mean BLEU(baseline seeds drawn) on the drawn sentences; p = (1 + #{r : "
+                  "|delta_r| - mean |delta_r| > |delta|}) / 1001, delta the observed difference "
+                  "of the means. Test-set sampling and seed-to-seed variation both count.", ""]
+    lines += ["| system | BLEU (mean ± 95% CI) | vs baseline | p-value | verdict at 0.05 |",
+              "|---|---|---|---|---|"]
+    base = bs[baseline]["score"]
+    for name, row in bs.items():
+        p = row.get("p_value")
+        delta = "baseline" if p is None else f"{row['score'] - base:+.2f} BLEU"
+        lines.append(f"| {name} | {row['mean']:.1f} ± {row['ci']:.1f} | {delta} | "
+                     f"{_fmt(p, 4)} | {verdict(row['score'] - base, p)} |")
+    return lines
+
+
+def _figures(systems: dict, splits: list[str], out: Path, seeds: int) -> list[str]:
+    """Learning curves (with their band over seeds) and BLEU by source length per test set."""
     plots.learning_curves(systems, out / "learning_curves.png")
-    lines += ["", "## Learning curves", "", "![learning curves](learning_curves.png)"]
+    lines = ["", "## Learning curves", ""]
+    if seeds > 1:
+        lines += [f"Lines: the mean validation BLEU over the {seeds} seeds; shaded band: their "
+                  f"lowest to highest.", ""]
+    lines.append("![learning curves](learning_curves.png)")
     for split in splits:
         name = f"bleu_by_length_{split}.png"
         plots.bleu_by_length(systems, split, out / name)
         lines += ["", f"## BLEU by source length: {split}", ""] + _length_table(systems, split) + \
             ["", f"![BLEU by length]({name})"]
+    return lines
 
-    # --- attention pictures and examples from the first test set
-    split = splits[0]
-    corpus = tests[split]
-    picks = _examples(corpus.src, max(cmp.examples, cmp.heatmaps))
-    lines += ["", "## Attention", ""]
-    drew = False
+
+def _attention(systems: dict, split: str, corpus, picks: list[int], out: Path) -> list[str]:
+    """Heatmaps of the picked test sentences for every system with attention (its first run)."""
+    figures = []
     for name in systems:
-        run_dir = out / "systems" / name
-        model, stok, _ = load_for_inference(run_dir, "cpu")
-        for k, i in enumerate(picks[:cmp.heatmaps]):
+        model, stok, _ = load_for_inference(out / "systems" / name, "cpu")
+        for k, i in enumerate(picks):
             src_p, out_p, maps, _ = plots.sentence_attention(model, stok, corpus.src[i])
             if not maps:
                 continue
             fig = f"attention_{name}_{k + 1}.png"
             plots.heatmaps(maps, src_p, out_p, out / fig, title=f"{name}: {split} line {i + 1}")
-            lines.append(f"![{name} attention, {split} line {i + 1}]({fig})")
-            drew = True
-    if not drew:
-        lines.append("No attention system in this comparison.")
+            figures.append(f"![{name} attention, {split} line {i + 1}]({fig})")
+    return ["", "## Attention", ""] + (figures or ["No attention system in this comparison."])
 
-    lines += ["", f"## Example translations ({split})", ""]
-    for i in picks[:cmp.examples]:
+
+def _translations(systems: dict, split: str, corpus, picks: list[int], out: Path) -> list[str]:
+    """The picked test sentences: source, reference, and every system's output (its first
+    run's)."""
+    lines = ["", f"## Example translations ({split})", ""]
+    for i in picks:
         lines += [f"**source (line {i + 1})**: {corpus.src[i]}  ",
                   f"**reference**: {corpus.tgt[i]}  "]
         for name in systems:
@@ -100,7 +158,7 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
                 hyp = read_lines(out / "systems" / name / f"{split}.hyp")
                 lines.append(f"**{name}**: {hyp[i]}  ")
         lines.append("")
-    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return lines
 
 
 def _length_table(systems: dict, split: str) -> list[str]:

@@ -14,7 +14,6 @@ What a run directory promises (README, "Guarantees"):
 """
 from __future__ import annotations
 
-import copy
 import errno
 import fcntl
 import os
@@ -25,7 +24,7 @@ import threading
 from pathlib import Path
 
 from nmt import checkpoint
-from nmt.config import recipe_from_dict, to_dict
+from nmt.config import Recipe, recipe_from_dict, to_dict
 from nmt.errors import NMTError
 
 # what a run writes into its directory; finding any of them means the directory is taken
@@ -211,22 +210,41 @@ def load_last(out_dir: Path) -> dict:
     return ckpt
 
 
-def resume_recipe(out_dir: Path, overrides: list[str]):
-    """The recipe to resume out_dir with: the one stored in its last.pt, with `--set` changes to
-    RESUMABLE fields (so the printed resume command needs no recipe file and no --set). A --set
-    of another field is accepted only when it repeats the stored value."""
-    ckpt = load_last(out_dir)
+def resume_recipe(out_dir: Path, overrides: list[str] | None = None, recipe: Recipe | None = None,
+                  ckpt: dict | None = None) -> Recipe:
+    """The recipe to resume out_dir with: the one stored in its last.pt (`ckpt`, read when not
+    given), with changes to RESUMABLE fields only. The changes come either as `--set` overrides
+    (`nmt train --resume`: the printed resume command needs no recipe file and no --set) or as
+    the whole recipe a caller asks for (`recipe`: `nmt compare`, `training.train(resume=True)`).
+    Any other field may only repeat the stored value (the name excepted); a model change is
+    named as such, since it could not even load the weights."""
+    ckpt = ckpt if ckpt is not None else load_last(out_dir)
     where = f"{ckpt['path']} (recipe)"
-    saved = to_dict(recipe_from_dict(ckpt["recipe"], where=where))
-    new = recipe_from_dict(copy.deepcopy(saved), where=where, overrides=overrides)
-    a, b = flat(saved), flat(to_dict(new))
-    fixed = [k for k in a if k not in RESUMABLE and a[k] != b[k]]
+    saved = recipe_from_dict(ckpt["recipe"], where=where)
+    if recipe is None:
+        recipe = recipe_from_dict(to_dict(saved), where=where, overrides=list(overrides or []))
+    a, b = flat(to_dict(saved)), flat(to_dict(recipe))
+    changed = sorted(k for k in a.keys() | b.keys() if k != "name" and a.get(k) != b.get(k))
+    source = "--set" if overrides else "recipe mismatch"
+
+    def diff(keys: list[str]) -> str:
+        return "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys)
+
+    model = [k for k in changed if k.startswith("model.")]
+    if model:
+        raise NMTError(f"{source}: {ckpt['path']} was trained with another model "
+                       f"({diff(model)}); resume with the recipe it was trained with, or train "
+                       f"a new run in another --out")
+    fixed = [k for k in changed if k not in RESUMABLE]
     if fixed:
-        change = "; ".join(f"{k}: {a[k]!r} -> {b[k]!r}" for k in fixed)
-        raise NMTError(f"--set: --resume continues {out_dir} with its own recipe and cannot "
-                       f"change {change}; only {', '.join(RESUMABLE)} may change. Train a new "
-                       f"run in another --out to change the rest")
-    return new
+        raise NMTError(f"{source}: --resume continues {out_dir} with its own recipe and cannot "
+                       f"change {diff(fixed)} (the left values are the run's); only "
+                       f"{', '.join(RESUMABLE)} may change. Train a new run in another --out to "
+                       f"change the rest")
+    for k in changed:
+        section, key = k.split(".")
+        setattr(getattr(saved, section), key, getattr(getattr(recipe, section), key))
+    return saved
 
 
 def flat(d: dict, prefix: str = "") -> dict:

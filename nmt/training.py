@@ -39,13 +39,12 @@ from nmt import checkpoint, rundir
 from nmt import distributed as dist
 from nmt.average import average_at_end
 from nmt.batching import Batch, Prefetch, collate, token_batches
-from nmt.config import Recipe, TrainConfig, recipe_from_dict, save_recipe, to_dict
+from nmt.config import Recipe, TrainConfig, save_recipe
 from nmt.data import Corpus, encode_pairs, load_split
 from nmt.errors import NMTError
 from nmt.evaluation import score
 from nmt.model import build_model
 from nmt.prediction import teacher_forced_loss, translate_lines
-from nmt.rundir import RESUMABLE
 from nmt.seq2seq import count_parameters
 from nmt.live import ProgressLines, TensorBoardLog
 from nmt.tokenizer import PAD, Tokenizer
@@ -221,7 +220,7 @@ def _start(recipe: Recipe, out_dir: Path, resume: bool, tokenizer_dir: Path | No
     ckpt = None
     if resume:
         ckpt = rundir.load_last(out_dir)
-        recipe = _resume_recipe(recipe, ckpt["recipe"], ckpt["path"])
+        recipe = rundir.resume_recipe(out_dir, recipe=recipe, ckpt=ckpt)
     dist.barrier(d)
     cfg, device = recipe.train, d.device
     log = RunLog(out_dir, d.main)
@@ -651,29 +650,6 @@ def _validate(model, tok, corpus, pairs, recipe: Recipe, device) -> dict:
 
 
 # ----------------------------------------------------------------------------- run directory
-
-def _resume_recipe(new: Recipe, saved: dict, where: Path) -> Recipe:
-    """The run's own recipe is authoritative; only RESUMABLE fields may differ from it."""
-    old = recipe_from_dict(saved, where=f"{where} (recipe)")
-    a, b = rundir.flat(to_dict(old)), rundir.flat(to_dict(new))
-    changed = sorted(k for k in a.keys() | b.keys() if k != "name" and a.get(k) != b.get(k))
-    diff = lambda keys: "; ".join(f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys)
-    model = [k for k in changed if k.startswith("model.")]
-    if model:
-        raise NMTError(f"recipe mismatch: {where} was trained with another model ({diff(model)});"
-                       f" resume with the recipe it was trained with, or train a new run in "
-                       f"another --out")
-    fixed = [k for k in changed if k not in RESUMABLE]
-    if fixed:
-        raise NMTError(f"recipe mismatch: --resume cannot change {diff(fixed)} (the run in "
-                       f"{where.parent} was trained with the left values); only "
-                       f"{', '.join(RESUMABLE)} may change. Train a new run in another --out "
-                       f"to change the rest")
-    for k in changed:
-        section, key = k.split(".")
-        setattr(getattr(old, section), key, getattr(getattr(new, section), key))
-    return old
-
 
 def _truncate_metrics(path: Path, step: int) -> None:
     """Drop records a killed run logged after its last checkpoint; the resumed run redoes them."""
