@@ -84,9 +84,9 @@ def test_training_turns_it_on_for_the_run_only(tmp_path, data_dir, tok_dir, monk
     seen = []
     real_update = training.Trainer.update
 
-    def update(self, group):
+    def update(self, group, stream=None):
         seen.append(torch.are_deterministic_algorithms_enabled())
-        return real_update(self, group)
+        return real_update(self, group, stream)
 
     monkeypatch.setattr(training.Trainer, "update", update)
     r = recipe_from_dict({}, overrides=TINY + ["data.source=multi30k", "train.max_steps=2",
