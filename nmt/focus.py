@@ -21,8 +21,9 @@ import math
 
 import torch
 
-from nmt.batching import collate, token_batches
+from nmt.batching import collate, to_device, token_batches
 from nmt.model import RNNSeq2Seq
+from nmt.prediction import decoding_precision, eval_mode
 from nmt.tokenizer import PAD
 
 
@@ -34,31 +35,26 @@ def attention_focus(model, pairs: list[tuple[list[int], list[int]]], batch_token
         return None
     totals = {"sharpness": 0.0, "on_eos": 0.0, "on_first": 0.0, "entropy": 0.0}
     n = n_multi = 0
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            for idx in token_batches([len(x) for x, _ in pairs], [len(y) for _, y in pairs],
-                                     batch_tokens, 0, 0, shuffle=False):
-                b = collate(pairs, idx).to(device)
-                _, attn = model(b.src, b.src_len, b.tgt_in)           # (B, T, S)
-                if attn is None:
-                    return None
-                attn = attn.float()
-                real = b.tgt_out != PAD                                 # (B, T)
-                eos = (b.src_len - 1).view(-1, 1)                       # (B, 1)
-                top = attn.argmax(-1)                                   # (B, T)
-                totals["sharpness"] += attn.max(-1).values[real].sum().item()
-                totals["on_eos"] += (top == eos)[real].sum().item()
-                totals["on_first"] += (top == 0)[real].sum().item()
-                h = -(attn * attn.clamp_min(1e-12).log()).sum(-1)       # (B, T)
-                multi = real & (b.src_len > 1).view(-1, 1)
-                logs = b.src_len.clamp_min(2).float().log().view(-1, 1)  # (B, 1)
-                totals["entropy"] += (h / logs)[multi].sum().item()
-                n += int(real.sum())
-                n_multi += int(multi.sum())
-    finally:
-        model.train(was_training)
+    with eval_mode(model), decoding_precision(device), torch.no_grad():
+        for idx in token_batches([len(x) for x, _ in pairs], [len(y) for _, y in pairs],
+                                 batch_tokens, 0, 0, shuffle=False):
+            b = collate(pairs, idx).to(device)
+            _, attn = model(b.src, b.src_len, b.tgt_in)               # (B, T, S)
+            if attn is None:
+                return None
+            real = b.tgt_out != PAD                                     # (B, T)
+            src_len = to_device(b.src_len, attn.device)                 # (B,) kept on the CPU
+            eos = (src_len - 1).view(-1, 1)                             # (B, 1)
+            top = attn.argmax(-1)                                       # (B, T)
+            totals["sharpness"] += attn.max(-1).values[real].sum().item()
+            totals["on_eos"] += (top == eos)[real].sum().item()
+            totals["on_first"] += (top == 0)[real].sum().item()
+            h = -(attn * attn.clamp_min(1e-12).log()).sum(-1)           # (B, T)
+            multi = real & (src_len > 1).view(-1, 1)
+            logs = src_len.clamp_min(2).float().log().view(-1, 1)      # (B, 1)
+            totals["entropy"] += (h / logs)[multi].sum().item()
+            n += int(real.sum())
+            n_multi += int(multi.sum())
     out = {k: v / max(n, 1) for k, v in totals.items() if k != "entropy"}
     out["entropy"] = totals["entropy"] / n_multi if n_multi else math.nan
     return out

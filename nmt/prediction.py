@@ -34,7 +34,7 @@ MAX_SRC_TOKENS = 1024  # source cap (incl. EOS) for models without a position ta
 
 
 @contextlib.contextmanager
-def _eval_mode(model):
+def eval_mode(model):
     """Dropout off while decoding or scoring; the caller (e.g. training) gets its mode back."""
     was_training = model.training
     model.eval()
@@ -99,7 +99,7 @@ def _decode(model, tok, lines: list[str], dcfg: DecodeConfig, device, where: str
     lens = [len(x) for x, _ in pairs]
     out_cap = max_output_len(model)
     generator = generator or decoding_generator(dcfg, device)
-    with _eval_mode(model), decoding_precision(device):
+    with eval_mode(model), decoding_precision(device):
         for idx in token_batches(lens, lens, dcfg.batch_tokens, 0, 0, shuffle=False):
             b = collate(pairs, idx).to(device)  # the lengths stay on the CPU, where search reads
             hyps = translate_batch(model, b.src, b.src_len, dcfg, out_cap, generator)
@@ -253,7 +253,7 @@ def teacher_forced_loss(model, pairs: list[tuple[list[int], list[int]]], batch_t
     tgt_lens = [len(y) for _, y in pairs]
     batches = token_batches(src_lens, tgt_lens, batch_tokens, 0, 0, shuffle=False)
     stream = Prefetch(batches, lambda idx: collate(pairs, idx), device)
-    with _eval_mode(model), decoding_precision(device):
+    with eval_mode(model), decoding_precision(device):
         for _, b in stream:
             logits, _ = model(b.src, b.src_len, b.tgt_in, attention=False)  # (B, T, V)
             total += F.cross_entropy(logits.float().flatten(0, 1), b.tgt_out.flatten(),
