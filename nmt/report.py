@@ -7,6 +7,7 @@ from pathlib import Path
 from nmt import plots
 from nmt.checkpoint import load_for_inference
 from nmt.data import read_lines
+from nmt.evaluation import BOOTSTRAP_SAMPLES
 
 
 def _fmt(x, digits=1) -> str:
@@ -99,11 +100,12 @@ def _significance(results: dict, split: str, baseline: str) -> list[str]:
     test = info.get("test", "paired bootstrap")
     lines = ["", f"## Significance on {split} ({test} vs `{baseline}`)", ""]
     if results.get("seeds", 1) > 1:
-        lines += ["Each of 1,000 replicates draws the test sentences and, for every system, its "
-                  "seeds, with replacement, and takes delta_r = mean BLEU(system seeds drawn) - "
-                  "mean BLEU(baseline seeds drawn) on the drawn sentences; p = (1 + #{r : "
-                  "|delta_r| - mean |delta_r| > |delta|}) / 1001, delta the observed difference "
-                  "of the means. Test-set sampling and seed-to-seed variation both count.", ""]
+        lines += [f"Each of {BOOTSTRAP_SAMPLES:,} replicates draws the test sentences and, for "
+                  f"every system, its seeds, with replacement, and takes delta_r = mean "
+                  f"BLEU(system seeds drawn) - mean BLEU(baseline seeds drawn) on the drawn "
+                  f"sentences; p = (1 + #{{r : |delta_r| - mean |delta_r| > |delta|}}) / "
+                  f"{BOOTSTRAP_SAMPLES + 1}, delta the observed difference of the means. "
+                  f"Test-set sampling and seed-to-seed variation both count.", ""]
     lines += ["| system | BLEU (mean ± 95% CI) | vs baseline | p-value | verdict at 0.05 |",
               "|---|---|---|---|---|"]
     base = bs[baseline]["score"]
