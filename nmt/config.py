@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,6 +99,7 @@ class TrainConfig:
     label_smoothing: float = 0.1
     max_steps: int = 0              # stop after this many updates (0 = no limit)
     max_epochs: int = 30            # stop after this many epochs (0 = no limit)
+    max_minutes: float = 0          # stop after this many wall minutes, validations included
     valid_every: int = 0            # validate every N updates (0 = once per epoch)
     log_every: int = 50             # updates between metric records
     patience: int = 5               # early stopping: validations without BLEU gain (0 = off)
@@ -105,7 +107,9 @@ class TrainConfig:
     average_last: int = 0           # at the end, average the last K periodic ones (<= keep_last)
     progress_every: int = 0         # without a terminal: a progress line every N updates (0 = off)
     progress_seconds: float = 60.0  # ... and/or every N seconds (0 = off)
-    tensorboard: bool = True        # TensorBoard events in RUN_DIR/tensorboard (if installed)
+    # TensorBoard events in RUN_DIR/tensorboard: auto = when tensorboard is installed (silently
+    # none when not), true = also warn when it is missing, false = never
+    tensorboard: bool | str = "auto"
     checkpoint_every: int = 0       # write `last` every N updates (0 = at each validation)
     max_bad_steps: int = 5          # consecutive non-finite losses before the run stops
     device: str = "auto"            # auto | cpu | cuda
@@ -209,8 +213,11 @@ def validate(r: Recipe, where: str = "recipe", set_keys: frozenset[str] = frozen
     for name in ("max_steps", "max_epochs", "valid_every", "patience", "checkpoint_every",
                  "threads", "weight_decay"):
         c(getattr(tr, name) >= 0, f"train.{name}", "must be >= 0")
-    c(tr.max_steps > 0 or tr.max_epochs > 0, "train.max_steps",
-      "set max_steps or max_epochs, or training never ends")
+    c(tr.tensorboard in (True, False, "auto"), "train.tensorboard",
+      f"must be true, false or auto, got {tr.tensorboard!r}")
+    c(tr.max_minutes >= 0, "train.max_minutes", "must be >= 0 (0 = no time limit)")
+    c(tr.max_steps > 0 or tr.max_epochs > 0 or tr.max_minutes > 0, "train.max_steps",
+      "set max_steps, max_epochs or max_minutes, or training never ends")
     for name in ("log_every", "keep_last", "max_bad_steps"):
         c(getattr(tr, name) >= 1, f"train.{name}", "must be >= 1")
     c(tr.device in ("auto", "cpu", "cuda") or tr.device.startswith("cuda:"), "train.device",
@@ -241,6 +248,14 @@ def validate(r: Recipe, where: str = "recipe", set_keys: frozenset[str] = frozen
 def coerce(value: Any, tp: Any, name: str, where: str) -> Any:
     """Check a YAML value against a field's annotation; ints are accepted for floats."""
     origin = typing.get_origin(tp)
+    if origin is types.UnionType:  # e.g. bool | str: the first type that takes the value
+        for option in typing.get_args(tp):
+            try:
+                return coerce(value, option, name, where)
+            except NMTError:
+                pass
+        kinds = " or ".join(t.__name__ for t in typing.get_args(tp))
+        _check(False, where, f"{name} must be a {kinds}, got {value!r}")
     if origin is list:
         (item,) = typing.get_args(tp)
         _check(isinstance(value, list), where, f"{name} must be a list, got {value!r}")

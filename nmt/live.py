@@ -60,8 +60,11 @@ class ProgressLines:
         self.last_step, self.last_time = step, t
         done = step - self.first_step
         eta = (self.total - step) * (t - self.start) / done if done > 0 else 0.0
-        line = (f"step {step:,}/{self.total:,} epoch {epoch} loss {loss:.3f} lr {lr:.1e} "
-                f"{tok_per_s:,.0f} tok/s elapsed {clock(elapsed)} eta {clock(eta)}")
+        # no update limit (a run stopped by time alone): neither a total nor an ETA to show
+        of = f"/{self.total:,}" if self.total else ""
+        line = (f"step {step:,}{of} epoch {epoch} loss {loss:.3f} lr {lr:.1e} "
+                f"{tok_per_s:,.0f} tok/s elapsed {clock(elapsed)}"
+                + (f" eta {clock(eta)}" if self.total else ""))
         self.write(line)
         return line
 
@@ -72,15 +75,17 @@ class TensorBoardLog:
 
     SCALARS = {"train": ("loss", "lr", "tok_per_s"), "valid": ("val_loss", "val_ppl", "val_bleu")}
 
-    def __init__(self, out_dir: Path, enabled: bool, warn: Callable[[str], None]):
+    def __init__(self, out_dir: Path, enabled: bool | str, warn: Callable[[str], None]):
+        """enabled: train.tensorboard (True, False or "auto": only if installed, silently)."""
         self.writer = None
         if not enabled:
             return
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # optional: nothing to write with
-            warn("train.tensorboard is on but tensorboard is not installed (pip install "
-                 "'nmt[tensorboard]'); no event files are written")
+            if enabled is True:  # asked for explicitly, so say why nothing comes
+                warn("train.tensorboard is true but tensorboard is not installed (pip install "
+                     "'nmt[tensorboard]'); no event files are written")
             return
         self.dir = Path(out_dir) / "tensorboard"
         self.writer = SummaryWriter(str(self.dir))

@@ -31,10 +31,15 @@ from nmt.errors import NMTError
 RUN_OUTPUTS = ("last.pt", "best.pt", "metrics.jsonl", "recipe.yaml", "train.log", "tokenizer",
                "averaged.pt", "tensorboard")
 CHECKPOINTS = ("last.pt", "best.pt")
-# recipe fields that --resume may change: when to stop and where to run; nothing that changes
-# what the updates compute
-RESUMABLE = ("train.max_steps", "train.max_epochs", "train.patience", "train.max_bad_steps",
-             "train.device", "train.threads")
+# recipe fields that --resume may change: when to stop, where to run, and how the finished
+# model decodes; nothing that changes what the updates compute. Validation decodes greedily
+# with the recipe's length limits and batch size, and its BLEU steers the plateau schedule and
+# best.pt, so decode.max_len_a/b and decode.batch_tokens stay fixed; beam, length penalty,
+# n-best and sampling settings are not used by it.
+RESUMABLE = ("train.max_steps", "train.max_epochs", "train.max_minutes", "train.patience",
+             "train.max_bad_steps", "train.device", "train.threads",
+             "decode.beam", "decode.alpha", "decode.nbest", "decode.sample",
+             "decode.temperature", "decode.top_k", "decode.top_p", "decode.seed")
 LOCK = ".lock"
 STASH = ".replaced"  # the old run while --overwrite has not yet committed to the new one
 # keys every checkpoint written by training holds, so that --resume can continue from it

@@ -78,6 +78,7 @@ class UpdateResult:
     skipped: bool        # non-finite loss or gradient norm on some rank: no update was made
     stop: bool           # Ctrl-C on some rank: stop after this update
     seconds: float
+    out_of_time: bool = False  # train.max_minutes is spent: stop after this update
 
 
 @dataclass
@@ -109,12 +110,15 @@ def lr_factor(step: int, cfg: TrainConfig) -> float:
     return max((w / step) ** 0.5, cfg.min_lr / cfg.lr)
 
 
-def _finished(st: RunState, cfg: TrainConfig) -> str | None:
-    """Why the run should stop now, if it should (checked before every update)."""
+def _finished(st: RunState, cfg: TrainConfig, out_of_time: bool = False) -> str | None:
+    """Why the run should stop now, if it should (checked before every update). `out_of_time`:
+    the last update found train.max_minutes spent (every rank agrees on it)."""
     if cfg.max_steps and st.step >= cfg.max_steps:
         return f"reached max_steps={cfg.max_steps}"
     if cfg.max_epochs and st.epoch > cfg.max_epochs:
         return f"reached max_epochs={cfg.max_epochs}"
+    if out_of_time:
+        return f"reached max_minutes={cfg.max_minutes:g}"
     if cfg.patience and st.bad_validations >= cfg.patience:
         return f"early stopping: no BLEU gain in {cfg.patience} validations"
     return None
@@ -188,7 +192,7 @@ def _loop(t: Trainer, quiet: bool) -> dict:
                                 not cfg.checkpoint_every and validated:
                             t.save("last")
                     # stop on Ctrl-C (any rank) or a stopping rule, else the next update
-                    stop = "interrupted" if res.stop else _finished(st, cfg)
+                    stop = "interrupted" if res.stop else _finished(st, cfg, res.out_of_time)
                     if stop:
                         break
                 else:
@@ -350,8 +354,10 @@ class Trainer:
         self.t_start = time.time() - self.state.elapsed
         upe = -(-len(self.epoch_batches(1)) // self.per_update)
         self.total = min((x for x in (cfg.max_steps, cfg.max_epochs * upe) if x > 0), default=0)
+        limits = [f"{self.total:,} updates"] if self.total else []
+        limits += [f"{cfg.max_minutes:g} minutes"] if cfg.max_minutes else []
         self._info(f"{upe:,} updates per epoch ({cfg.batch_tokens:,} tokens x {self.per_update} "
-                   f"batches); training for {self.total:,} updates at most")
+                   f"batches); training for {' or '.join(limits)} at most")
 
     # ---- one update
 
@@ -405,8 +411,11 @@ class Trainer:
             stream.ahead()  # the host prepares the next batch while the GPU runs this one
         norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.clip_norm or math.inf)
         norm, loss = torch.stack([norm.float(), loss_sum.float()]).tolist()
-        bad, stop = dist.any_flags(d, not (math.isfinite(norm) and math.isfinite(loss)),
-                                   self.interrupted.is_set())
+        # train.max_minutes counts wall time since the run began, over all its sessions; the
+        # flags make every rank stop after the same update even if their clocks differ
+        spent = cfg.max_minutes > 0 and time.time() - self.t_start >= cfg.max_minutes * 60
+        bad, stop, spent = dist.any_flags(d, not (math.isfinite(norm) and math.isfinite(loss)),
+                                          self.interrupted.is_set(), spent)
         lr = self.optimizer.param_groups[0]["lr"]
         if bad:
             self.optimizer.zero_grad(set_to_none=True)
@@ -423,7 +432,7 @@ class Trainer:
         st.train_time += dt
         return UpdateResult(
             loss=loss, tokens=sum(self.n_tok[i] for b, w in micro if w for i in b),
-            update_tokens=ntok, lr=lr, skipped=bad, stop=stop, seconds=dt)
+            update_tokens=ntok, lr=lr, skipped=bad, stop=stop, seconds=dt, out_of_time=spent)
 
     def _backward(self, batch: Batch, weight: float, ntok: int, sync: bool) -> torch.Tensor:
         """Forward and backward of one micro-batch, its loss scaled by weight / ntok; returns

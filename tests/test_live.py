@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from nmt.config import load_recipe
+from nmt.errors import NMTError
 from nmt.live import ProgressLines, TensorBoardLog, clock
 from nmt.training import train
 
@@ -101,4 +102,17 @@ def test_tensorboard_missing_or_off_is_quiet_or_says_so(tmp_path, monkeypatch):
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
     TensorBoardLog(tmp_path, True, warned.append).record({"kind": "valid", "step": 1})
     assert len(warned) == 1 and "pip install 'nmt[tensorboard]'" in warned[0]
+    # the default, auto, writes events when it can and says nothing on a plain install
+    TensorBoardLog(tmp_path, "auto", warned.append).record({"kind": "valid", "step": 1})
+    assert len(warned) == 1
     assert not (tmp_path / "tensorboard").exists()
+
+
+def test_train_tensorboard_takes_true_false_or_auto():
+    smoke = Path(__file__).resolve().parents[1] / "recipes" / "smoke" / "transformer.yaml"
+    assert load_recipe(smoke).train.tensorboard == "auto"
+    assert load_recipe(smoke, ["train.tensorboard=false"]).train.tensorboard is False
+    with pytest.raises(NMTError, match="train.tensorboard.*true, false or auto"):
+        load_recipe(smoke, ["train.tensorboard=sometimes"])
+    with pytest.raises(NMTError, match="train.tensorboard must be a bool or str"):
+        load_recipe(smoke, ["train.tensorboard=[1]"])

@@ -107,6 +107,12 @@ def test_resume_takes_the_recipe_from_the_checkpoint(tmp_path, tok_dir):
     assert rundir.resume_recipe(out, ["train.max_steps=4", "train.lr=0.003"]).train.max_steps == 4
     with pytest.raises(NMTError, match="cannot change train.lr: 0.003 -> 0.1"):
         rundir.resume_recipe(out, ["train.lr=0.1"])
+    # how the finished model decodes may change (a comparison whose beam changed while a
+    # system was still training resumes it); what greedy validation depends on may not
+    r = rundir.resume_recipe(out, ["decode.beam=3", "decode.alpha=1.0", "train.lr=0.003"])
+    assert (r.decode.beam, r.decode.alpha) == (3, 1.0)
+    with pytest.raises(NMTError, match="cannot change decode.max_len_a"):
+        rundir.resume_recipe(out, ["decode.max_len_a=2.0", "train.lr=0.003"])
     res = invoke("train", "--out", out, "--resume", "--quiet", "--set", "train.max_steps=3")
     assert res.exit_code == 0, res.output
     assert checkpoint.load(out, "last")["state"]["step"] == 3

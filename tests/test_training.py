@@ -223,3 +223,21 @@ def test_an_interrupted_atomic_write_leaves_the_old_file(tmp_path):
     with atomic_write(tmp_path / "out.txt") as f:
         f.write("done\n")
     assert (tmp_path / "out.txt").read_text() == "done\n"
+
+
+def test_max_minutes_stops_after_the_update_that_spends_it_and_resume_can_extend_it(
+        tmp_path, tok_dir):
+    out = tmp_path / "run"
+    # 6 ms: spent by the first update, the only stopping rule left
+    r = recipe("transformer", "train.max_steps=0", "train.max_minutes=0.0001")
+    s = training.train(r, out, quiet=True, tokenizer_dir=tok_dir)
+    assert s["steps"] == 1 and "max_minutes" in s["stopped"]
+    assert records(out, "valid")[-1]["step"] == 1  # best.pt has seen the final weights
+    # a time limit is when to stop, not what the updates compute: --resume may raise it
+    s = training.train(recipe("transformer", "train.max_steps=3", "train.max_minutes=60"), out,
+                       resume=True, quiet=True)
+    assert s["steps"] == 3 and "max_steps" in s["stopped"]
+    with pytest.raises(NMTError, match="train.max_steps.*max_minutes"):
+        recipe("transformer", "train.max_steps=0", "train.max_minutes=0")
+    with pytest.raises(NMTError, match="train.max_minutes"):
+        recipe("transformer", "train.max_minutes=-1")
