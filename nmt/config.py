@@ -13,7 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -153,10 +153,12 @@ def _check(cond: bool, where: str, msg: str) -> None:
         raise NMTError(f"{where}: {msg}")
 
 
+Check = Callable[[bool, str, str], None]  # (condition, field, message): an error if false
+
+
 def validate(r: Recipe, where: str = "recipe", set_keys: frozenset[str] = frozenset()) -> Recipe:
     """Impossible values are errors naming the field; checked after every override. A field in
     `set_keys` (given with --set) is blamed on --set, not on the recipe file."""
-    d, t, m, tr, dc = r.data, r.tokenizer, r.model, r.train, r.decode
 
     def c(cond: bool, name: str, msg: str) -> None:
         _check(cond, f"{'--set' if name in set_keys else where}: {name}", msg)
@@ -168,6 +170,14 @@ def validate(r: Recipe, where: str = "recipe", set_keys: frozenset[str] = frozen
             if isinstance(value, float):
                 c(math.isfinite(value), f"{sec.name}.{f.name}",
                   f"must be a finite number, got {value}")
+    _check_data(r.data, r.tokenizer, c)
+    _check_model(r.model, c)
+    _check_train(r.train, c)
+    _check_decode(r.decode, c)
+    return r
+
+
+def _check_data(d: DataConfig, t: TokenizerConfig, c: Check) -> None:
     c(d.source in ("multi30k", "files", "tsv", "jsonl", "hf"), "data.source",
       f"unknown source {d.source!r}; use multi30k, files, tsv, jsonl or hf")
     c(d.source == "multi30k" or d.path, "data.path", f"source {d.source!r} needs a path")
@@ -178,6 +188,9 @@ def validate(r: Recipe, where: str = "recipe", set_keys: frozenset[str] = frozen
     c(t.model_type in ("unigram", "bpe"), "tokenizer.model_type", "must be unigram or bpe")
     c(t.vocab_size >= 16, "tokenizer.vocab_size", f"must be >= 16, got {t.vocab_size}")
     c(0 < t.character_coverage <= 1, "tokenizer.character_coverage", "must be in (0, 1]")
+
+
+def _check_model(m: ModelConfig, c: Check) -> None:
     c(m.arch in ("transformer", "rnn"), "model.arch", "must be transformer or rnn")
     c(m.attention in ATTENTIONS, "model.attention",
       f"unknown attention {m.attention!r}; use one of {', '.join(ATTENTIONS)}")
@@ -193,6 +206,9 @@ def validate(r: Recipe, where: str = "recipe", set_keys: frozenset[str] = frozen
     c(not (m.bidirectional and m.arch == "rnn" and m.hidden_size % 2), "model.hidden_size",
       "must be even with a bidirectional encoder")
     c(0 <= m.dropout < 1, "model.dropout", f"must be in [0, 1), got {m.dropout}")
+
+
+def _check_train(tr: TrainConfig, c: Check) -> None:
     c(tr.batch_tokens > 0, "train.batch_tokens", "must be > 0")
     c(tr.accum_steps >= 1, "train.accum_steps", "must be >= 1")
     c(tr.optimizer in ("adam", "adamw"), "train.optimizer", "must be adam or adamw")
@@ -222,6 +238,14 @@ def validate(r: Recipe, where: str = "recipe", set_keys: frozenset[str] = frozen
         c(getattr(tr, name) >= 1, f"train.{name}", "must be >= 1")
     c(tr.device in ("auto", "cpu", "cuda") or tr.device.startswith("cuda:"), "train.device",
       "must be auto, cpu or cuda")
+    c(tr.progress_every >= 0 and tr.progress_seconds >= 0, "train.progress_every",
+      "progress_every and progress_seconds must be >= 0 (0 = that trigger off)")
+    c(tr.average_last == 0 or 2 <= tr.average_last <= tr.keep_last, "train.average_last",
+      f"must be 0 (off) or between 2 and train.keep_last ({tr.keep_last}), the periodic "
+      f"checkpoints kept to average; got {tr.average_last}")
+
+
+def _check_decode(dc: DecodeConfig, c: Check) -> None:
     c(dc.beam >= 1, "decode.beam", "must be >= 1")
     c(1 <= dc.nbest <= dc.beam, "decode.nbest", "must be between 1 and the beam size")
     c(dc.alpha >= 0, "decode.alpha", "must be >= 0 (0 = no length penalty)")
@@ -235,12 +259,6 @@ def validate(r: Recipe, where: str = "recipe", set_keys: frozenset[str] = frozen
     c(0 < dc.top_p <= 1, "decode.top_p", f"must be in (0, 1], got {dc.top_p}")
     c(not (dc.sample and dc.nbest > 1), "decode.nbest", "sampling draws one translation per "
       "line; use nbest 1")
-    c(tr.progress_every >= 0 and tr.progress_seconds >= 0, "train.progress_every",
-      "progress_every and progress_seconds must be >= 0 (0 = that trigger off)")
-    c(tr.average_last == 0 or 2 <= tr.average_last <= tr.keep_last, "train.average_last",
-      f"must be 0 (off) or between 2 and train.keep_last ({tr.keep_last}), the periodic "
-      f"checkpoints kept to average; got {tr.average_last}")
-    return r
 
 
 # ----------------------------------------------------------------------------- loading

@@ -59,7 +59,10 @@ class Seq2Seq(nn.Module):
         within_sentence: every new row i comes from a row of the same sentence as row i (beam
         search re-ranking its hypotheses), so the source-side entries would be copied onto
         equal values and are shared instead (fairseq skips its encoder-decoder keys the same
-        way); this is most of the copying in a beam step."""
+        way); this is most of the copying in a beam step.
+
+        Like `step`, it consumes the state passed in (a model may write the new state into its
+        buffers): go on with the state returned, never reorder one state twice."""
         if within_sentence:
             return {k: v if k in self.source_state else _select(v, index)
                     for k, v in state.items()}

@@ -235,12 +235,15 @@ class Transformer(Seq2Seq):
 
     def reorder(self, state: dict, index: Tensor, within_sentence: bool = False) -> dict:
         """Seq2Seq.reorder, except that of the self-attention buffers only the filled
-        positions are copied."""
+        positions are copied, into the buffers of the reorder before this one (the state
+        passed in is consumed, so those are free): two sets of buffers take turns."""
         t = state["length"]
-        out = super().reorder({k: v for k, v in state.items() if k != "self"}, index,
-                              within_sentence)
-        return {**out, "self": [tuple(_rows(buf, index, t) for buf in kv)
-                                for kv in state["self"]]}
+        out = super().reorder({k: v for k, v in state.items() if k not in ("self", "spare")},
+                              index, within_sentence)
+        spare = state.get("spare") or [(None, None)] * len(state["self"])
+        return {**out, "self": [tuple(_rows(buf, index, t, free) for buf, free in zip(kv, fr))
+                                for kv, fr in zip(state["self"], spare)],
+                "spare": state["self"]}
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -258,9 +261,17 @@ def _grown(buf: Tensor, t: int, dtype: torch.dtype) -> Tensor:
     return new
 
 
-def _rows(buf: Tensor, index: Tensor, t: int) -> Tensor:
-    """The rows `index` of a key or value buffer, in a new one as long; only the first t
-    positions are copied (the rest is room for later steps)."""
-    new = buf.new_empty(index.numel(), *buf.shape[1:])
+def _rows(buf: Tensor, index: Tensor, t: int, free: Tensor | None = None) -> Tensor:
+    """The rows `index` of a key or value buffer, in one as long; only the first t positions
+    are copied (the rest is room for later steps). Written into `free`, a buffer nothing reads
+    any more, when it is as long and has the rows: on a CPU a fresh buffer of tens of MB is
+    new memory from the OS at every beam step, whose page faults cost several times the copy
+    itself (bench/RESULTS.md, decoding)."""
+    n = index.numel()
+    if free is not None and free.size(0) >= n and free.shape[1:] == buf.shape[1:] \
+            and free.dtype == buf.dtype:
+        new = free[:n]                                          # (n, capacity, d), contiguous
+    else:
+        new = buf.new_empty(n, *buf.shape[1:])
     torch.index_select(buf[:, :t], 0, index, out=new[:, :t])
     return new

@@ -155,3 +155,22 @@ def test_decoding_ignores_the_callers_autocast(run_dir, text):
     plain = decode()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert decode() == plain
+
+
+def test_beam_reorders_take_turns_between_two_sets_of_buffers():
+    """A reorder writes into the buffers the previous reorder read from (its state was
+    consumed), so a beam search allocates no key/value buffers once they have grown."""
+    model = transformer(seed=3)
+    src, src_len, tgt = batch(seed=1, T=6)
+    perm = torch.tensor([2, 0, 1])
+    with torch.inference_mode():
+        want = model(src, src_len, tgt, attention=False)[0].log_softmax(-1)  # (B, T, V)
+        state = model.step(tgt[:, 0], model.start(model.encode(src, src_len)))[1]
+        first = {buf.data_ptr() for kv in state["self"] for buf in kv}
+        state = model.reorder(state, perm)                   # new buffers: none free yet
+        log_probs, state, _ = model.step(tgt[perm, 1], state)
+        assert torch.allclose(log_probs, want[perm, 1], atol=1e-5)
+        state = model.reorder(state, torch.argsort(perm))    # back into the first ones
+        assert {buf.data_ptr() for kv in state["self"] for buf in kv} == first
+        log_probs, state, _ = model.step(tgt[:, 2], state)
+        assert torch.allclose(log_probs, want[:, 2], atol=1e-5)
