@@ -7,6 +7,7 @@ import multiprocessing as mp
 import time
 import traceback
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 
 import candidates
@@ -137,6 +138,7 @@ class DecodeSpec:
     batch_tokens: int            # source tokens per decoding batch
     beams: tuple[int, ...] = (1, 5)
     candidates: tuple[str, ...] = ()
+    engine: str = "nmt"          # nmt, or the model exported to CTranslate2: ct2 | ct2-int8
 
 
 # ----------------------------------------------------------------------------- workers
@@ -225,17 +227,21 @@ def decode_worker(spec: DecodeSpec) -> dict:
     candidates.apply(list(spec.candidates))
     device = torch.device("cpu")
     model, tok, recipe = load_for_inference(spec.checkpoint, device)
-    if spec.config and recipe.model != CONFIGS[spec.config]:
+    # tied or untied embeddings compute the same decoding steps: the check is on the sizes
+    if spec.config and replace(recipe.model, tie_embeddings=False) != \
+            replace(CONFIGS[spec.config], tie_embeddings=False):
         raise ValueError(f"{spec.checkpoint} is not configuration {spec.config}: "
                          f"{recipe.model}")
     test = load_split(DataConfig(), "test_2016_flickr")
+    translate = ct2_translator(spec) if spec.engine != "nmt" else \
+        partial(translate_lines, model, tok, device=device)  # translate(lines, dcfg)
     out = {}
     for beam in spec.beams:
         dcfg = replace(recipe.decode, beam=beam, nbest=1, batch_tokens=spec.batch_tokens)
-        translate_lines(model, tok, test.src[:32], dcfg, device)  # warm-up, untimed
+        translate(test.src[:32], dcfg)  # warm-up, untimed
         with CpuWindow() as cpu:
             t0 = time.perf_counter()
-            hyps = translate_lines(model, tok, test.src, dcfg, device)
+            hyps = translate(test.src, dcfg)
             dt = time.perf_counter() - t0
         s = score(hyps, [test.tgt])
         ratio = sum(len(h.split()) for h in hyps) / sum(len(r.split()) for r in test.tgt)
@@ -245,6 +251,19 @@ def decode_worker(spec: DecodeSpec) -> dict:
     n_batches = len(token_batches(src_lens, src_lens, spec.batch_tokens, 0, 0, shuffle=False))
     return {"beams": out, "peak_gb": peak_rss_gb(), "sent_per_batch": len(test.src) / n_batches,
             "params": sum(p.numel() for p in model.parameters())}
+
+
+def ct2_translator(spec: DecodeSpec):
+    """The checkpoint exported by `nmt export` (float32, or int8 for ct2-int8; cached beside the
+    bench's other files) and a translate(lines, dcfg) that decodes with CTranslate2 as `nmt
+    translate --checkpoint DIR` does."""
+    from nmt.export import CT2Model, export_ctranslate2  # optional package: only this worker
+
+    quant = {"ct2": "float32", "ct2-int8": "int8"}[spec.engine]
+    out = CACHE / "ct2" / f"{Path(spec.checkpoint).resolve().as_posix().strip('/')}-{quant}"
+    export_ctranslate2(spec.checkpoint, out, quant, force=True)
+    ct2 = CT2Model(out, threads=spec.threads)
+    return lambda lines, dcfg: [n[0][0] for n in ct2.translate(lines, dcfg)]
 
 
 def _call(fn, spec) -> dict:
@@ -278,6 +297,9 @@ LEVERS = {  # name: (label, change to the measurement spec, configs it applies t
     "compile": ("torch.compile(dynamic=True)", {"compile": True}, "TR"),
     "nobucket": ("no length bucketing (random batches)", {"bucketing": False}, "TR"),
     "rnn_loop": ("RNN decoder loop*", {"candidates": ("rnn_loop",)}, "R"),
+    # decoding only: the Transformer exported to CTranslate2 (`nmt export`), another engine
+    "ct2": ("CTranslate2 float32", {"engine": "ct2"}, "T"),
+    "ct2int8": ("CTranslate2 int8", {"engine": "ct2-int8"}, "T"),
 }
 
 

@@ -24,13 +24,15 @@ for recipe in "$@"; do
 import sys
 from pathlib import Path
 sys.path.insert(0, ".")
-from nmt.compare import build_tokenizer, load_comparison
+from nmt.compare import build_tokenizer, load_comparison, seed_runs
 cmp, out = load_comparison(sys.argv[1]), Path(sys.argv[2])
 if not any((out / "tokenizer").glob("*.model")):
     build_tokenizer(next(iter(cmp.recipes.values())), out / "tokenizer")
-(out / "systems.txt").write_text("\n".join(cmp.recipes) + "\n")
+# per system its run directories under systems/, one per seed
+(out / "systems.txt").write_text("".join(
+    f"{name} {' '.join(sr.dir for sr in seed_runs(cmp, name))}\n" for name in cmp.recipes))
 PY
-  while read -r name; do
+  while read -r name _; do
     if [ "$limit" -gt 0 ]; then
       timeout -s INT "$limit" $nmt compare "$recipe" --out "$out" --only "$name" --quiet \
         > "$out/$name.log" 2>&1 &
@@ -43,10 +45,13 @@ done
 for p in "${pids[@]}"; do wait "$p"; done
 for recipe in "$@"; do
   out=$root/$(basename "$recipe" .yaml)
-  # only the finished systems: a plain compare would go on training one that LIMIT stopped
+  # only the systems whose every seed finished: a plain compare would go on training one that
+  # LIMIT stopped
   only=()
-  while read -r name; do
-    [ -f "$out/systems/$name/done.json" ] && only+=(--only "$name")
+  while read -r name dirs; do
+    done_all=1
+    for d in $dirs; do [ -f "$out/systems/$d/done.json" ] || done_all=0; done
+    [ $done_all = 1 ] && only+=(--only "$name")
   done < "$out/systems.txt"
   [ ${#only[@]} -gt 0 ] || { echo "$recipe: no system finished"; continue; }
   $nmt compare "$recipe" --out "$out" "${only[@]}" --quiet > "$out/report.log" 2>&1 \

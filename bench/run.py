@@ -22,6 +22,14 @@ forward+backward estimate (Kaplan et al. 2020); it ignores attention scores and 
 encoder's work on source tokens as if there were as many as target tokens, so it is a rough
 ratio, not a profile.
 
+Decoding. Each trained model translates the 1,000 test_2016_flickr lines, greedy and with beam
+5, timed after an untimed warm-up; BLEU beside each. Where `nmt compare` trained the model, the
+beam-5 BLEU it recorded in its results.json stands beside ours: the same checkpoint decoded with
+the same settings must score the same, or decoding has changed. The Transformer is also exported
+with `nmt export` and decoded by CTranslate2 (float32 and int8; the `ctranslate2` extra), the
+engine OpenNMT-py and fairseq users serve with, through the same path as `nmt translate
+--checkpoint DIR`.
+
 Every measurement runs in a fresh spawned process: ru_maxrss is that process's own peak, thread
 settings and torch.compile caches never leak into the next one. The load average gates the start
 (others' tests share the 2 cores); during each timed window, /proc/stat minus our own CPU time
@@ -30,6 +38,7 @@ gives the CPU others used ("other CPU", in cores), recorded beside every number.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -54,6 +63,18 @@ def _trained(system: str) -> str | None:
     return str(d) if (BENCH.parent / d / "done.json").is_file() else None
 
 
+def _recorded_bleu(ckpt: str, split: str = "test_2016_flickr") -> float | None:
+    """The test BLEU `nmt compare` recorded for the system in run dir `ckpt` (beam as in its
+    recipe), if that comparison's results.json is beside it: the bench's own decoding of the
+    same checkpoint must give it again, or decoding changed."""
+    run = BENCH.parent / ckpt
+    results = run.parent.parent / "results.json"
+    if not results.is_file():
+        return None
+    system = json.loads(results.read_text()).get("systems", {}).get(run.name, {})
+    return system.get("tests", {}).get(split, {}).get("bleu")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -69,8 +90,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--levers", default="threads1,nobucket,rnn_loop,bf16,compile",
                    help=f"tried one at a time at the first --tokens size, against the main "
                         f"table; '' = none. Known: {', '.join(LEVERS)}; a+b combines")
-    p.add_argument("--decode-levers", default="rnn_loop",
-                   help="proposed nmt changes also timed when decoding ('' = none)")
+    p.add_argument("--decode-levers", default="rnn_loop,ct2,ct2int8",
+                   help="proposed nmt changes and other engines also timed when decoding "
+                        "('' = none); ct2/ct2int8 need the ctranslate2 extra")
     p.add_argument("--compile-timeout", type=float, default=900, help="seconds, per compile run")
     p.add_argument("--checkpoint-T", dest="ckpt_T", default=_trained("transformer"),
                    help="run dir or .pt of a trained T (default: `make compare`'s Transformer, "
@@ -151,7 +173,8 @@ class Bench:
         spec = DecodeSpec(checkpoint=str(BENCH.parent / ckpt), config=config,
                           threads=self.threads, batch_tokens=self.a.decode_batch_tokens)
         m = self.measure(decode_worker, spec, f"decode {name} from {ckpt}")
-        rows.append({"config": name, "source": source, "lever": "", "m": m})
+        rows.append({"config": name, "source": source, "lever": "", "m": m,
+                     "recorded": _recorded_bleu(ckpt)})
         known = {f.name for f in fields(DecodeSpec)}
         for label, change, where, _ in self.a.decode_lever_list:
             if config and config in where:

@@ -96,22 +96,26 @@ def lever_table(rows: list[dict], base: dict) -> list[str]:
 
 def decode_table(rows: list[dict]) -> list[str]:
     out = ["| model | model from | lever | search | seconds (1,000 sent.) | **sent/s** | BLEU | "
-           "hyp/ref words | other CPU | JoeyNMT sent/s | target |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "BLEU `nmt compare` recorded | hyp/ref words | other CPU | JoeyNMT sent/s | target |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         m = r["m"]
         if "error" in m:
             out.append(f"| {r['config']} | {r['source']} | {r.get('lever', '')} | | "
-                       f"failed: {m['error']} | | | | | | |")
+                       f"failed: {m['error']} | | | | | | | |")
             continue
         for beam, b in m["beams"].items():
             joey, target = JOEY["decode"].get((r["config"], beam), ""), ""
             if beam == 5 and r["config"] in TARGET_BEAM5_S:
                 lim = TARGET_BEAM5_S[r["config"]]
                 target = f"< {lim:.0f} s: {'met' if b['seconds'] < lim else 'NOT met'}"
+            # the comparison decoded its test sets with the recipe's beam (5)
+            recorded = r.get("recorded") if beam == 5 else None
+            same = "" if recorded is None else \
+                f"{recorded:.2f} ({'same' if abs(recorded - b['bleu']) < 0.005 else 'DIFFERS'})"
             out.append(f"| {r['config']} | {r['source']} | {r['lever'] or 'none'} | "
                        f"{'greedy' if beam == 1 else f'beam {beam}'} | {b['seconds']:.1f} | "
-                       f"**{b['sent_s']:.1f}** | {b['bleu']:.1f} | {b['len_ratio']:.2f} | "
+                       f"**{b['sent_s']:.1f}** | {b['bleu']:.2f} | {same} | {b['len_ratio']:.2f} | "
                        f"{b['other_cpu']:.2f}{tries(m)} | {joey} | "
                        f"{target} |")
     return out

@@ -1,11 +1,14 @@
 """Time to quality: wall minutes of training (validation included, as a user waits for it) until
 each system's validation BLEU first reaches fixed levels, read from a comparison's results.json.
 
-    .venv/bin/python bench/time_to_quality.py runs/compare-cpu/results.json [--levels ...]
+    .venv/bin/python bench/time_to_quality.py runs/time-cpu/results.json [--levels NAME=a,b,c]
 
 Levels per kind of system (override with --levels NAME=a,b,c): the Transformer 30/35/38/40, an
-attention RNN 25/30/35, the attention-free RNN 15/20. A level never reached shows the best
-validation BLEU instead ("best 33.1"). Prints a markdown table with each system's test BLEU.
+attention RNN 25/30/35, the attention-free RNN 15/20. A level never reached says so; the best
+validation BLEU is beside it. Also per system: its updates, the share of its wall time spent
+validating (greedy decoding of the validation set), the validation BLEU of the mean of its last
+K periodic checkpoints (train.average_last, if the run averaged) beside its best, and its test
+BLEU. Prints a markdown table.
 """
 from __future__ import annotations
 
@@ -30,9 +33,19 @@ def levels_for(system: dict) -> list[float]:
     return LEVELS["none"] if system["attention"] == "none" else LEVELS["attention"]
 
 
-def table(results: dict, custom: dict[str, list[float]]) -> str:
-    rows = ["| system | time to validation BLEU level (min) | best val BLEU | epochs | "
-            "train min | test BLEU |", "|---|---|---|---|---|---|"]
+def averaged(run_dir: Path) -> dict | None:
+    """The run's `average` record in metrics.jsonl (train.average_last), if it has one."""
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        return None
+    recs = [json.loads(x) for x in metrics.read_text().splitlines() if x.strip()]
+    return next((r for r in reversed(recs) if r.get("kind") == "average"), None)
+
+
+def table(results: dict, custom: dict[str, list[float]], out: Path | None = None) -> str:
+    rows = ["| system | minutes to validation BLEU level | best val BLEU | averaged val BLEU "
+            "| updates | train min | validating | test BLEU |",
+            "|---|---|---|---|---|---|---|---|"]
     for name, s in results["systems"].items():
         curve = s["curve"]
         best = max((p["val_bleu"] for p in curve if p.get("val_bleu") is not None), default=0)
@@ -42,8 +55,13 @@ def table(results: dict, custom: dict[str, list[float]]) -> str:
             cells.append(f"{level:g}: {t:.1f}" if t is not None else f"{level:g}: not reached")
         tests = ", ".join(f"{t['bleu']:.1f}" for t in s["tests"].values())
         sm = s["summary"]
-        rows.append(f"| {name} | {'; '.join(cells)} | {best:.1f} | {sm.get('epochs', 0):.1f} | "
-                    f"{sm.get('time', 0) / 60:.1f} | {tests} |")
+        wall, train_time = sm.get("time", 0), sm.get("train_time", 0)
+        validating = f"{1 - train_time / wall:.0%}" if wall and train_time else "n/a"
+        avg = averaged(out / "systems" / name) if out else None
+        avg_cell = (f"{avg['val_bleu']:.1f} (last {len(avg['averaged_steps'])})"
+                    if avg and avg.get("val_bleu") is not None else "n/a")
+        rows.append(f"| {name} | {'; '.join(cells)} | {best:.1f} | {avg_cell} | "
+                    f"{sm.get('steps', 0):,} | {wall / 60:.1f} | {validating} | {tests} |")
     return "\n".join(rows)
 
 
@@ -54,7 +72,7 @@ def main() -> None:
     a = ap.parse_args()
     custom = {k: [float(x) for x in v.split(",")] for k, v in
               (item.split("=", 1) for item in a.levels)}
-    print(table(json.loads(a.results.read_text()), custom))
+    print(table(json.loads(a.results.read_text()), custom, a.results.parent))
 
 
 if __name__ == "__main__":

@@ -6,6 +6,16 @@ show. Both run in float32 (JoeyNMT has no bf16 on a CPU).
 
     make bench-joeynmt          # JoeyNMT 2.3.0 in .joey/ (made on first use), then this script
 
+With --to-level BLEU, instead: JoeyNMT's time to a validation BLEU level (the first level of the
+time-to-quality table, bench/time_to_quality.py) with the settings of the Transformer of
+recipes/multi30k-de-en/time-cpu.yaml (T; Adam (0.9, 0.98) at a peak 1e-3 with a 300-update
+linear warm-up and inverse-square-root decay, label smoothing 0.1, ~1,730 real target tokens per
+update, greedy validation every 200 updates): wall minutes from its first update to the first
+validation at or above the level, or the --cap. Its validation hypotheses are scored again with
+nmt's sacreBLEU settings, so that both toolkits' BLEU is one measure.
+
+    .venv/bin/python bench/vs_joeynmt.py --joey-python .joey/bin/python --to-level 30 --cap 30
+
 JoeyNMT is not a dependency of nmt: it runs from its own environment (`--joey-python`), on the
 same torch, threads and CPU.
 
@@ -48,7 +58,8 @@ import measure
 import tables
 from nmt.batching import token_batches
 from nmt.config import DataConfig, ModelConfig, Recipe, TrainConfig, save_recipe
-from nmt.data import multi30k_dir
+from nmt.data import load_split, multi30k_dir
+from nmt.evaluation import score
 
 WORK = measure.CACHE / "joeynmt"
 LR, CLIP, SEED = 5e-4, 1.0, measure.SEED
@@ -187,6 +198,101 @@ def run_joey(python: str, cfg: Path, k: str, timeout: float) -> dict:
             "s_update": seconds / n_upd, "real_per_update": tokens / n_upd, "updates": n_upd}
 
 
+def joey_level_config(data: dict, valid_every: int) -> Path:
+    """T with time-cpu.yaml's training settings in JoeyNMT's terms, greedy BLEU validation."""
+    out = WORK / "run-T-level"
+    cfg = {"name": "bench-T-level", "joeynmt_version": "2.3.0", "use_cuda": False,
+           "fp16": False, "random_seed": SEED, "data": data,
+           "testing": {"batch_size": JOEY_BATCH, "batch_type": "token", "beam_size": 1,
+                       "max_output_length": 100, "eval_metrics": ["bleu"],
+                       "sacrebleu_cfg": {"tokenize": "13a"}},
+           "training": {"model_dir": str(out), "overwrite": True, "optimizer": "adam",
+                        "adam_betas": [0.9, 0.98], "learning_rate": 1e-3,
+                        "scheduling": "warmupinversesquareroot", "learning_rate_warmup": 300,
+                        "learning_rate_min": 1e-6, "clip_grad_norm": CLIP,
+                        "label_smoothing": 0.1, "loss": "crossentropy",
+                        "normalization": "tokens", "batch_size": JOEY_BATCH,
+                        "batch_type": "token", "epochs": 1000, "validation_freq": valid_every,
+                        "logging_freq": 10, "early_stopping_metric": "bleu", "shuffle": True,
+                        "num_workers": 0, "keep_best_ckpts": 1, "print_valid_sents": []},
+           "model": joey_model("T")}
+    WORK.mkdir(parents=True, exist_ok=True)
+    path = WORK / "T-level.yaml"
+    path.write_text(yaml.safe_dump(json.loads(json.dumps(cfg)), sort_keys=False), encoding="utf-8")
+    return path
+
+
+def joey_time_to_level(python: str, cfg: Path, level: float, cap_min: float) -> dict:
+    """Train JoeyNMT until a validation's BLEU (rescored by nmt) reaches `level` or `cap_min`
+    minutes have passed since its first update, then stop it. Times come from watching its files:
+    the first update's log line starts the clock, each new line of validations.txt is a
+    validation (JoeyNMT writes it when the validation ends)."""
+    out = WORK / "run-T-level"
+    refs = load_split(DataConfig(), "val").tgt
+    proc = subprocess.Popen([python, "-m", "joeynmt", "train", str(cfg), "--skip-test"],
+                            cwd=WORK, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    t_first, curve, reached = None, [], None
+    try:
+        while proc.poll() is None:
+            time.sleep(1)
+            now = time.time()
+            log, vals = out / "train.log", out / "validations.txt"
+            if t_first is None and log.is_file() and LOG_STEP.search(log.read_text("utf-8")):
+                t_first = now
+            if t_first is None:
+                continue
+            lines = vals.read_text("utf-8").splitlines() if vals.is_file() else []
+            for line in lines[len(curve):]:
+                f = dict(x.split(": ", 1) for x in line.split("\t") if ": " in x)
+                step = int(f["Steps"])
+                hyps = out / f"{step}.hyps"
+                bleu = (score(hyps.read_text("utf-8").splitlines(), [refs])["bleu"]
+                        if hyps.is_file() else float(f.get("bleu", "nan")))
+                curve.append({"step": step, "minutes": (now - t_first) / 60, "bleu": bleu,
+                              "joey_bleu": float(f.get("bleu", "nan"))})
+                print(f"    JoeyNMT step {step}: BLEU {bleu:.2f} after "
+                      f"{curve[-1]['minutes']:.1f} min", flush=True)
+                if reached is None and bleu >= level:
+                    reached = curve[-1]
+            if reached or (now - t_first) / 60 >= cap_min:
+                break
+        if proc.poll() is not None and proc.returncode:
+            raise RuntimeError(f"JoeyNMT failed ({proc.returncode}): {proc.stderr.read()[-3000:]}")
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(60)
+    return {"level": level, "cap": cap_min, "reached": reached, "curve": curve,
+            "best": max((c["bleu"] for c in curve), default=None)}
+
+
+def level_section(jv: list[str], hw: dict, res: dict, started: str) -> list[str]:
+    r, level = res, res["level"]
+    if "error" in r:
+        got = f"failed: {r['error']}"
+    elif r["reached"]:
+        got = f"{r['reached']['minutes']:.1f} min (step {r['reached']['step']})"
+    else:
+        got = f"not reached in {r['cap']:g} min (best {fmt_bleu(r['best'])})"
+    steps = "; ".join(f"{c['step']}: {c['bleu']:.1f} at {c['minutes']:.1f} min"
+                      for c in r.get("curve", []))
+    return [f"## {started}: JoeyNMT {jv[0]}'s time to {level:g} validation BLEU, CPU, "
+            f"{jv[2]} threads", "",
+            f"- Machine: {hw['cpu']}, {hw['cores']} cores, {hw['mem_gib']:.1f} GiB; torch "
+            f"{jv[1]}, Python {hw['python']}.",
+            f"- Command: `{' '.join(['bench/vs_joeynmt.py', *sys.argv[1:]])}`: T with the "
+            f"Transformer settings of recipes/multi30k-de-en/time-cpu.yaml (see the docstring); "
+            f"minutes from its first update, its greedy validations included; BLEU of its "
+            f"validation hypotheses rescored with nmt's sacreBLEU (13a).", "",
+            f"JoeyNMT T to {level:g} validation BLEU: **{got}**.", "",
+            f"Its validations: {steps or 'none'}."]
+
+
+def fmt_bleu(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.1f}"
+
+
 def run_ours(name: str, model: ModelConfig, budget: int, updates: int, valid_every: int,
              timeout: float, per_batch: int = 0) -> dict:
     """`nmt train`'s loop (nmt.training.train, in a child process) with the same settings.
@@ -266,6 +372,9 @@ def main() -> None:
     p.add_argument("--timeout", type=float, default=1800, help="seconds per training run")
     p.add_argument("--results", type=Path, default=tables.RESULTS)
     p.add_argument("--dry-run", action="store_true", help="print the section, write nothing")
+    p.add_argument("--to-level", type=float, default=0,
+                   help="instead: JoeyNMT T's minutes to this validation BLEU (see docstring)")
+    p.add_argument("--cap", type=float, default=30, help="--to-level: give up after N minutes")
     a = p.parse_args()
 
     configs = [c for c in a.configs.split(",") if c]
@@ -277,6 +386,16 @@ def main() -> None:
                          " torch.__version__, torch.get_num_threads())"],
                         capture_output=True, text=True, check=True).stdout.split()
     started = time.strftime("%Y-%m-%d %H:%M %Z")
+    if a.to_level:
+        cfg = joey_level_config(data, valid_every=200)
+        res = _try(lambda: joey_time_to_level(a.joey_python, cfg, a.to_level, a.cap))
+        res.setdefault("level", a.to_level)
+        res.setdefault("cap", a.cap)
+        sec = level_section(jv, hw, res, started)
+        print("\n" + "\n".join(sec))
+        if not a.dry_run:
+            tables.write_results(sec, a.results)
+        return
     pairs = measure.train_pairs(measure.tokenizer())
     rows = []
     for k in configs:
