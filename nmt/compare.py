@@ -60,7 +60,8 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a system name is also a dire
 # recipe fields that do not change what training computes: a finished system is reused across
 # changes to them (decoding and test sets are redone as needed)
 NOT_TRAINING = ("name", "decode.", "data.test", "data.max_test_pairs", "train.device",
-                "train.threads")
+                "train.threads", "train.tensorboard", "train.progress_every",
+                "train.progress_seconds")
 # training summary fields given as the mean over a system's seeds (the others are its first run's)
 MEAN_OVER_SEEDS = ("best_bleu", "steps", "epochs", "time", "train_time", "tokens_per_s")
 # fields the shared tokenizer is built from

@@ -31,13 +31,14 @@ from nmt.errors import NMTError
 RUN_OUTPUTS = ("last.pt", "best.pt", "metrics.jsonl", "recipe.yaml", "train.log", "tokenizer",
                "averaged.pt", "tensorboard")
 CHECKPOINTS = ("last.pt", "best.pt")
-# recipe fields that --resume may change: when to stop, where to run, and how the finished
-# model decodes; nothing that changes what the updates compute. Validation decodes greedily
-# with the recipe's length limits and batch size, and its BLEU steers the plateau schedule and
-# best.pt, so decode.max_len_a/b and decode.batch_tokens stay fixed; beam, length penalty,
-# n-best and sampling settings are not used by it.
+# recipe fields that --resume may change: when to stop, where to run, what the run reports, and
+# how the finished model decodes; nothing that changes what the updates compute. Validation
+# decodes greedily with the recipe's length limits and batch size, and its BLEU steers the
+# plateau schedule and best.pt, so decode.max_len_a/b and decode.batch_tokens stay fixed; beam,
+# length penalty, n-best and sampling settings are not used by it.
 RESUMABLE = ("train.max_steps", "train.max_epochs", "train.max_minutes", "train.patience",
-             "train.max_bad_steps", "train.device", "train.threads",
+             "train.max_bad_steps", "train.device", "train.threads", "train.tensorboard",
+             "train.progress_every", "train.progress_seconds",
              "decode.beam", "decode.alpha", "decode.nbest", "decode.sample",
              "decode.temperature", "decode.top_k", "decode.top_p", "decode.seed")
 LOCK = ".lock"

@@ -111,6 +111,9 @@ def test_resume_takes_the_recipe_from_the_checkpoint(tmp_path, tok_dir):
     # system was still training resumes it); what greedy validation depends on may not
     r = rundir.resume_recipe(out, ["decode.beam=3", "decode.alpha=1.0", "train.lr=0.003"])
     assert (r.decode.beam, r.decode.alpha) == (3, 1.0)
+    r = rundir.resume_recipe(out, ["train.tensorboard=false", "train.progress_every=5",
+                                   "train.lr=0.003"])  # what the run reports, not what it learns
+    assert (r.train.tensorboard, r.train.progress_every) == (False, 5)
     with pytest.raises(NMTError, match="cannot change decode.max_len_a"):
         rundir.resume_recipe(out, ["decode.max_len_a=2.0", "train.lr=0.003"])
     res = invoke("train", "--out", out, "--resume", "--quiet", "--set", "train.max_steps=3")
