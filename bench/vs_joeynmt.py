@@ -213,7 +213,7 @@ def joey_level_config(data: dict, valid_every: int) -> Path:
                         "label_smoothing": 0.1, "loss": "crossentropy",
                         "normalization": "tokens", "batch_size": JOEY_BATCH,
                         "batch_type": "token", "epochs": 1000, "validation_freq": valid_every,
-                        "logging_freq": 10, "early_stopping_metric": "bleu", "shuffle": True,
+                        "logging_freq": 1, "early_stopping_metric": "bleu", "shuffle": True,
                         "num_workers": 0, "keep_best_ckpts": 1, "print_valid_sents": []},
            "model": joey_model("T")}
     WORK.mkdir(parents=True, exist_ok=True)
