@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from nmt import __version__
+from nmt.allocator import keep_freed_memory
 from nmt.errors import NMTError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -58,6 +59,7 @@ def _version(value: bool):
 def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Print the version and exit.")):
     """Train, decode, score and compare neural machine translation models."""
+    keep_freed_memory()  # every step's large tensors reuse the process's memory (allocator.py)
 
 
 # ---- data and tokenizer commands ----

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional  # noqa: F401  (its import cost is paid before any timing)
 
 from machine import CpuWindow, matmul_peak, peak_rss_gb
+from nmt.allocator import keep_freed_memory
 from nmt.batching import collate, padding_fraction, token_batches
 from nmt.checkpoint import load_for_inference
 from nmt.config import DataConfig, ModelConfig, Recipe, TokenizerConfig, TrainConfig
@@ -118,6 +119,7 @@ class TrainSpec:
     compile: bool = False        # torch.compile(dynamic=True)
     bucketing: bool = True       # nmt's length-bucketed batches (False: random batches)
     candidates: tuple[str, ...] = ()  # proposed nmt changes applied (candidates.py)
+    keep_memory: bool = True     # allocator.keep_freed_memory, as the CLI does
 
 
 @dataclass(frozen=True)
@@ -139,6 +141,7 @@ class DecodeSpec:
     beams: tuple[int, ...] = (1, 5)
     candidates: tuple[str, ...] = ()
     engine: str = "nmt"          # nmt, or the model exported to CTranslate2: ct2 | ct2-int8
+    keep_memory: bool = True     # allocator.keep_freed_memory, as the CLI does
 
 
 # ----------------------------------------------------------------------------- workers
@@ -153,6 +156,8 @@ def matmul_parameters(model: torch.nn.Module) -> int:
 def train_worker(spec: TrainSpec) -> dict:
     """Time `warmup + steps` real updates of one config at one batch size."""
     torch.set_num_threads(spec.threads)
+    if spec.keep_memory:
+        keep_freed_memory()
     cands = list(spec.candidates)
     candidates.apply(cands)
     tok = tokenizer()
@@ -224,6 +229,8 @@ def brief_train_worker(spec: BriefTrainSpec) -> dict:
 def decode_worker(spec: DecodeSpec) -> dict:
     """Translate the 1,000 test_2016_flickr lines, greedy and beam 5, timed; BLEU of each."""
     torch.set_num_threads(spec.threads)
+    if spec.keep_memory:
+        keep_freed_memory()
     candidates.apply(list(spec.candidates))
     device = torch.device("cpu")
     model, tok, recipe = load_for_inference(spec.checkpoint, device)
@@ -297,6 +304,8 @@ LEVERS = {  # name: (label, change to the measurement spec, configs it applies t
     "compile": ("torch.compile(dynamic=True)", {"compile": True}, "TR"),
     "nobucket": ("no length bucketing (random batches)", {"bucketing": False}, "TR"),
     "rnn_loop": ("RNN decoder loop*", {"candidates": ("rnn_loop",)}, "R"),
+    # glibc's default allocator behaviour, which `nmt` (allocator.py) changes at start
+    "osmem": ("freed memory back to the OS (glibc default)", {"keep_memory": False}, "TR"),
     # decoding only: the Transformer exported to CTranslate2 (`nmt export`), another engine
     "ct2": ("CTranslate2 float32", {"engine": "ct2"}, "T"),
     "ct2int8": ("CTranslate2 int8", {"engine": "ct2-int8"}, "T"),

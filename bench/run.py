@@ -87,10 +87,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in the main table")
     p.add_argument("--compile", action="store_true", help="torch.compile in the main table")
     p.add_argument("--no-bucketing", action="store_true", help="random batches, main table")
-    p.add_argument("--levers", default="threads1,nobucket,rnn_loop,bf16,compile",
+    p.add_argument("--levers", default="threads1,nobucket,rnn_loop,bf16,compile,osmem",
                    help=f"tried one at a time at the first --tokens size, against the main "
                         f"table; '' = none. Known: {', '.join(LEVERS)}; a+b combines")
-    p.add_argument("--decode-levers", default="rnn_loop,ct2,ct2int8",
+    p.add_argument("--decode-levers", default="rnn_loop,ct2,ct2int8,osmem",
                    help="proposed nmt changes and other engines also timed when decoding "
                         "('' = none); ct2/ct2int8 need the ctranslate2 extra")
     p.add_argument("--compile-timeout", type=float, default=900, help="seconds, per compile run")
