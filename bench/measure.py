@@ -10,14 +10,13 @@ from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
-import candidates
 import numpy as np
 import torch
 import torch.nn.functional  # noqa: F401  (its import cost is paid before any timing)
 
 from machine import CpuWindow, matmul_peak, peak_rss_gb
 from nmt.allocator import keep_freed_memory
-from nmt.batching import collate, padding_fraction, token_batches
+from nmt.batching import padding_fraction, token_batches
 from nmt.checkpoint import load_for_inference
 from nmt.config import DataConfig, ModelConfig, Recipe, TokenizerConfig, TrainConfig
 from nmt.data import encode_pairs, load_split
@@ -118,7 +117,6 @@ class TrainSpec:
     bf16: bool = False           # bf16 autocast
     compile: bool = False        # torch.compile(dynamic=True)
     bucketing: bool = True       # nmt's length-bucketed batches (False: random batches)
-    candidates: tuple[str, ...] = ()  # proposed nmt changes applied (candidates.py)
     keep_memory: bool = True     # allocator.keep_freed_memory, as the CLI does
 
 
@@ -139,7 +137,6 @@ class DecodeSpec:
     threads: int
     batch_tokens: int            # source tokens per decoding batch
     beams: tuple[int, ...] = (1, 5)
-    candidates: tuple[str, ...] = ()
     engine: str = "nmt"          # nmt, or the model exported to CTranslate2: ct2 | ct2-int8
     keep_memory: bool = True     # allocator.keep_freed_memory, as the CLI does
 
@@ -158,8 +155,6 @@ def train_worker(spec: TrainSpec) -> dict:
     torch.set_num_threads(spec.threads)
     if spec.keep_memory:
         keep_freed_memory()
-    cands = list(spec.candidates)
-    candidates.apply(cands)
     tok = tokenizer()
     pairs = train_pairs(tok)
     batches, binfo = make_batches(pairs, spec.tokens, spec.bucketing)
@@ -173,10 +168,6 @@ def train_worker(spec: TrainSpec) -> dict:
                         joint=tok.joint)
     params = count_parameters(model)
     flop_params = matmul_parameters(model)
-    check = None
-    if "rnn_loop" in cands and spec.config == "R":
-        b = collate(pairs, batches[0])
-        check = candidates.check_rnn_loop(model, b.src, b.src_len, b.tgt_in)
     # nmt's own update (fused Adam, clipping, schedule), one batch per update
     trainer = Trainer(model.train(), BENCH_TRAIN, pairs, amp=spec.bf16, compile=spec.compile)
 
@@ -207,7 +198,7 @@ def train_worker(spec: TrainSpec) -> dict:
             "loss_first": losses[0], "loss_last": losses[-1], "peak_gb": peak_rss_gb(),
             "peak_gflops": peak, "flop_params": flop_params,
             "mfu": 6 * flop_params * tps / (peak * 1e9),
-            "other_cpu": cpu.other, "own_cores": cpu.own_cores, "check": check, **binfo}
+            "other_cpu": cpu.other, "own_cores": cpu.own_cores, **binfo}
 
 
 def brief_train_worker(spec: BriefTrainSpec) -> dict:
@@ -231,7 +222,6 @@ def decode_worker(spec: DecodeSpec) -> dict:
     torch.set_num_threads(spec.threads)
     if spec.keep_memory:
         keep_freed_memory()
-    candidates.apply(list(spec.candidates))
     device = torch.device("cpu")
     model, tok, recipe = load_for_inference(spec.checkpoint, device)
     # tied or untied embeddings compute the same decoding steps: the check is on the sizes
@@ -303,7 +293,6 @@ LEVERS = {  # name: (label, change to the measurement spec, configs it applies t
     "bf16": ("bf16 autocast", {"bf16": True}, "TR"),
     "compile": ("torch.compile(dynamic=True)", {"compile": True}, "TR"),
     "nobucket": ("no length bucketing (random batches)", {"bucketing": False}, "TR"),
-    "rnn_loop": ("RNN decoder loop*", {"candidates": ("rnn_loop",)}, "R"),
     # glibc's default allocator behaviour, which `nmt` (allocator.py) changes at start
     "osmem": ("freed memory back to the OS (glibc default)", {"keep_memory": False}, "TR"),
     # decoding only: the Transformer exported to CTranslate2 (`nmt export`), another engine
@@ -320,7 +309,6 @@ def lever(names: str) -> tuple[str, dict, str]:
             raise SystemExit(f"unknown lever {n!r}; use {', '.join(LEVERS)} (or a+b)")
         lab, ch, w = LEVERS[n]
         label.append(lab)
-        cands = change.get("candidates", ()) + ch.get("candidates", ())
-        change = {**change, **ch, **({"candidates": cands} if cands else {})}
+        change = {**change, **ch}
         where = "".join(c for c in where if c in w)
     return " + ".join(label), change, where

@@ -87,12 +87,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast in the main table")
     p.add_argument("--compile", action="store_true", help="torch.compile in the main table")
     p.add_argument("--no-bucketing", action="store_true", help="random batches, main table")
-    p.add_argument("--levers", default="threads1,nobucket,rnn_loop,bf16,compile,osmem",
+    p.add_argument("--levers", default="threads1,nobucket,bf16,compile,osmem",
                    help=f"tried one at a time at the first --tokens size, against the main "
                         f"table; '' = none. Known: {', '.join(LEVERS)}; a+b combines")
-    p.add_argument("--decode-levers", default="rnn_loop,ct2,ct2int8,osmem",
-                   help="proposed nmt changes and other engines also timed when decoding "
-                        "('' = none); ct2/ct2int8 need the ctranslate2 extra")
+    p.add_argument("--decode-levers", default="ct2,ct2int8,osmem",
+                   help="levers also timed when decoding ('' = none); ct2/ct2int8 need the "
+                        "ctranslate2 extra")
     p.add_argument("--compile-timeout", type=float, default=900, help="seconds, per compile run")
     p.add_argument("--checkpoint-T", dest="ckpt_T", default=_trained("transformer"),
                    help="run dir or .pt of a trained T (default: `make compare`'s Transformer, "
@@ -212,7 +212,7 @@ class Bench:
 
 def lever_note(change: dict, m: dict, b: dict) -> str:
     """What a lever row needs said beside its speed: does bf16 keep the loss, what compiling
-    cost, how much padding, is a candidate the same function."""
+    cost, how much padding."""
     if "error" in m:
         return ""
     note = []
@@ -224,8 +224,6 @@ def lever_note(change: dict, m: dict, b: dict) -> str:
         note.append(f"first update (compiling) {m['first_update_s']:.0f} s")
     if "bucketing" in change:
         note.append(f"padding {m['padding']:.0%} (bucketed {b.get('padding', 0):.0%})")
-    if m.get("check") is not None:
-        note.append(f"same function: max abs logit diff {m['check']:.1e}")
     return "; ".join(note)
 
 

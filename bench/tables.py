@@ -166,8 +166,7 @@ def section(a, hw: dict, threads: int, started: str, quiet: bool, load0: float,
     if lever_rows:
         sec += ["", f"### Levers, one at a time ({sizes[0]:,} real target tokens/update; "
                     f"baseline = the training table's row)", ""] + \
-            lever_table(lever_rows, baseline) + ["", "\\* a proposed change inside nmt/, "
-                                                 "measured by monkeypatching (bench/candidates.py)"]
+            lever_table(lever_rows, baseline)
     if decode_rows:
         per = next((r["m"]["sent_per_batch"] for r in decode_rows if "sent_per_batch" in r["m"]),
                    None)
