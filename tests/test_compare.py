@@ -2,6 +2,7 @@
 
 The full smoke comparison runs once per module (a shared fixture); each test that changes a
 comparison directory works on its own copy or its own tiny two-system comparison."""
+import copy
 import json
 import random
 import shutil
@@ -75,6 +76,20 @@ def test_smoke_comparison_writes_full_report(smoke):
     for png in pngs:
         assert (out / png).stat().st_size > 1000, png
         assert f"({png})" in report
+
+
+def test_smoke_report_says_where_each_rnn_attention_goes(smoke):
+    out, results = smoke
+    report = (out / "report.md").read_text()
+    rows = {line.split(" | ")[0].strip("| "): line for line in report.splitlines()
+            if line.count(" | ") == 4 and "%" in line}
+    rnns = {n for n, s in results["systems"].items()
+            if s["arch"] == "rnn" and s["attention"] != "none"}
+    assert set(rows) == rnns  # one row per attention RNN; neither no-attention nor Transformer
+    for line in rows.values():
+        sharpness, on_eos, on_first, entropy = line.strip("| ").split(" | ")[1:]
+        assert 0 < float(sharpness) <= 1 and 0 <= float(entropy) <= 1
+        assert 0 <= int(on_eos.rstrip("%")) <= 100 and 0 <= int(on_first.rstrip("%")) <= 100
 
 
 def test_smoke_report_says_which_way_each_system_differs(smoke):
@@ -189,6 +204,17 @@ def tiny_comparison(tmp_path, extra: str = "", names=("no-attention", "bahdanau"
 
 def compare(recipe, out, *more):
     return invoke("compare", recipe, "--out", out, "--quiet", *sets(TINY), *more)
+
+
+def test_reporting_settings_do_not_make_a_trained_system_stale():
+    from nmt.compare import _training_key
+
+    r = load_comparison("recipes/smoke.yaml").recipes["transformer"]
+    quiet = copy.deepcopy(r)
+    quiet.train.tensorboard, quiet.train.progress_every = False, 7
+    assert _training_key(quiet) == _training_key(r)
+    quiet.train.lr *= 2
+    assert _training_key(quiet) != _training_key(r)
 
 
 def test_a_changed_recipe_is_never_answered_with_old_results(tmp_path):
