@@ -229,9 +229,11 @@ def joey_time_to_level(python: str, cfg: Path, level: float, cap_min: float) -> 
     validation (JoeyNMT writes it when the validation ends)."""
     out = WORK / "run-T-level"
     refs = load_split(DataConfig(), "val").tgt
+    # JoeyNMT logs every update to stderr too: into a file, since a pipe nobody reads while
+    # it trains fills up and stops it
+    errors = WORK / "T-level.stderr"
     proc = subprocess.Popen([python, "-m", "joeynmt", "train", str(cfg), "--skip-test"],
-                            cwd=WORK, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True)
+                            cwd=WORK, stdout=subprocess.DEVNULL, stderr=errors.open("w"))
     t_first, curve, reached = None, [], None
     try:
         while proc.poll() is None:
@@ -258,7 +260,8 @@ def joey_time_to_level(python: str, cfg: Path, level: float, cap_min: float) -> 
             if reached or (now - t_first) / 60 >= cap_min:
                 break
         if proc.poll() is not None and proc.returncode:
-            raise RuntimeError(f"JoeyNMT failed ({proc.returncode}): {proc.stderr.read()[-3000:]}")
+            raise RuntimeError(f"JoeyNMT failed ({proc.returncode}): "
+                               f"{errors.read_text('utf-8')[-1000:]}")
     finally:
         if proc.poll() is None:
             proc.terminate()
