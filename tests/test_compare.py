@@ -81,8 +81,10 @@ def test_smoke_comparison_writes_full_report(smoke):
 def test_smoke_report_says_where_each_rnn_attention_goes(smoke):
     out, results = smoke
     report = (out / "report.md").read_text()
-    rows = {line.split(" | ")[0].strip("| "): line for line in report.splitlines()
-            if line.count(" | ") == 4 and "%" in line}
+    lines = report.splitlines()
+    head = lines.index("| system | sharpness | on EOS | on first word | entropy |")
+    table = lines[head + 2:lines.index("", head)]  # below the header and its rule
+    rows = {line.split(" | ")[0].strip("| "): line for line in table}
     rnns = {n for n, s in results["systems"].items()
             if s["arch"] == "rnn" and s["attention"] != "none"}
     assert set(rows) == rnns  # one row per attention RNN; neither no-attention nor Transformer
