@@ -127,26 +127,34 @@ def prepare() -> dict:
 def joey_config(k: str, data: dict, valid_every: int) -> Path:
     """One epoch exactly: JoeyNMT prints its epoch summary (tokens, seconds) only when an epoch
     ends, and nmt then trains the same number of updates."""
-    out = WORK / f"run-{k}"
-    cfg = {"name": f"bench-{k}", "joeynmt_version": "2.3.0", "use_cuda": False, "fp16": False,
-           "random_seed": SEED, "data": data,
-           # JoeyNMT's validation always decodes as well; 2 tokens keep that from costing
-           # minutes (perplexity is teacher-forced, decoding does not change it)
-           "testing": {"batch_size": JOEY_BATCH, "batch_type": "token",
-                       "max_output_length": 2, "eval_metrics": []},
-           "training": {"model_dir": str(out), "overwrite": True, "optimizer": "adam",
-                        "adam_betas": [0.9, 0.98], "learning_rate": LR, "clip_grad_norm": CLIP,
-                        # JoeyNMT needs a schedule: exponential with gamma 1 keeps LR constant
-                        "scheduling": "exponential", "decrease_factor": 1.0,
-                        "label_smoothing": 0.0, "loss": "crossentropy",
-                        "normalization": "tokens", "batch_size": JOEY_BATCH,
-                        "batch_type": "token", "epochs": 1,
-                        "validation_freq": valid_every, "logging_freq": 1,
-                        "early_stopping_metric": "ppl", "shuffle": True, "num_workers": 0,
-                        "keep_best_ckpts": 1, "print_valid_sents": []},
-           "model": joey_model(k)}
+    return _write_joey_config(
+        k, data, valid_every,
+        # JoeyNMT's validation always decodes as well; 2 tokens keep that from costing
+        # minutes (perplexity is teacher-forced, decoding does not change it)
+        testing={"max_output_length": 2, "eval_metrics": []},
+        # JoeyNMT needs a schedule: exponential with gamma 1 keeps LR constant
+        training={"learning_rate": LR, "scheduling": "exponential", "decrease_factor": 1.0,
+                  "label_smoothing": 0.0, "epochs": 1, "early_stopping_metric": "ppl"})
+
+
+def _write_joey_config(name: str, data: dict, valid_every: int, testing: dict,
+                       training: dict) -> Path:
+    """WORK/NAME.yaml: JoeyNMT's T or R (joey_model of NAME's first letter) trained into
+    WORK/run-NAME with Adam (0.9, 0.98), nmt's gradient clip and seed, JOEY_BATCH-token
+    batches and a log line per update; `testing` and `training` add or override keys."""
+    cfg = {"name": f"bench-{name}", "joeynmt_version": "2.3.0", "use_cuda": False,
+           "fp16": False, "random_seed": SEED, "data": data,
+           "testing": {"batch_size": JOEY_BATCH, "batch_type": "token", **testing},
+           "training": {"model_dir": str(WORK / f"run-{name}"), "overwrite": True,
+                        "optimizer": "adam", "adam_betas": [0.9, 0.98], "clip_grad_norm": CLIP,
+                        "loss": "crossentropy", "normalization": "tokens",
+                        "batch_size": JOEY_BATCH, "batch_type": "token",
+                        "validation_freq": valid_every, "logging_freq": 1, "shuffle": True,
+                        "num_workers": 0, "keep_best_ckpts": 1, "print_valid_sents": [],
+                        **training},
+           "model": joey_model(name[0])}
     WORK.mkdir(parents=True, exist_ok=True)
-    path = WORK / f"{k}.yaml"
+    path = WORK / f"{name}.yaml"
     path.write_text(yaml.safe_dump(json.loads(json.dumps(cfg)), sort_keys=False), encoding="utf-8")
     return path
 
@@ -200,26 +208,13 @@ def run_joey(python: str, cfg: Path, k: str, timeout: float) -> dict:
 
 def joey_level_config(data: dict, valid_every: int) -> Path:
     """T with time-cpu.yaml's training settings in JoeyNMT's terms, greedy BLEU validation."""
-    out = WORK / "run-T-level"
-    cfg = {"name": "bench-T-level", "joeynmt_version": "2.3.0", "use_cuda": False,
-           "fp16": False, "random_seed": SEED, "data": data,
-           "testing": {"batch_size": JOEY_BATCH, "batch_type": "token", "beam_size": 1,
-                       "max_output_length": 100, "eval_metrics": ["bleu"],
-                       "sacrebleu_cfg": {"tokenize": "13a"}},
-           "training": {"model_dir": str(out), "overwrite": True, "optimizer": "adam",
-                        "adam_betas": [0.9, 0.98], "learning_rate": 1e-3,
-                        "scheduling": "warmupinversesquareroot", "learning_rate_warmup": 300,
-                        "learning_rate_min": 1e-6, "clip_grad_norm": CLIP,
-                        "label_smoothing": 0.1, "loss": "crossentropy",
-                        "normalization": "tokens", "batch_size": JOEY_BATCH,
-                        "batch_type": "token", "epochs": 1000, "validation_freq": valid_every,
-                        "logging_freq": 1, "early_stopping_metric": "bleu", "shuffle": True,
-                        "num_workers": 0, "keep_best_ckpts": 1, "print_valid_sents": []},
-           "model": joey_model("T")}
-    WORK.mkdir(parents=True, exist_ok=True)
-    path = WORK / "T-level.yaml"
-    path.write_text(yaml.safe_dump(json.loads(json.dumps(cfg)), sort_keys=False), encoding="utf-8")
-    return path
+    return _write_joey_config(
+        "T-level", data, valid_every,
+        testing={"beam_size": 1, "max_output_length": 100, "eval_metrics": ["bleu"],
+                 "sacrebleu_cfg": {"tokenize": "13a"}},
+        training={"learning_rate": 1e-3, "scheduling": "warmupinversesquareroot",
+                  "learning_rate_warmup": 300, "learning_rate_min": 1e-6,
+                  "label_smoothing": 0.1, "epochs": 1000, "early_stopping_metric": "bleu"})
 
 
 def joey_time_to_level(python: str, cfg: Path, level: float, cap_min: float) -> dict:
@@ -232,8 +227,9 @@ def joey_time_to_level(python: str, cfg: Path, level: float, cap_min: float) -> 
     # JoeyNMT logs every update to stderr too: into a file, since a pipe nobody reads while
     # it trains fills up and stops it
     errors = WORK / "T-level.stderr"
-    proc = subprocess.Popen([python, "-m", "joeynmt", "train", str(cfg), "--skip-test"],
-                            cwd=WORK, stdout=subprocess.DEVNULL, stderr=errors.open("w"))
+    with errors.open("w") as sink:  # the child holds its own copy of the file
+        proc = subprocess.Popen([python, "-m", "joeynmt", "train", str(cfg), "--skip-test"],
+                                cwd=WORK, stdout=subprocess.DEVNULL, stderr=sink)
     t_first, curve, reached = None, [], None
     try:
         while proc.poll() is None:
