@@ -2,6 +2,7 @@
 each system's validation BLEU first reaches fixed levels, read from a comparison's results.json.
 
     .venv/bin/python bench/time_to_quality.py runs/time-cpu/results.json [--levels NAME=a,b,c]
+    .venv/bin/python bench/time_to_quality.py runs/lever-*/results.json   # levers side by side
 
 Levels per kind of system (override with --levels NAME=a,b,c): the Transformer 30/35/38/40, an
 attention RNN 25/30/35, the attention-free RNN 15/20. A level never reached says so; the best
@@ -42,10 +43,15 @@ def averaged(run_dir: Path) -> dict | None:
     return next((r for r in reversed(recs) if r.get("kind") == "average"), None)
 
 
-def table(results: dict, custom: dict[str, list[float]], out: Path | None = None) -> str:
-    rows = ["| system | minutes to validation BLEU level | best val BLEU | averaged val BLEU "
-            "| updates | train min | validating | test BLEU |",
-            "|---|---|---|---|---|---|---|---|"]
+HEADER = ["| system | minutes to validation BLEU level | best val BLEU | averaged val BLEU "
+          "| updates | train min | validating | test BLEU |",
+          "|---|---|---|---|---|---|---|---|"]
+
+
+def table(results: dict, custom: dict[str, list[float]], out: Path | None = None,
+          label: str = "") -> str:
+    """The rows of one comparison's systems (named `label`/system when a label is given)."""
+    rows = []
     for name, s in results["systems"].items():
         curve = s["curve"]
         best = max((p["val_bleu"] for p in curve if p.get("val_bleu") is not None), default=0)
@@ -60,19 +66,23 @@ def table(results: dict, custom: dict[str, list[float]], out: Path | None = None
         avg = averaged(out / "systems" / name) if out else None
         avg_cell = (f"{avg['val_bleu']:.1f} (last {len(avg['averaged_steps'])})"
                     if avg and avg.get("val_bleu") is not None else "n/a")
-        rows.append(f"| {name} | {'; '.join(cells)} | {best:.1f} | {avg_cell} | "
+        who = f"{label}/{name}" if label else name
+        rows.append(f"| {who} | {'; '.join(cells)} | {best:.1f} | {avg_cell} | "
                     f"{sm.get('steps', 0):,} | {wall / 60:.1f} | {validating} | {tests} |")
     return "\n".join(rows)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("results", type=Path)
+    ap.add_argument("results", type=Path, nargs="+",
+                    help="results.json of one comparison, or of several (levers) in one table")
     ap.add_argument("--levels", action="append", default=[], help="NAME=a,b,c")
     a = ap.parse_args()
     custom = {k: [float(x) for x in v.split(",")] for k, v in
               (item.split("=", 1) for item in a.levels)}
-    print(table(json.loads(a.results.read_text()), custom, a.results.parent))
+    several = len(a.results) > 1  # then each row names its comparison's directory
+    print("\n".join(HEADER + [table(json.loads(r.read_text()), custom, r.parent,
+                                    r.parent.name if several else "") for r in a.results]))
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -223,6 +224,8 @@ def joey_time_to_level(python: str, cfg: Path, level: float, cap_min: float) -> 
     the first update's log line starts the clock, each new line of validations.txt is a
     validation (JoeyNMT writes it when the validation ends)."""
     out = WORK / "run-T-level"
+    # a log or validations left by an earlier run would start the clock and score at once
+    shutil.rmtree(out, ignore_errors=True)
     refs = load_split(DataConfig(), "val").tgt
     # JoeyNMT logs every update to stderr too: into a file, since a pipe nobody reads while
     # it trains fills up and stops it

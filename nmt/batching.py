@@ -109,7 +109,25 @@ def token_batches(src_lens: list[int], tgt_lens: list[int], max_tokens: int, see
     rng = np.random.default_rng([seed % 2**32, epoch])
     keys = (rng.random(len(s)), s, t) if shuffle else (s, t)
     order = np.lexsort(keys).tolist()  # last key is the primary one
-    s, t = s.tolist(), t.tolist()
+    batches = _fill(order, s.tolist(), t.tolist(), max_tokens)
+    if shuffle:
+        batches = [batches[j] for j in rng.permutation(len(batches))]
+    return batches
+
+
+def mixed_batches(src_lens: list[int], tgt_lens: list[int], max_tokens: int, seed: int,
+                  epoch: int) -> list[list[int]]:
+    """token_batches without bucketing: the pairs in a seeded random order, cut into batches
+    under the same budget of padded positions, so a batch mixes lengths. Each batch then holds
+    more padding and fewer real tokens; with RNNs some find the mix generalises better
+    (train.batching: mixed, judged by BLEU per minute in bench/RESULTS.md)."""
+    order = np.random.default_rng([seed % 2**32, epoch]).permutation(len(src_lens)).tolist()
+    return _fill(order, [n + 1 for n in src_lens], [n + 1 for n in tgt_lens], max_tokens)
+
+
+def _fill(order: list[int], s: list[int], t: list[int], max_tokens: int) -> list[list[int]]:
+    """Pairs in `order` into consecutive batches of at most max_tokens padded positions per
+    side (s, t: lengths with EOS/BOS); a pair over the budget alone gets a batch of its own."""
     batches: list[list[int]] = []
     cur: list[int] = []
     longest = 0
@@ -122,9 +140,10 @@ def token_batches(src_lens: list[int], tgt_lens: list[int], max_tokens: int, see
         longest = size
     if cur:
         batches.append(cur)
-    if shuffle:
-        batches = [batches[j] for j in rng.permutation(len(batches))]
     return batches
+
+
+BATCHERS = {"bucket": token_batches, "mixed": mixed_batches}  # train.batching
 
 
 def padding_fraction(batches: list[list[int]], src_lens: list[int], tgt_lens: list[int]) -> float:

@@ -84,6 +84,7 @@ class ModelConfig:
 class TrainConfig:
     seed: int = 1234
     batch_tokens: int = 4096        # padded positions per side per batch (Multi30k: ~3,400 real)
+    batching: str = "bucket"        # bucket (pairs of similar length together) | mixed (random)
     accum_steps: int = 1            # batches per update
     optimizer: str = "adam"         # adam | adamw
     lr: float = 5e-4                # peak learning rate
@@ -210,6 +211,8 @@ def _check_model(m: ModelConfig, c: Check) -> None:
 
 def _check_train(tr: TrainConfig, c: Check) -> None:
     c(tr.batch_tokens > 0, "train.batch_tokens", "must be > 0")
+    c(tr.batching in ("bucket", "mixed"), "train.batching",
+      f"must be bucket or mixed, got {tr.batching!r}")
     c(tr.accum_steps >= 1, "train.accum_steps", "must be >= 1")
     c(tr.optimizer in ("adam", "adamw"), "train.optimizer", "must be adam or adamw")
     c(tr.lr > 0, "train.lr", "must be > 0")

@@ -339,8 +339,9 @@ def _beam(model, src: Tensor, src_len: Tensor, K: int, alpha: float,
     if B == 0:
         return out
 
+    # The first step runs on one row per sentence (B rows, not B*K: the K copies would be
+    # equal); its parents then expand the state to K rows per sentence.
     state = model.start(model.encode(src, src_len), attention=want_attn)
-    state = model.reorder(state, torch.arange(B, device=dev).repeat_interleave(K))  # (B*K, ...)
     # Only beam 0 is live at first, so the K copies of a sentence do not yield K equal hyps.
     scores = torch.full((B, K), NEG_INF, device=dev)
     scores[:, 0] = 0.0
@@ -349,7 +350,10 @@ def _beam(model, src: Tensor, src_len: Tensor, K: int, alpha: float,
                torch.full((B, K), NEG_INF, device=dev))
     finished = _Finished(dev)
     for t in range(W):
-        logp, state, attn = model.step(b.prev, state)  # (N*K, V)
+        logp, state, attn = model.step(b.prev[::K] if t == 0 else b.prev, state)  # (N*K, V)
+        if t == 0:  # (B, V) -> (B*K, V): rows k > 0 score -inf (their beams are not live)
+            logp = logp.repeat_interleave(K, 0)
+            attn = None if attn is None else attn.repeat_interleave(K, 0)
         logp = _valid_log_probs(logp, [j * K + k for j, i in enumerate(b.ids)
                                        if limits[i] <= t for k in range(K)])
         parent = _extend(b, logp, attn if want_attn else None, t, K, alpha)  # (N, K)
@@ -363,7 +367,9 @@ def _beam(model, src: Tensor, src_len: Tensor, K: int, alpha: float,
             if not keep:
                 break
         # parents are hypotheses of the same sentence unless finished sentences left the batch
-        state = model.reorder(state, parent.view(-1), within_sentence=not shrunk)
+        # (or, after the first step, the state had one row per sentence)
+        state = model.reorder(state, parent.view(-1) // K if t == 0 else parent.view(-1),
+                              within_sentence=not shrunk and t > 0)
     _store(out, b, list(range(len(b.ids))))  # at its limit every hypothesis has ended
     tok, score, attn = out
     return tok, score, attn if b.fin_attn is not None else None

@@ -38,7 +38,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 from nmt import checkpoint, rundir
 from nmt import distributed as dist
 from nmt.average import average_at_end
-from nmt.batching import Batch, Prefetch, collate, token_batches
+from nmt.batching import BATCHERS, Batch, Prefetch, collate
 from nmt.config import Recipe, TrainConfig, save_recipe
 from nmt.data import Corpus, encode_pairs, load_split
 from nmt.errors import NMTError
@@ -128,13 +128,14 @@ def _finished(st: RunState, cfg: TrainConfig, out_of_time: bool = False) -> str 
 
 def train(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool = False,
           quiet: bool = False, tokenizer_dir: Path | None = None,
-          batcher: Batcher = token_batches, init_weights: dict | None = None) -> dict:
+          batcher: Batcher | None = None, init_weights: dict | None = None) -> dict:
     """Train `recipe` into `out_dir`; returns a summary (best_bleu, steps, time, tokens/s, ...).
 
     Run under torchrun for data parallelism: every rank computes the same batch list and takes
     its share of each update; rank 0 alone validates and writes files. `batcher` makes an
-    epoch's batches (bench/ swaps in another batching to compare toolkits). `init_weights`:
-    start from these weights instead of a random initialisation (fine-tuning, finetune.py).
+    epoch's batches instead of train.batching's (bench/ swaps in JoeyNMT's to compare
+    toolkits). `init_weights`: start from these weights instead of a random initialisation
+    (fine-tuning, finetune.py).
     """
     out_dir = Path(out_dir)
     if resume and overwrite:
@@ -217,7 +218,7 @@ def _loop(t: Trainer, quiet: bool) -> dict:
 
 
 def _start(recipe: Recipe, out_dir: Path, resume: bool, tokenizer_dir: Path | None,
-           d: dist.Dist, batcher: Batcher, run: rundir.RunDir,
+           d: dist.Dist, batcher: Batcher | None, run: rundir.RunDir,
            init_weights: dict | None = None) -> Trainer:
     """In the claimed run directory (a fresh run, or the recipe and state of the one being
     resumed): load the data, build the model, commit the claim: a ready Trainer."""
@@ -331,10 +332,10 @@ class Trainer:
 
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, train_pairs: Pairs,
                  d: dist.Dist | None = None, files: RunFiles | None = None,
-                 ckpt: dict | None = None, batcher: Batcher = token_batches,
+                 ckpt: dict | None = None, batcher: Batcher | None = None,
                  amp: bool | None = None, compile: bool = False):
-        self.model, self.cfg, self.pairs, self.files, self.batcher = \
-            model, cfg, train_pairs, files, batcher
+        self.model, self.cfg, self.pairs, self.files = model, cfg, train_pairs, files
+        self.batcher = batcher or BATCHERS[cfg.batching]
         self.d = d or dist.Dist(device=next(model.parameters()).device)
         self.device = self.d.device
         self.optimizer, self.scheduler = _optimizer(model, cfg, self.device)

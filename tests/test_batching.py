@@ -3,7 +3,7 @@ import time
 import pytest
 import torch
 
-from nmt.batching import Batch, collate, padding_fraction, token_batches
+from nmt.batching import BATCHERS, Batch, collate, mixed_batches, padding_fraction, token_batches
 from nmt.config import DataConfig, TokenizerConfig
 from nmt.data import Corpus, encode_pairs, read_parallel
 from nmt.tokenizer import BOS, EOS, PAD, Tokenizer
@@ -49,10 +49,11 @@ def test_multi30k_4096_token_batches_waste_under_10_percent(train_pairs):
     assert padding_fraction(some, sl, tl) == pytest.approx(pad / total)
 
 
-def test_every_index_once_per_epoch_within_budget(train_pairs):
+@pytest.mark.parametrize("batching", sorted(BATCHERS))
+def test_every_index_once_per_epoch_within_budget(train_pairs, batching):
     _, sl, tl = train_pairs
     for epoch in (0, 1):
-        batches = token_batches(sl, tl, 4096, seed=7, epoch=epoch)
+        batches = BATCHERS[batching](sl, tl, 4096, seed=7, epoch=epoch)
         flat = sorted(i for b in batches for i in b)
         assert flat == list(range(len(sl)))
         for b in batches:
@@ -60,14 +61,30 @@ def test_every_index_once_per_epoch_within_budget(train_pairs):
             assert len(b) * longest <= 4096 or len(b) == 1
 
 
-def test_same_seed_and_epoch_same_batches_else_different(train_pairs):
+@pytest.mark.parametrize("batching", sorted(BATCHERS))
+def test_same_seed_and_epoch_same_batches_else_different(train_pairs, batching):
     _, sl, tl = train_pairs
-    a = token_batches(sl, tl, 4096, seed=3, epoch=2)
-    assert a == token_batches(sl, tl, 4096, seed=3, epoch=2)
-    assert a != token_batches(sl, tl, 4096, seed=3, epoch=3)
-    assert a != token_batches(sl, tl, 4096, seed=4, epoch=2)
+    make = BATCHERS[batching]
+    a = make(sl, tl, 4096, seed=3, epoch=2)
+    assert a == make(sl, tl, 4096, seed=3, epoch=2)
+    assert a != make(sl, tl, 4096, seed=3, epoch=3)
+    assert a != make(sl, tl, 4096, seed=4, epoch=2)
     # different batches, not merely a different batch order
-    assert sorted(map(sorted, a)) != sorted(map(sorted, token_batches(sl, tl, 4096, 3, 3)))
+    assert sorted(map(sorted, a)) != sorted(map(sorted, make(sl, tl, 4096, 3, 3)))
+
+
+def test_mixed_batches_mix_lengths_at_the_cost_of_padding(train_pairs):
+    """Bucketing keeps a batch's target lengths within a token or two; mixed batches span
+    most of the corpus's range, and pay for it in padding (fewer real tokens per batch)."""
+    _, sl, tl = train_pairs
+    bucket, mixed = token_batches(sl, tl, 4096, 5, 0), mixed_batches(sl, tl, 4096, 5, 0)
+
+    def spread(batches):  # median over batches of (longest - shortest target)
+        return sorted(max(tl[i] for i in b) - min(tl[i] for i in b) for b in batches)[
+            len(batches) // 2]
+    assert spread(bucket) <= 2 < 10 <= spread(mixed)
+    assert padding_fraction(mixed, sl, tl) > 2 * padding_fraction(bucket, sl, tl)
+    assert len(mixed) > len(bucket)  # the same budget holds fewer pairs
 
 
 def test_no_shuffle_is_length_ordered_and_seed_free():

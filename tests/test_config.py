@@ -33,6 +33,7 @@ def test_unknown_section(tmp_path):
     ({"model": {"dropout": -0.1}}, "model.dropout"),
     ({"model": {"dropout": "high"}}, "model.dropout"),
     ({"train": {"lr": "fast"}}, "train.lr"),
+    ({"train": {"batching": "sorted"}}, "train.batching"),
     ({"model": {"bidirectional": "yes"}}, "model.bidirectional"),
     ({"model": {"attention": "bahdanu"}}, "model.attention"),
 ])

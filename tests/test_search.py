@@ -169,6 +169,17 @@ def test_a_beam_as_wide_as_the_search_space_is_exact():
         assert [s for _, s in hyps[i]] == pytest.approx([s for _, s in exact], abs=1e-5)
 
 
+def test_the_first_beam_step_runs_one_row_per_sentence():
+    """Before the first step a sentence's K hypotheses would all be BOS: the model computes
+    it once per sentence, and the state grows to K rows after it."""
+    model, rows = MarkovModel(), []
+    step = model.step
+    model.step = lambda prev, state: (rows.append(prev.numel()), step(prev, state))[1]
+    src, src_len = batch_of([[4], [5], [6]])
+    beam_search(model, src, src_len, 4, 0.0, 3)
+    assert rows[0] == 3 and rows[1] == 3 * 4
+
+
 def test_translate_batch_follows_the_decode_config(trained):
     model = trained["transformer"]
     src, src_len = batch_of(SOURCES)

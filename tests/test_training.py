@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 import nmt.training as training
 from nmt import checkpoint
 from nmt.atomic import atomic_write
+from nmt.batching import BATCHERS
 from nmt.config import TrainConfig, load_recipe
 from nmt.errors import NMTError
 from nmt.tokenizer import PAD
@@ -210,6 +211,17 @@ def test_trainer_update_steps_once_and_reports_what_it_did():
     assert t.state.step == 9 and last.loss / last.tokens < first.loss / first.tokens - 0.3
     with pytest.raises(RuntimeError, match="only update"):
         t.save("last")
+
+
+@pytest.mark.parametrize("batching", ["bucket", "mixed"])
+def test_train_batching_chooses_the_epochs_batches(batching):
+    pairs = toy_pairs(200, seed=4)
+    cfg = TrainConfig(batching=batching, batch_tokens=120, seed=9)
+    t = training.Trainer(tiny_model("transformer"), cfg, pairs)
+    lens = [len(x) for x, _ in pairs], [len(y) for _, y in pairs]
+    assert t.epoch_batches(2) == BATCHERS[batching](*lens, 120, 9, 2)
+    other = BATCHERS["mixed" if batching == "bucket" else "bucket"](*lens, 120, 9, 2)
+    assert t.epoch_batches(2) != other
 
 
 def test_an_interrupted_atomic_write_leaves_the_old_file(tmp_path):
