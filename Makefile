@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 # a Multi30k copy beside the checkout (as on CI) is used in place; otherwise nmt downloads it
 export NMT_DATA_DIR ?= $(if $(wildcard ../shared/data/multi30k/train.de.gz),$(abspath ../shared/data))
 
-.PHONY: install test lint compare smoke bench bench-joeynmt clean
+.PHONY: install test lint compare smoke bench bench-levers bench-joeynmt bench-joeynmt-level clean
 
 install: $(VENV)/.installed
 
@@ -42,12 +42,20 @@ smoke: install
 bench: install
 	$(PY) bench/run.py
 
+# time to quality: settings judged by the minutes to validation BLEU levels (~75 quiet minutes)
+bench-levers: install
+	bash bench/levers.sh runs/levers
+
 # JoeyNMT 2.3.0 trained beside nmt on the same data and models (bench/vs_joeynmt.py), from a venv
 # of its own. Its pins: sentencepiece 0.2.0 (it calls SetVocabulary, which the current 0.2.3 lacks) and
 # importlib_metadata, which it imports without declaring.
 JOEY ?= .joey/bin/python
 bench-joeynmt: install $(JOEY)
 	$(PY) bench/vs_joeynmt.py --joey-python $(JOEY)
+
+# JoeyNMT's minutes to the Transformer's first time-to-quality level (~45 quiet minutes)
+bench-joeynmt-level: install $(JOEY)
+	$(PY) bench/vs_joeynmt.py --joey-python $(JOEY) --to-level 30 --cap 45
 
 .joey/bin/python:
 	python3 -m venv .joey

@@ -8,13 +8,14 @@ show. Both run in float32 (JoeyNMT has no bf16 on a CPU).
 
 With --to-level BLEU, instead: JoeyNMT's time to a validation BLEU level (the first level of the
 time-to-quality table, bench/time_to_quality.py) with the settings of the Transformer of
-recipes/multi30k-de-en/time-cpu.yaml (T; Adam (0.9, 0.98) at a peak 1e-3 with a 300-update
-linear warm-up and inverse-square-root decay, label smoothing 0.1, ~1,730 real target tokens per
+recipes/multi30k-de-en/time-cpu.yaml before it adopted peak lr 2e-3, which are those of
+bench/levers.sh's baseline t-base (T; Adam (0.9, 0.98) at a peak 1e-3 with a 300-update linear
+warm-up and inverse-square-root decay, label smoothing 0.1, ~1,730 real target tokens per
 update, greedy validation every 200 updates): wall minutes from its first update to the first
 validation at or above the level, or the --cap. Its validation hypotheses are scored again with
 nmt's sacreBLEU settings, so that both toolkits' BLEU is one measure.
 
-    .venv/bin/python bench/vs_joeynmt.py --joey-python .joey/bin/python --to-level 30 --cap 30
+    .venv/bin/python bench/vs_joeynmt.py --joey-python .joey/bin/python --to-level 30 --cap 45
 
 JoeyNMT is not a dependency of nmt: it runs from its own environment (`--joey-python`), on the
 same torch, threads and CPU.

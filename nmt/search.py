@@ -272,10 +272,14 @@ def _extend(b: _Beams, logp: Tensor, attn: Tensor | None, t: int, K: int,
     K best of old and new finished ones are kept), the K best others live on. logp (N*K, V)
     is consumed; returns the parent row of each new live hypothesis (N, K)."""
     N, W, V = b.scores.size(0), b.hist.size(1), logp.size(-1)
-    cand = logp.add_(b.scores.view(-1, 1)).view(N, K * V)  # (N, K*V) log P of each extension
-    top, idx = cand.topk(2 * K, dim=1)  # (N, 2K), best first
-    tok = idx % V  # (N, 2K)
-    row = (idx // V + torch.arange(0, N * K, K, device=idx.device)[:, None]).view(-1)  # (N*2K,)
+    # A sentence's top 2K extensions are among the top 2K of each of its rows: rank within
+    # rows first (adding a row's score changes no order in it), then among those K*2K.
+    row_top, row_tok = logp.topk(min(2 * K, V), dim=1)  # (N*K, 2K)
+    cand = row_top.add_(b.scores.view(-1, 1)).view(N, -1)  # (N, K*2K) log P of each extension
+    top, pos = cand.topk(2 * K, dim=1)  # (N, 2K), best first
+    tok = row_tok.view(N, -1).gather(1, pos)  # (N, 2K)
+    row = (pos // row_top.size(1) + torch.arange(0, N * K, K, device=pos.device)[:, None]
+           ).view(-1)  # (N*2K,)
     cand_hist = b.hist[row].view(N, 2 * K, W)
     cand_hist[:, :, t] = tok
     cand_attn = None
