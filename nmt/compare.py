@@ -252,7 +252,13 @@ def _stale_system(run_dir: Path, r: Recipe, tok_dir: Path) -> str | None:
     saved = run_dir / "recipe.yaml"
     if not saved.is_file() or not (run_dir / "last.pt").is_file():
         return None  # nothing trained yet (a start without a checkpoint is simply redone)
-    change = _changes(_training_key(read_yaml(saved)), _training_key(r))
+    # read as a Recipe, so that a field added since the run was trained counts at its default,
+    # which is what the run trained with (as `nmt train --resume` reads it)
+    try:
+        trained = recipe_from_dict(read_yaml(saved), where=str(saved))
+    except NMTError as e:
+        return f"its recipe cannot be read any more: {e}"
+    change = _changes(_training_key(trained), _training_key(r))
     if change:
         return change
     if _tokenizer_files(run_dir / "tokenizer") != _tokenizer_files(tok_dir):

@@ -243,6 +243,28 @@ def test_a_changed_recipe_is_never_answered_with_old_results(tmp_path):
     assert info["beam"] == 2 and info["decode"]["beam"] == 2
 
 
+def test_a_run_from_before_a_new_recipe_field_is_still_reused(tmp_path):
+    # a field added to the recipe since a system was trained is absent from its recipe.yaml;
+    # the run trained with that field's default, so it is the same run and is not retrained
+    import yaml
+
+    recipe, out = tiny_comparison(tmp_path), tmp_path / "out"
+    assert compare(recipe, out).exit_code == 0
+    saved = out / "systems" / "bahdanau" / "recipe.yaml"
+    values = yaml.safe_load(saved.read_text())
+    del values["train"]["batching"]
+    saved.write_text(yaml.safe_dump(values))
+    stamp = mtimes(out, ["no-attention", "bahdanau"])
+    res = compare(recipe, out)
+    assert res.exit_code == 0, res.output
+    assert "trained already" in res.output and stamp == mtimes(out, ["no-attention", "bahdanau"])
+    # a field the run did set to something else is still a change
+    values["train"]["batching"] = "mixed"
+    saved.write_text(yaml.safe_dump(values))
+    res = compare(recipe, out)
+    assert res.exit_code == 2 and "train.batching" in " ".join(res.output.split())
+
+
 def test_a_changed_tokenizer_retrains_every_system(tmp_path):
     recipe, out = tiny_comparison(tmp_path), tmp_path / "out"
     assert compare(recipe, out).exit_code == 0
