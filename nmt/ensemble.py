@@ -60,8 +60,9 @@ class Ensemble(Seq2Seq):
         logp = torch.stack([o[0] for o in outs]).mean(0).log_softmax(-1)  # (B, V)
         return logp, {"members": [o[1] for o in outs]}, _mean_attention([o[2] for o in outs])
 
-    def reorder(self, state: dict, index: Tensor, within_sentence: bool = False) -> dict:
-        return {"members": [m.reorder(s, index, within_sentence)
+    def reorder(self, state: dict, index: Tensor, within_sentence: bool = False,
+                sentences: Tensor | None = None) -> dict:
+        return {"members": [m.reorder(s, index, within_sentence, sentences)
                             for m, s in zip(self.members, state["members"])]}
 
 

@@ -19,7 +19,10 @@ hypotheses and its best live one, scored at the current length, no longer beats 
 them: log-probabilities only fall, so with alpha = 0 this is exact; with alpha > 0 it assumes,
 like fairseq and Hugging Face, that a longer hypothesis will not overtake through the penalty.
 Done sentences leave the batch (their rows are dropped in the same `reorder`), so a batch costs
-what its slowest sentence costs on ever fewer rows.
+what its slowest sentence costs on ever fewer rows. A reorder that does more than re-rank within
+sentences names the sentences that stay (`sentences`), rows K per sentence, so a model may keep
+its source side once per sentence instead of once per hypothesis (the Transformer's
+cross-attention keys and values).
 
 Host reads. A loop step reads from the device once: the flags of what has finished, which the
 host needs to drop finished rows (_Finished). A finished row or sentence is frozen on the device
@@ -371,9 +374,11 @@ def _beam(model, src: Tensor, src_len: Tensor, K: int, alpha: float,
             if not keep:
                 break
         # parents are hypotheses of the same sentence unless finished sentences left the batch
-        # (or, after the first step, the state had one row per sentence)
+        # (or, after the first step, the state had one row per sentence); then the rows come
+        # K per sentence kept, which a model may use to keep one source-side row per sentence
+        sentences = go if shrunk else torch.arange(len(keep), device=dev) if t == 0 else None
         state = model.reorder(state, parent.view(-1) // K if t == 0 else parent.view(-1),
-                              within_sentence=not shrunk and t > 0)
+                              within_sentence=sentences is None, sentences=sentences)
     _store(out, b, list(range(len(b.ids))))  # at its limit every hypothesis has ended
     tok, score, attn = out
     return tok, score, attn if b.fin_attn is not None else None

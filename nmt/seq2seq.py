@@ -50,8 +50,12 @@ class Seq2Seq(nn.Module):
     # keys, the mask, Transformer cross-attention keys/values): equal on every hypothesis row
     # of one sentence
     source_state = ("memory", "keys", "mask", "final", "cross")
+    # whether `step` can take G consecutive decoder rows per source-side row (`reorder`'s
+    # `sentences`): the source side is then stored once per sentence, not once per hypothesis
+    grouped_source = False
 
-    def reorder(self, state: dict, index: Tensor, within_sentence: bool = False) -> dict:
+    def reorder(self, state: dict, index: Tensor, within_sentence: bool = False,
+                sentences: Tensor | None = None) -> dict:
         """Select (or repeat) batch rows of the state: beam search expands B sentences to
         B * beam rows with index = arange(B).repeat_interleave(beam), and keeps the surviving
         hypotheses' states after each step. Non-tensor leaves are shared unchanged.
@@ -61,10 +65,20 @@ class Seq2Seq(nn.Module):
         equal values and are shared instead (fairseq skips its encoder-decoder keys the same
         way); this is most of the copying in a beam step.
 
+        sentences (N',): the new rows come in N' equal runs of consecutive rows, run j all
+        hypotheses of the sentence whose source-side state is at `sentences[j]` (in the
+        source-side rows as they are). A model with `grouped_source` then keeps one
+        source-side row per sentence instead of one per hypothesis (its step sees G = rows /
+        source rows hypotheses per sentence); any other copies the source side row by row with
+        `index`, which means the same.
+
         Like `step`, it consumes the state passed in (a model may write the new state into its
         buffers): go on with the state returned, never reorder one state twice."""
         if within_sentence:
             return {k: v if k in self.source_state else _select(v, index)
+                    for k, v in state.items()}
+        if sentences is not None and self.grouped_source:
+            return {k: _select(v, sentences if k in self.source_state else index)
                     for k, v in state.items()}
         return _select(state, index)
 

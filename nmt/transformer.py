@@ -55,9 +55,16 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
                 causal: bool = False, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        """x (B, T, d) queries; mask (B, 1, 1, S) True where a key may be attended; causal:
-        position t sees keys <= t (T == S)."""
+        """x (B, T, d) queries; k, v (B, h, S, dh); mask (B, 1, 1, S) True where a key may be
+        attended; causal: position t sees keys <= t (T == S). Keys, values and mask may also
+        have N = B / G rows for one query each (T = 1): G consecutive query rows then share a
+        key row (a sentence's beam hypotheses) and attend to it as one block of G queries,
+        reading its keys and values once instead of G times."""
         q = self.split(self.q(x))                               # (B, h, T, dh)
+        B, h, T, dh = q.shape
+        G = B // k.size(0)
+        if G > 1:
+            q = q.view(k.size(0), G, h, dh).transpose(1, 2)     # (N, h, G, dh)
         w = None
         if need_weights:
             scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, h, T, S)
@@ -71,7 +78,9 @@ class MultiHeadAttention(nn.Module):
             out = w @ v                                         # (B, h, T, dh)
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
-        B, h, T, dh = out.shape
+        if G > 1 and w is not None:
+            w = w.transpose(1, 2).reshape(B, h, T, -1)          # (N, h, G, S) -> (B, h, 1, S)
+        # (B, h, T, dh) or (N, h, G, dh) -> (B, T, h * dh): rows n * G + g either way
         return self.o(out.transpose(1, 2).reshape(B, T, h * dh)), w  # (B, T, d)
 
 
@@ -145,6 +154,10 @@ def sinusoids(n: int, d: int) -> Tensor:
 class Transformer(Seq2Seq):
     """Encoder-decoder Transformer. Embeddings are scaled by sqrt(d_model) (Sec. 3.4) and start
     at N(0, d^-0.5), so inputs have unit scale while tied output logits start near N(0, 1)."""
+
+    # a beam's hypotheses share their sentence's cross-attention keys and values (one row per
+    # sentence, not per hypothesis): K times less to copy and to read at every step
+    grouped_source = True
 
     def __init__(self, cfg: ModelConfig, src_vocab: int, tgt_vocab: int, share_src: bool):
         super().__init__()
@@ -233,13 +246,16 @@ class Transformer(Seq2Seq):
         attn = None if w is None else w.squeeze(2).mean(1)     # w: (B, h, 1, S) -> (B, S)
         return log_probs, {**state, "self": cache, "length": t + 1}, attn
 
-    def reorder(self, state: dict, index: Tensor, within_sentence: bool = False) -> dict:
+    def reorder(self, state: dict, index: Tensor, within_sentence: bool = False,
+                sentences: Tensor | None = None) -> dict:
         """Seq2Seq.reorder, except that of the self-attention buffers only the filled
         positions are copied, into the buffers of the reorder before this one (the state
-        passed in is consumed, so those are free): two sets of buffers take turns."""
+        passed in is consumed, so those are free): two sets of buffers take turns. Given
+        `sentences`, the cross-attention keys and values stay one row per sentence
+        (grouped_source)."""
         t = state["length"]
         out = super().reorder({k: v for k, v in state.items() if k not in ("self", "spare")},
-                              index, within_sentence)
+                              index, within_sentence, sentences)
         spare = state.get("spare") or [(None, None)] * len(state["self"])
         return {**out, "self": [tuple(_rows(buf, index, t, free) for buf, free in zip(kv, fr))
                                 for kv, fr in zip(state["self"], spare)],

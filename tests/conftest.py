@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers_ckpt import make_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -43,4 +44,14 @@ def tok_dir(tmp_path_factory, data_dir):
         mp.undo()
     d = tmp_path_factory.mktemp("tok")
     Tokenizer.train(c.src, c.tgt, d, TokenizerConfig(vocab_size=300))
+    return d
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, data_dir):
+    """A tiny Transformer run directory (best.pt and its tokenizer; 60 updates on 300 Multi30k
+    pairs, max_positions 64), trained once and shared read-only by the modules that decode,
+    translate or load a trained checkpoint."""
+    d = tmp_path_factory.mktemp("trained")
+    make_checkpoint(d, data_dir, "transformer", max_positions=64, train_steps=60)
     return d

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from helpers_ckpt import batch_of, make_checkpoint, multi30k_lines, toy_pairs
+from helpers_ckpt import batch_of, multi30k_lines, toy_pairs
 
 from nmt import compare, prediction, training
 from nmt.checkpoint import load_for_inference
@@ -97,10 +97,8 @@ def test_decoding_buffers_hold_the_compute_dtype():
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_dir):
-    d = tmp_path_factory.mktemp("run")
-    make_checkpoint(d, data_dir, "transformer", max_positions=64, train_steps=40)
-    return d
+def run_dir(trained_run):
+    return trained_run
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers_ckpt import make_checkpoint
 
 from nmt import prediction
 from nmt.checkpoint import load_for_inference
@@ -19,10 +18,8 @@ LINES = ["Ein Hund läuft im Park.", "", "Zwei Männer spielen Fußball."]
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_dir):
-    d = tmp_path_factory.mktemp("run")
-    make_checkpoint(d, data_dir, "transformer", train_steps=20)
-    return d
+def run_dir(trained_run):
+    return trained_run
 
 
 def _read_line(fd: int, timeout: float = 120.0) -> bytes:

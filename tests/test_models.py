@@ -87,6 +87,34 @@ def test_reorder_permutes_and_expands_the_batch(cfg):
     assert torch.allclose(moved, base[index], atol=1e-6)
 
 
+@pytest.mark.parametrize("attention", [True, False], ids=["weights", "fused"])
+@pytest.mark.parametrize("cfg", VARIANTS, ids=name)
+def test_hypotheses_sharing_one_source_row_per_sentence_step_the_same(cfg, attention):
+    """Beam search names the sentences behind the rows (`sentences`): a model that then keeps
+    one source-side row per sentence (grouped_source) steps exactly as with a row each."""
+    model = model_for(cfg)
+    src, src_len, tgt, _ = batch()
+    beams = torch.arange(3).repeat_interleave(2)                    # rows 0,0,1,1,2,2
+    go, rows = torch.tensor([0, 2]), torch.tensor([1, 0, 5, 4])     # sentence 1 leaves
+
+    def decode(named: bool):
+        with torch.no_grad():
+            state = model.start(model.encode(src, src_len), attention=attention)
+            state = model.step(tgt[:, 0], state)[1]
+            state = model.reorder(state, beams, sentences=torch.arange(3) if named else None)
+            a = model.step(tgt[beams, 1], state)
+            state = model.reorder(a[1], rows, sentences=go if named else None)
+            b = model.step(tgt[beams[rows], 2], state)
+        return a, b
+
+    (a, b), (a0, b0) = decode(True), decode(False)
+    for x, y in [(a[0], a0[0]), (b[0], b0[0]), (a[2], a0[2]), (b[2], b0[2])]:
+        assert (x is None) == (y is None) and (x is None or torch.allclose(x, y, atol=1e-6))
+    if model.grouped_source:                                        # one row per sentence
+        assert [t.size(0) for t in (a[1]["mask"], b[1]["mask"])] == [3, 2]
+        assert a[1]["cross"][0][0].size(0) == 3 and a0[1]["cross"][0][0].size(0) == 6
+
+
 @pytest.mark.parametrize("cfg", VARIANTS, ids=name)
 def test_reorder_within_sentences_shares_the_source_side_and_steps_the_same(cfg):
     model = model_for(cfg)

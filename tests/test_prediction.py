@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers_ckpt import make_checkpoint, multi30k_lines
+from helpers_ckpt import multi30k_lines
 from typer.testing import CliRunner
 
 from cli import app
@@ -22,10 +22,8 @@ LONG = " ".join(["ein Mann fährt Fahrrad"] * 60)  # ~300 pieces: over max_posit
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_dir):
-    d = tmp_path_factory.mktemp("run")
-    make_checkpoint(d, data_dir, "transformer", max_positions=64, train_steps=60)
-    return d
+def run_dir(trained_run):
+    return trained_run
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
-from helpers_ckpt import make_checkpoint
 from nmt import checkpoint, prediction
 from nmt.checkpoint import load_for_inference
 from nmt.config import DataConfig, DecodeConfig, load_recipe, recipe_from_dict
@@ -30,10 +29,8 @@ def invoke(*args, **kw):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, data_dir):
-    d = tmp_path_factory.mktemp("run")
-    make_checkpoint(d, data_dir, "transformer", train_steps=10)
-    return d
+def run_dir(trained_run):
+    return trained_run
 
 
 # ----------------------------------------------------------------------------- recipes
