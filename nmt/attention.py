@@ -163,7 +163,15 @@ class Attention(nn.Module):
     def forward(self, query: Tensor, keys: Tensor, values: Tensor,
                 mask: Tensor) -> tuple[Tensor, Tensor]:
         """query (B, T, Dq), keys (B, S, Dk), values (B, S, Dv), mask (B, S) True on real tokens.
-        Returns context (B, T, Dv) and weights (B, T, S)."""
+        Returns context (B, T, Dv) and weights (B, T, S).
+
+        Keys, values and mask may also have N = B / G rows for one query each (T = 1): G
+        consecutive query rows then share a source row (a sentence's beam hypotheses) and are
+        its G positions, so its keys and values are read once, not G times."""
+        B, G = query.size(0), query.size(0) // keys.size(0)
+        if G > 1:
+            context, weights = self(query.reshape(-1, G, query.size(-1)), keys, values, mask)
+            return context.reshape(B, 1, -1), weights.reshape(B, 1, -1)  # (B, 1, Dv), (B, 1, S)
         scores = self.score(query, keys)                        # (B, T, S)
         if self.local is not None:
             p = self.local(query, mask.sum(-1))                 # (B, T, 1) float32

@@ -7,7 +7,9 @@ Training calls forward once with the whole target; decoding calls it with T = 1 
 code path for both is what makes incremental decoding match teacher forcing exactly.
 
 The RNN hidden state is (layers, B, H) inside torch but stored batch-first, (B, layers, H), in
-the state dict, so that beam search can index_select every state tensor along dim 0.
+the state dict, so that beam search can index_select every state tensor along dim 0. Beam search
+may keep the source side (memory, keys, mask, final) once per sentence for its G hypotheses
+(Seq2Seq.grouped_source): Attention then takes a sentence's G rows as its positions.
 """
 from __future__ import annotations
 
@@ -103,7 +105,10 @@ class ContextDecoder(RNNDecoder):
         y = self.dropout(self.embed(tgt_in))                    # (B, T, E)
         h = _layer_first(state["hidden"])                       # (L, B, H)
         if self.attention is None:
-            c = state["final"].unsqueeze(1).expand(-1, y.size(1), -1)  # (B, T, He)
+            final = state["final"]                              # (B, He), or one per sentence
+            if final.size(0) < y.size(0):                       # G hypotheses a sentence
+                final = final.repeat_interleave(y.size(0) // final.size(0), 0)
+            c = final.unsqueeze(1).expand(-1, y.size(1), -1)    # (B, T, He)
             s, h = run_rnn(self.rnn, torch.cat([y, c], -1), h)  # (B, T, H)
             attn = None
         else:

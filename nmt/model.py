@@ -17,6 +17,10 @@ from nmt.transformer import Transformer
 class RNNSeq2Seq(Seq2Seq):
     """(Bi)RNN encoder + one of the RNN decoders (no attention, Bahdanau, Luong family)."""
 
+    # a beam's hypotheses share their sentence's encoder outputs, attention keys, mask and
+    # summary (Attention takes them as the sentence's positions): K times less to copy and read
+    grouped_source = True
+
     def __init__(self, encoder: RNNEncoder, decoder: ContextDecoder | LuongDecoder):
         super().__init__()
         self.encoder, self.decoder = encoder, decoder

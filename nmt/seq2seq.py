@@ -67,10 +67,10 @@ class Seq2Seq(nn.Module):
 
         sentences (N',): the new rows come in N' equal runs of consecutive rows, run j all
         hypotheses of the sentence whose source-side state is at `sentences[j]` (in the
-        source-side rows as they are). A model with `grouped_source` then keeps one
-        source-side row per sentence instead of one per hypothesis (its step sees G = rows /
-        source rows hypotheses per sentence); any other copies the source side row by row with
-        `index`, which means the same.
+        source-side rows as they are). A model with `grouped_source` (every model here) then
+        keeps one source-side row per sentence instead of one per hypothesis (its step sees
+        G = rows / source rows hypotheses per sentence); any other copies the source side row
+        by row with `index`, which means the same.
 
         Like `step`, it consumes the state passed in (a model may write the new state into its
         buffers): go on with the state returned, never reorder one state twice."""
