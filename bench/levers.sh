@@ -10,10 +10,12 @@
 #
 #   bash bench/levers.sh [OUT]                 # OUT defaults to runs/levers; ~75 minutes
 #   T_MINUTES=30 R_MINUTES=30 bash bench/levers.sh
+#   ONLY="t-fp32 t-bf16" bash bench/levers.sh  # only the runs named
 #
 # Transformer levers: peak learning rate, warm-up length, batch size (with the peak lr scaled
 # by sqrt(batch ratio), the usual rule for Adam). Luong-dot lever: mixed-length batches
-# instead of length buckets (train.batching).
+# instead of length buckets (train.batching). Both: bf16 autocast against float32 (train.amp), on
+# CPUs that compute bf16 natively (AVX512-BF16) the lever train.amp=auto decides by.
 set -euo pipefail
 OUT=${1:-runs/levers}
 T_MINUTES=${T_MINUTES:-12}
@@ -24,6 +26,9 @@ RECIPE=recipes/multi30k-de-en/time-cpu.yaml
 run() {  # NAME MINUTES compare-args...
   local name=$1 minutes=$2
   shift 2
+  if [ -n "${ONLY:-}" ] && [[ " $ONLY " != *" $name "* ]]; then
+    return
+  fi
   if [ -f "$OUT/$name/results.json" ]; then
     echo "== $name: done before"
     return
@@ -41,5 +46,10 @@ run t-batch4096   "$T_MINUTES" --only transformer --set train.batch_tokens=4096 
                                --set train.lr=0.0014
 run r-base        "$R_MINUTES" --only luong-dot
 run r-mixed       "$R_MINUTES" --only luong-dot --set train.batching=mixed
+# bf16 autocast against float32, each pinned (auto follows the CPU); T at time-cpu's lr 2e-3
+run t-fp32        "$T_MINUTES" --only transformer --set train.amp=false
+run t-bf16        "$T_MINUTES" --only transformer --set train.amp=bf16
+run r-fp32        "$R_MINUTES" --only luong-dot --set train.amp=false
+run r-bf16        "$R_MINUTES" --only luong-dot --set train.amp=bf16
 
 "$PY" bench/time_to_quality.py "$OUT"/*/results.json

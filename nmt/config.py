@@ -115,7 +115,11 @@ class TrainConfig:
     max_bad_steps: int = 5          # consecutive non-finite losses before the run stops
     device: str = "auto"            # auto | cpu | cuda
     threads: int = 0                # CPU threads (0 = all cores)
-    amp: bool = True                # bf16 autocast on CUDA (ignored on CPU)
+    # bf16 autocast for training updates (decoding is float32 whatever it says): auto = where the
+    # hardware computes bf16 natively (CUDA GPUs from Ampere on, CPUs with AVX512-BF16), bf16 =
+    # on any device (others emulate it, slowly), false = float32; true, as older recipes say,
+    # reads as auto
+    amp: bool | str = "auto"
     # deterministic kernels only (torch.use_deterministic_algorithms, cuDNN without autotuning,
     # CUBLAS_WORKSPACE_CONFIG): on CUDA a resumed run can then end bit-identical to one never
     # interrupted, for some speed; CPU training is bit-exact either way (README, Guarantees)
@@ -234,6 +238,8 @@ def _check_train(tr: TrainConfig, c: Check) -> None:
         c(getattr(tr, name) >= 0, f"train.{name}", "must be >= 0")
     c(tr.tensorboard in (True, False, "auto"), "train.tensorboard",
       f"must be true, false or auto, got {tr.tensorboard!r}")
+    c(tr.amp in (True, False, "auto", "bf16"), "train.amp",
+      f"must be auto, bf16 or false, got {tr.amp!r}")
     c(tr.max_minutes >= 0, "train.max_minutes", "must be >= 0 (0 = no time limit)")
     c(tr.max_steps > 0 or tr.max_epochs > 0 or tr.max_minutes > 0, "train.max_steps",
       "set max_steps, max_epochs or max_minutes, or training never ends")

@@ -51,6 +51,21 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Whether `device` multiplies bf16 natively: a CUDA GPU from Ampere on, or a CPU with
+    AVX512-BF16 (AMD Zen 4 on, Intel Cooper Lake and Sapphire Rapids on). Elsewhere torch
+    emulates bf16 through float32, which only costs time."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and torch.cpu._is_avx512_bf16_supported()
+
+
+def uses_bf16(amp: bool | str, device: torch.device) -> bool:
+    """train.amp on `device`: whether training updates run under bf16 autocast (auto, and true
+    as older recipes say: where the device computes bf16 natively; bf16: always)."""
+    return amp == "bf16" or (amp in (True, "auto") and native_bf16(device))
+
+
 def setup(device_name: str) -> Dist:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1), else a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

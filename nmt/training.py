@@ -241,6 +241,7 @@ def _start(recipe: Recipe, out_dir: Path, resume: bool, tokenizer_dir: Path | No
     where = f"{threads} thread{'s' if threads > 1 else ''}" if device.type == "cpu" else ""
     where += f"{', ' if where else ''}{d.world} ranks" if d.world > 1 else ""
     where += f"{', ' if where else ''}deterministic algorithms" if cfg.deterministic else ""
+    where += f"{', ' if where else ''}bf16 autocast" if dist.uses_bf16(cfg.amp, device) else ""
     log.info(f"{'resuming' if resume else 'training'} {recipe.name or 'recipe'} in {out_dir} on "
              f"{device}" + (f" ({where})" if where else ""))
     tok, train_pairs, valid_corpus, valid_pairs = _load_data(recipe, out_dir, ckpt,
@@ -326,7 +327,7 @@ class Trainer:
     `model` is built (and seeded) by the caller and already on `d.device`; `ckpt` (a last.pt)
     restores weights, optimizer, schedule, state and RNG. Without `files` the trainer only
     updates (bench/ times updates this way): validate and save need a run directory.
-    `amp` None follows train.amp (bf16 autocast on CUDA only); `compile` wraps the model in
+    `amp` None follows train.amp (dist.uses_bf16); `compile` wraps the model in
     torch.compile(dynamic=True).
     """
 
@@ -344,7 +345,7 @@ class Trainer:
         self.bad_steps = 0                     # non-finite updates in a row
         self.interrupted = threading.Event()   # Ctrl-C/SIGTERM: every rank stops after the update
         self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=(
-            cfg.amp and self.device.type == "cuda") if amp is None else amp)
+            dist.uses_bf16(cfg.amp, self.device) if amp is None else amp))
         self.src_lens = [len(s) for s, _ in train_pairs]
         self.tgt_lens = [len(t) for _, t in train_pairs]
         self.n_tok = [n + 1 for n in self.tgt_lens]  # target tokens incl. EOS, as the loss counts

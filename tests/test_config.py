@@ -34,6 +34,7 @@ def test_unknown_section(tmp_path):
     ({"model": {"dropout": "high"}}, "model.dropout"),
     ({"train": {"lr": "fast"}}, "train.lr"),
     ({"train": {"batching": "sorted"}}, "train.batching"),
+    ({"train": {"amp": "fp16"}}, "train.amp"),
     ({"model": {"bidirectional": "yes"}}, "model.bidirectional"),
     ({"model": {"attention": "bahdanu"}}, "model.attention"),
 ])

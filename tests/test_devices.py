@@ -54,3 +54,16 @@ def test_each_rank_gets_its_own_gpu_when_there_are_enough(gpus, monkeypatch):
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)  # no process group
     d = dist.setup("cuda")
     assert d.device == torch.device("cuda", 1) == picked[0] and (d.rank, d.world) == (1, 2)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_train_amp_auto_uses_bf16_only_where_the_device_computes_it_natively(native, monkeypatch):
+    monkeypatch.setattr(dist, "native_bf16", lambda device: native)
+    cpu = torch.device("cpu")
+    assert dist.uses_bf16("auto", cpu) is native
+    assert dist.uses_bf16(True, cpu) is native  # older recipes' `amp: true` reads as auto
+    assert dist.uses_bf16("bf16", cpu) and not dist.uses_bf16(False, cpu)
+
+
+def test_native_bf16_on_this_cpu_is_what_torch_reports():
+    assert dist.native_bf16(torch.device("cpu")) == torch.cpu._is_avx512_bf16_supported()

@@ -110,12 +110,13 @@ def test_hypotheses_sharing_one_source_row_per_sentence_step_the_same(cfg, atten
     (a, b), (a0, b0) = decode(True), decode(False)
     for x, y in [(a[0], a0[0]), (b[0], b0[0]), (a[2], a0[2]), (b[2], b0[2])]:
         assert (x is None) == (y is None) and (x is None or torch.allclose(x, y, atol=1e-6))
-    def rows(x):                                                    # of a tensor, or nested
-        return x.size(0) if isinstance(x, torch.Tensor) else rows(x[0])
+
+    def n_rows(x):                                                  # of a tensor, or nested
+        return x.size(0) if isinstance(x, torch.Tensor) else n_rows(x[0])
 
     assert model.grouped_source                                     # every model here
     for key in set(model.source_state) & set(a[1]):                 # one row per sentence
-        assert (rows(a[1][key]), rows(b[1][key]), rows(a0[1][key])) == (3, 2, 6), key
+        assert (n_rows(a[1][key]), n_rows(b[1][key]), n_rows(a0[1][key])) == (3, 2, 6), key
 
 
 @pytest.mark.parametrize("cfg", VARIANTS, ids=name)

@@ -213,6 +213,26 @@ def test_trainer_update_steps_once_and_reports_what_it_did():
         t.save("last")
 
 
+@pytest.mark.parametrize("family", ["transformer", "rnn-luong-general"])  # the RNN: an LSTM
+@pytest.mark.parametrize("amp", ["bf16", False])
+def test_train_amp_decides_whether_updates_run_under_bf16_autocast(amp, family):
+    """train.amp=bf16 runs the update's forward under CPU bf16 autocast (the loss still falls),
+    false keeps it in float32, whatever the CPU can do."""
+    torch.manual_seed(0)
+    model = tiny_model(family).train()
+    pairs = toy_pairs(32, seed=3)
+    t = training.Trainer(model, TrainConfig(lr=3e-3, schedule="constant", max_steps=10,
+                                            amp=amp), pairs)
+    seen = []
+    model.register_forward_hook(lambda m, i, o: seen.append(torch.is_autocast_enabled("cpu")))
+    group = [list(range(0, 16))]
+    first = t.update(group)
+    for _ in range(6):
+        last = t.update(group)
+    assert set(seen) == {amp == "bf16"}
+    assert last.loss / last.tokens < first.loss / first.tokens - 0.3
+
+
 @pytest.mark.parametrize("batching", ["bucket", "mixed"])
 def test_train_batching_chooses_the_epochs_batches(batching):
     pairs = toy_pairs(200, seed=4)
