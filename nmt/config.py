@@ -115,10 +115,9 @@ class TrainConfig:
     max_bad_steps: int = 5          # consecutive non-finite losses before the run stops
     device: str = "auto"            # auto | cpu | cuda
     threads: int = 0                # CPU threads (0 = all cores)
-    # bf16 autocast for training updates (decoding is float32 whatever it says): auto = where the
-    # hardware computes bf16 natively (CUDA GPUs from Ampere on, CPUs with AVX512-BF16), bf16 =
-    # on any device (others emulate it, slowly), false = float32; true, as older recipes say,
-    # reads as auto
+    # bf16 autocast for training updates (decoding is float32 whatever it says): auto = where it
+    # pays (CUDA GPUs from Ampere on, CPUs with AVX512-BF16 and no AMX: distributed.native_bf16),
+    # bf16 = on any device, false = float32; true, as older recipes say, reads as auto
     amp: bool | str = "auto"
     # deterministic kernels only (torch.use_deterministic_algorithms, cuDNN without autotuning,
     # CUBLAS_WORKSPACE_CONFIG): on CUDA a resumed run can then end bit-identical to one never

@@ -65,5 +65,6 @@ def test_train_amp_auto_uses_bf16_only_where_the_device_computes_it_natively(nat
     assert dist.uses_bf16("bf16", cpu) and not dist.uses_bf16(False, cpu)
 
 
-def test_native_bf16_on_this_cpu_is_what_torch_reports():
-    assert dist.native_bf16(torch.device("cpu")) == torch.cpu._is_avx512_bf16_supported()
+def test_native_bf16_on_this_cpu_follows_its_instruction_sets():
+    assert dist.native_bf16(torch.device("cpu")) == (
+        torch.cpu._is_avx512_bf16_supported() and not torch.cpu._is_amx_tile_supported())
