@@ -55,7 +55,7 @@ def native_bf16(device: torch.device) -> bool:
     """Whether bf16 autocast pays on `device`: a CUDA GPU from Ampere on, or a CPU with
     AVX512-BF16 but no AMX (AMD Zen 4 on). Measured on 2-core CPUs (bench/RESULTS.md): on a Zen 4
     the same number of minutes bought 7% more updates at the same validation BLEU; on an Intel
-    CPU with AMX 0.8-1.08x the tokens/s; without native bf16 0.26-0.37x (torch emulates it)."""
+    Xeon with AMX 0.81-1.08x the tokens/s; without native bf16 0.26-0.37x (torch emulates it)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
     return device.type == "cpu" and torch.cpu._is_avx512_bf16_supported() and \

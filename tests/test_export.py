@@ -36,11 +36,13 @@ def test_set(data_dir):
 
 
 @pytest.mark.parametrize("quantization, agree_at_least, bleu_within", [
-    # measured on this tiny model (d_model 32, 500 updates on 300 pairs, BLEU ~2): float32
-    # 94% of lines identical (the rest run into the length limit, which nmt ends with a forced
-    # EOS and CTranslate2 cuts), int8 48%: quantizing weights this small and untrained flips
-    # many near-ties of its flat distributions; BLEU moves by < 0.5 either way
-    ("float32", 0.9, 0.5), ("int8", 0.35, 1.5)])
+    # measured on this tiny model (d_model 32, 500 updates on 300 pairs, BLEU ~2): float32 94%
+    # of lines identical on an Intel Xeon, 87.5% on an AMD Zen 4 (the rest run into the length
+    # limit, which nmt ends with a forced EOS and CTranslate2 cuts, or are near-ties of its flat
+    # distributions, which another CPU's float arithmetic breaks otherwise), int8 48% and 35.5%:
+    # quantizing weights this small and untrained flips many of those ties; BLEU moves by < 0.5
+    # either way. Wrong weights or vocabularies would agree on almost no line.
+    ("float32", 0.8, 0.5), ("int8", 0.25, 1.5)])
 def test_exported_beam5_agrees_with_nmt(trained, test_set, tmp_path, quantization,
                                         agree_at_least, bleu_within, capsys):
     src, ref = test_set
