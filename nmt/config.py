@@ -116,7 +116,7 @@ class TrainConfig:
     device: str = "auto"            # auto | cpu | cuda
     threads: int = 0                # CPU threads (0 = all cores)
     # bf16 autocast for training updates (decoding is float32 whatever it says): auto = where it
-    # pays (CUDA GPUs from Ampere on, CPUs with AVX512-BF16 and no AMX: distributed.native_bf16),
+    # pays (CUDA GPUs from Ampere on, CPUs with AVX512-BF16 and no AMX: distributed.bf16_pays),
     # bf16 = on any device, false = float32; true, as older recipes say, reads as auto
     amp: bool | str = "auto"
     # deterministic kernels only (torch.use_deterministic_algorithms, cuDNN without autotuning,

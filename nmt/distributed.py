@@ -51,7 +51,7 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def native_bf16(device: torch.device) -> bool:
+def bf16_pays(device: torch.device) -> bool:
     """Whether bf16 autocast pays on `device`: a CUDA GPU from Ampere on, or a CPU with
     AVX512-BF16 but no AMX (AMD Zen 4 on). Measured on 2-core CPUs (bench/RESULTS.md): on a Zen 4
     the same number of minutes bought 7% more updates at the same validation BLEU; on an Intel
@@ -64,8 +64,8 @@ def native_bf16(device: torch.device) -> bool:
 
 def uses_bf16(amp: bool | str, device: torch.device) -> bool:
     """train.amp on `device`: whether training updates run under bf16 autocast (auto, and true
-    as older recipes say: where the device computes bf16 natively; bf16: always)."""
-    return amp == "bf16" or (amp in (True, "auto") and native_bf16(device))
+    as older recipes say: where bf16_pays; bf16: always)."""
+    return amp == "bf16" or (amp in (True, "auto") and bf16_pays(device))
 
 
 def setup(device_name: str) -> Dist:

@@ -56,15 +56,15 @@ def test_each_rank_gets_its_own_gpu_when_there_are_enough(gpus, monkeypatch):
     assert d.device == torch.device("cuda", 1) == picked[0] and (d.rank, d.world) == (1, 2)
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_train_amp_auto_uses_bf16_only_where_the_device_computes_it_natively(native, monkeypatch):
-    monkeypatch.setattr(dist, "native_bf16", lambda device: native)
+@pytest.mark.parametrize("pays", [True, False])
+def test_train_amp_auto_uses_bf16_only_where_it_pays(pays, monkeypatch):
+    monkeypatch.setattr(dist, "bf16_pays", lambda device: pays)
     cpu = torch.device("cpu")
-    assert dist.uses_bf16("auto", cpu) is native
-    assert dist.uses_bf16(True, cpu) is native  # older recipes' `amp: true` reads as auto
+    assert dist.uses_bf16("auto", cpu) is pays
+    assert dist.uses_bf16(True, cpu) is pays  # older recipes' `amp: true` reads as auto
     assert dist.uses_bf16("bf16", cpu) and not dist.uses_bf16(False, cpu)
 
 
-def test_native_bf16_on_this_cpu_follows_its_instruction_sets():
-    assert dist.native_bf16(torch.device("cpu")) == (
+def test_bf16_pays_on_this_cpu_by_its_instruction_sets():
+    assert dist.bf16_pays(torch.device("cpu")) == (
         torch.cpu._is_avx512_bf16_supported() and not torch.cpu._is_amx_tile_supported())
