@@ -313,6 +313,9 @@ TOP_P = typer.Option(None, "--top-p", help="With --sample: draw only from the li
                      "holding probability p (nucleus, 0 < p <= 1).")
 SEED = typer.Option(None, "--seed", help="With --sample: the seed (same seed and input, same "
                     "output).")
+AMP = typer.Option(None, "--amp", help="Search under bf16 autocast: auto (where it pays: CUDA "
+                   "GPUs from Ampere on, CPUs with AVX512-BF16 but no AMX), bf16 (always) or "
+                   "false (float32; default: the recipe's decode.amp).")
 ENSEMBLE = typer.Option([], "--ensemble", help="Another checkpoint (run or .pt, same tokenizer) "
                         "to decode together with --checkpoint, averaging log-probabilities "
                         "per step (repeatable; RNN and Transformer may mix).")
@@ -335,7 +338,7 @@ def _decode_config(base, beam: Optional[int], batch_tokens: Optional[int], nbest
                    alpha: Optional[float] = None, max_len: Optional[str] = None,
                    sample: bool = False, temperature: Optional[float] = None,
                    top_k: Optional[int] = None, top_p: Optional[float] = None,
-                   seed: Optional[int] = None):
+                   seed: Optional[int] = None, amp: Optional[str] = None):
     """The checkpoint recipe's decode settings with the command line's changes."""
     from dataclasses import replace
 
@@ -360,7 +363,8 @@ def _decode_config(base, beam: Optional[int], batch_tokens: Optional[int], nbest
                    batch_tokens=pick(batch_tokens, base.batch_tokens),
                    alpha=pick(alpha, base.alpha), max_len_a=a, max_len_b=b, sample=sample,
                    temperature=pick(temperature, base.temperature), top_k=pick(top_k, base.top_k),
-                   top_p=pick(top_p, base.top_p), seed=pick(seed, base.seed))
+                   top_p=pick(top_p, base.top_p), seed=pick(seed, base.seed),
+                   amp=pick({"false": False, "true": True}.get(amp, amp), base.amp))
     validate(Recipe(decode=dcfg), where="command line")  # e.g. --top-p 2 names decode.top_p
     return dcfg
 
@@ -405,7 +409,8 @@ def translate_cmd(
         alpha: Optional[float] = ALPHA, max_len: Optional[str] = MAX_LEN,
         sample: bool = SAMPLE, temperature: Optional[float] = TEMPERATURE,
         top_k: Optional[int] = TOP_K, top_p: Optional[float] = TOP_P,
-        seed: Optional[int] = SEED, ensemble: List[Path] = ENSEMBLE):
+        seed: Optional[int] = SEED, ensemble: List[Path] = ENSEMBLE,
+        amp: Optional[str] = AMP):
     """Translate text: exactly one output line per input line, in order (empty in, empty out;
     a line too long for the model is truncated, with a warning on stderr)."""
     from nmt.prediction import translate_file
@@ -418,10 +423,10 @@ def translate_cmd(
         _output_file(output, "-o")
     if is_ctranslate2_dir(checkpoint):
         return _translate_ctranslate2(checkpoint, input, output, beam, nbest, batch_tokens,
-                                      device, alpha, max_len, sample, ensemble)
+                                      device, alpha, max_len, sample, ensemble, amp)
     model, tok, recipe, dev = _load_for_decoding(checkpoint, device, ensemble)
     dcfg = _decode_config(recipe.decode, beam, batch_tokens, nbest, alpha, max_len, sample,
-                          temperature, top_k, top_p, seed)
+                          temperature, top_k, top_p, seed, amp)
     # a person typing at a terminal sees each translation at once; piped input is batched
     interactive = input == "-" and sys.stdin.isatty()
     try:
@@ -433,15 +438,17 @@ def translate_cmd(
 
 
 def _translate_ctranslate2(path: Path, input: str, output: str, beam, nbest, batch_tokens,
-                           device: str, alpha, max_len, sample: bool, ensemble) -> None:
+                           device: str, alpha, max_len, sample: bool, ensemble,
+                           amp: Optional[str]) -> None:
     """`nmt translate --checkpoint DIR` on a directory written by `nmt export`."""
     from nmt.distributed import resolve_device
     from nmt.export import CT2Model
     from nmt.prediction import translate_file
 
-    if sample or ensemble:
-        raise NMTError(f"{path} is a CTranslate2 export: it decodes by beam search alone; "
-                       "drop --sample/--ensemble, or translate with the .pt checkpoint")
+    if sample or ensemble or amp is not None:
+        raise NMTError(f"{path} is a CTranslate2 export: it decodes by beam search alone, "
+                       "in the precision it was exported in; drop --sample/--ensemble/--amp, "
+                       "or translate with the .pt checkpoint")
     ct = CT2Model(path, resolve_device(device).type)
     dcfg = _decode_config(ct.decode_config(), beam, batch_tokens, nbest, alpha, max_len)
     interactive = input == "-" and sys.stdin.isatty()
@@ -494,6 +501,7 @@ def eval_cmd(
         sample: bool = SAMPLE, temperature: Optional[float] = TEMPERATURE,
         top_k: Optional[int] = TOP_K, top_p: Optional[float] = TOP_P,
         seed: Optional[int] = SEED, ensemble: List[Path] = ENSEMBLE,
+        amp: Optional[str] = AMP,
         tokenize: str = typer.Option("13a", "--tokenize", help="sacreBLEU's BLEU tokenizer: "
                                      "13a, intl, zh, char, none, ja-mecab, ko-mecab, spm, "
                                      "flores101, flores200 (zh for Chinese, ja-mecab for "
@@ -525,14 +533,14 @@ def eval_cmd(
                            f"{len(refs[0])}; source and references must be line-aligned")
         model, tok, recipe, dev = _load_for_decoding(checkpoint, device, ensemble)
         dcfg = _decode_config(recipe.decode, beam, batch_tokens, 1, alpha, max_len, sample,
-                              temperature, top_k, top_p, seed)
+                              temperature, top_k, top_p, seed, amp)
         lines, tf = translate_and_score(model, tok, src_lines, refs, dcfg, dev,
                                         progress=sys.stderr.isatty())
         hyps = {str(checkpoint): lines}
         result.update(checkpoint=str(checkpoint), src=str(src), **tf,
                       decode={k: getattr(dcfg, k) for k in ("alpha", "max_len_a", "max_len_b",
                                                             "sample", "temperature", "top_k",
-                                                            "top_p", "seed")},
+                                                            "top_p", "seed", "amp")},
                       ensemble=[str(p) for p in ensemble])
     else:
         if not hyp or src is not None:
@@ -540,7 +548,8 @@ def eval_cmd(
                            "--ref FILE to translate first)")
         decoding = {"--beam": beam, "--alpha": alpha, "--max-len": max_len,
                     "--sample": sample or None, "--temperature": temperature, "--top-k": top_k,
-                    "--top-p": top_p, "--seed": seed, "--ensemble": ensemble or None}
+                    "--top-p": top_p, "--seed": seed, "--ensemble": ensemble or None,
+                    "--amp": amp}
         stray = [k for k, v in decoding.items() if v is not None]
         if stray:
             raise NMTError(f"{', '.join(stray)} control decoding, which needs --checkpoint RUN "

@@ -139,6 +139,7 @@ class DecodeSpec:
     beams: tuple[int, ...] = (1, 5)
     engine: str = "nmt"          # nmt, or the model exported to CTranslate2: ct2 | ct2-int8
     keep_memory: bool = True     # allocator.keep_freed_memory, as the CLI does
+    bf16: bool = False           # search under bf16 autocast (decode.amp: bf16)
 
 
 # ----------------------------------------------------------------------------- workers
@@ -234,7 +235,8 @@ def decode_worker(spec: DecodeSpec) -> dict:
         partial(translate_lines, model, tok, device=device)  # translate(lines, dcfg)
     out = {}
     for beam in spec.beams:
-        dcfg = replace(recipe.decode, beam=beam, nbest=1, batch_tokens=spec.batch_tokens)
+        dcfg = replace(recipe.decode, beam=beam, nbest=1, batch_tokens=spec.batch_tokens,
+                       amp="bf16" if spec.bf16 else False)
         translate(test.src[:32], dcfg)  # warm-up, untimed
         with CpuWindow() as cpu:
             t0 = time.perf_counter()

@@ -90,7 +90,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--levers", default="threads1,nobucket,bf16,compile,osmem",
                    help=f"tried one at a time at the first --tokens size, against the main "
                         f"table; '' = none. Known: {', '.join(LEVERS)}; a+b combines")
-    p.add_argument("--decode-levers", default="ct2,ct2int8,osmem",
+    p.add_argument("--decode-levers", default="bf16,ct2,ct2int8,osmem",
                    help="levers also timed when decoding ('' = none); ct2/ct2int8 need the "
                         "ctranslate2 extra")
     p.add_argument("--compile-timeout", type=float, default=900, help="seconds, per compile run")

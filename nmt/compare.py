@@ -45,7 +45,7 @@ from rich.console import Console
 
 from nmt import report, training
 from nmt.checkpoint import load_for_inference
-from nmt.config import Recipe, coerce, read_yaml, recipe_from_dict, to_dict
+from nmt.config import DecodeConfig, Recipe, coerce, read_yaml, recipe_from_dict, to_dict
 from nmt.data import load_split, read_lines
 from nmt.distributed import resolve_device
 from nmt.errors import NMTError
@@ -282,6 +282,8 @@ def _fresh_hyp(hyp: Path, key: dict) -> bool:
         return False
     saved = json.loads(info.read_text())
     if "decode" in saved:
+        # a decode field added since counts at its default, which the file was decoded with
+        saved["decode"] = {**to_dict(DecodeConfig()), **saved["decode"]}
         same = {k: saved.get(k) for k in key} == key
     else:  # written before the key was recorded: its beam and size are all there is to check
         same = saved.get("beam") == key["decode"]["beam"] and saved.get("sentences") == key["lines"]

@@ -138,6 +138,7 @@ class DecodeConfig:
     top_k: int = 0                  # sample: only from the k likeliest tokens (0 = all)
     top_p: float = 1.0              # sample: only from the smallest set holding mass p (nucleus)
     seed: int = 0                   # sample: same seed, same input -> same translations
+    amp: bool | str = False         # search under bf16 autocast: auto (where it pays), bf16, false
 
 
 @dataclass
@@ -267,6 +268,8 @@ def _check_decode(dc: DecodeConfig, c: Check) -> None:
     c(0 < dc.top_p <= 1, "decode.top_p", f"must be in (0, 1], got {dc.top_p}")
     c(not (dc.sample and dc.nbest > 1), "decode.nbest", "sampling draws one translation per "
       "line; use nbest 1")
+    c(dc.amp in (True, False, "auto", "bf16"), "decode.amp",
+      f"must be auto, bf16 or false, got {dc.amp!r}")
 
 
 # ----------------------------------------------------------------------------- loading

@@ -7,7 +7,8 @@ warning on stderr), and no line is ever dropped. Files are streamed in chunks, s
 bounded however long the input is.
 
 Precision: every decoding and teacher-forced scoring (validation during training, translate,
-eval, compare) runs under `decoding_precision`: float32, whatever autocast the caller has on.
+eval, compare) runs under `decoding_precision`: float32, whatever autocast the caller has on,
+unless decode.amp asks for the search to run under bf16 autocast.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ import torch.nn.functional as F
 from nmt.atomic import atomic_write
 from nmt.batching import Prefetch, collate, token_batches
 from nmt.config import DecodeConfig
+from nmt.distributed import uses_bf16
 from nmt.errors import NMTError
 from nmt.search import decoding_generator, max_output_len, translate_batch
 from nmt.tokenizer import PAD
@@ -45,19 +47,24 @@ def eval_mode(model):
 
 
 @contextlib.contextmanager
-def decoding_precision(device):
+def decoding_precision(device, amp: bool | str = False):
     """The one precision rule of decoding and scoring: float32, with autocast off whatever the
     caller has on (training's bf16 autocast included); on CUDA with TF32 matmuls, as training
     sets for its float32 matmuls. So a validation BLEU is what `nmt translate` or `nmt compare`
     gives with the same settings, and perplexities compare between runs with and without
     train.amp. Validation, translate/eval and compare all decode through _decode and
-    teacher_forced_loss, which apply it."""
+    teacher_forced_loss, which apply it.
+
+    Search may instead run under bf16 autocast (`amp` = decode.amp, read as train.amp: auto
+    where bf16 pays on `device`, bf16 always): the matrix products in bf16, the log-softmax
+    and the hypothesis scores still in float32 (the models' `step`, search.py). Scoring under
+    teacher forcing always stays float32."""
     device = torch.device(device)
     matmul = torch.get_float32_matmul_precision()
     if device.type == "cuda":
         torch.set_float32_matmul_precision("high")
     try:
-        with torch.autocast(device.type, enabled=False):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(amp, device)):
             yield
     finally:
         torch.set_float32_matmul_precision(matmul)
@@ -99,7 +106,7 @@ def _decode(model, tok, lines: list[str], dcfg: DecodeConfig, device, where: str
     lens = [len(x) for x, _ in pairs]
     out_cap = max_output_len(model)
     generator = generator or decoding_generator(dcfg, device)
-    with eval_mode(model), decoding_precision(device):
+    with eval_mode(model), decoding_precision(device, dcfg.amp):
         for idx in token_batches(lens, lens, dcfg.batch_tokens, 0, 0, shuffle=False):
             b = collate(pairs, idx).to(device)  # the lengths stay on the CPU, where search reads
             hyps = translate_batch(model, b.src, b.src_len, dcfg, out_cap, generator)

@@ -35,6 +35,7 @@ def test_unknown_section(tmp_path):
     ({"train": {"lr": "fast"}}, "train.lr"),
     ({"train": {"batching": "sorted"}}, "train.batching"),
     ({"train": {"amp": "fp16"}}, "train.amp"),
+    ({"decode": {"amp": "fp16"}}, "decode.amp"),
     ({"model": {"bidirectional": "yes"}}, "model.bidirectional"),
     ({"model": {"attention": "bahdanu"}}, "model.attention"),
 ])

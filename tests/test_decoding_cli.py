@@ -1,5 +1,5 @@
 """Decoding controls on `nmt translate` and `nmt eval --checkpoint`: --alpha, --max-len,
---sample (--temperature/--top-k/--top-p/--seed) and --ensemble."""
+--sample (--temperature/--top-k/--top-p/--seed), --ensemble and --amp."""
 import json
 
 import pytest
@@ -116,6 +116,22 @@ def test_eval_sampling_reports_its_settings(runs, src_file, tmp_path):
     assert (d["max_len_a"], d["max_len_b"]) == (1.5, 5)
 
 
+def test_translate_amp_decodes_every_line_and_eval_reports_it(runs, src_file, tmp_path):
+    """--amp bf16 searches under bf16 autocast (tests/test_fast_paths.py checks the dtypes):
+    still one line per input, the empty line empty; --amp false is the float32 default."""
+    for run in (runs["t"], runs["r"]):
+        plain = _translate(run, src_file)
+        assert _translate(run, src_file, "--amp", "false") == plain
+        bf16 = _translate(run, src_file, "--amp", "bf16")
+        assert len(bf16) == len(plain) == 9 and bf16[4] == ""
+    ref = tmp_path / "ref.en"
+    ref.write_text("a\n" * 9, encoding="utf-8")
+    r = runner.invoke(app, ["eval", "--checkpoint", str(runs["t"]), "--src", str(src_file),
+                            "--ref", str(ref), "--amp", "auto", "--device", "cpu", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["decode"]["amp"] == "auto"
+
+
 @pytest.mark.parametrize("args, message", [
     (["--temperature", "0.5"], "add --sample"),
     (["--sample", "--beam", "4"], "drop --beam 4"),
@@ -125,6 +141,7 @@ def test_eval_sampling_reports_its_settings(runs, src_file, tmp_path):
     (["--max-len", "long"], "--max-len"),
     (["--ensemble", "{other}"], "tokenizer differs"),
     (["--ensemble", "nowhere.pt"], "checkpoint not found"),
+    (["--amp", "fp16"], "decode.amp"),
 ])
 def test_decoding_option_errors(runs, src_file, args, message):
     args = [a.replace("{other}", str(runs["other"])) for a in args]
@@ -139,3 +156,5 @@ def test_eval_without_checkpoint_refuses_decoding_options(tmp_path):
     f.write_text("a\n", encoding="utf-8")
     r = runner.invoke(app, ["eval", "--hyp", str(f), "--ref", str(f), "--sample"])
     assert r.exit_code == 2 and "needs --checkpoint" in " ".join(r.stderr.split())
+    r = runner.invoke(app, ["eval", "--hyp", str(f), "--ref", str(f), "--amp", "bf16"])
+    assert r.exit_code == 2 and "--amp control decoding" in " ".join(r.stderr.split())

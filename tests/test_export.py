@@ -78,6 +78,8 @@ def test_cli_export_then_translate(trained, test_set, tmp_path):
     assert r.exit_code == 0 and len(r.stdout.split("\n")[:-1]) == 2 * 5 + 1
     r = runner.invoke(app, ["translate", "--checkpoint", str(out), str(src_file), "--sample"])
     assert r.exit_code == 2 and "beam search alone" in " ".join(r.stderr.split())
+    r = runner.invoke(app, ["translate", "--checkpoint", str(out), str(src_file), "--amp", "bf16"])
+    assert r.exit_code == 2 and "--amp" in " ".join(r.stderr.split())
     r = runner.invoke(app, ["export", str(trained), "-o", str(out)])
     assert r.exit_code == 2 and "--force" in " ".join(r.stderr.split())
     r = runner.invoke(app, ["export", str(trained), "--to", "onnx", "-o", str(tmp_path / "x")])

@@ -1,13 +1,14 @@
 """The fast paths change no result: attention weights computed only on request, the Transformer's
 in-place decoding buffers, and the one precision rule every decoding goes through."""
 import contextlib
+import math
 from dataclasses import replace
 
 import pytest
 import torch
 from helpers_ckpt import batch_of, multi30k_lines, toy_pairs
 
-from nmt import compare, prediction, training
+from nmt import compare, distributed, prediction, training
 from nmt.checkpoint import load_for_inference
 from nmt.config import DataConfig, DecodeConfig, ModelConfig, Recipe
 from nmt.data import Corpus, encode_pairs
@@ -114,9 +115,9 @@ def test_every_decoding_goes_through_the_one_precision_rule(run_dir, text, tmp_p
     real, entered = prediction.decoding_precision, []
 
     @contextlib.contextmanager
-    def spy(device):
+    def spy(device, amp=False):
         entered.append(torch.device(device).type)
-        with real(device):
+        with real(device, amp):
             yield
 
     monkeypatch.setattr(prediction, "decoding_precision", spy)
@@ -153,6 +154,71 @@ def test_decoding_ignores_the_callers_autocast(run_dir, text):
     plain = decode()
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert decode() == plain
+
+
+def matmul_dtypes(model, run) -> set[torch.dtype]:
+    """The dtypes of every linear layer's outputs while `run()` runs."""
+    seen: set[torch.dtype] = set()
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.add(o.dtype))
+             for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    try:
+        run()
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen
+
+
+def test_decode_amp_puts_the_search_under_bf16_autocast(run_dir, text, monkeypatch):
+    """decode.amp: bf16 runs the search's matrix products in bf16, auto does where bf16 pays
+    (as train.amp), false keeps float32; scoring under teacher forcing stays float32 either
+    way, and every line still gets its translation."""
+    src, ref = text
+    model, tok, _ = load_for_inference(run_dir, CPU)
+    pairs = list(zip(tok.encode_src(src), tok.encode_tgt(ref)))
+    lines = src + [""]
+
+    def search(amp, pays=False) -> set[torch.dtype]:
+        monkeypatch.setattr(distributed, "bf16_pays", lambda device: pays)
+        dcfg = DecodeConfig(beam=3, batch_tokens=200, amp=amp)
+        out: list[str] = []
+        seen = matmul_dtypes(model, lambda: out.extend(
+            prediction.translate_lines(model, tok, lines, dcfg, CPU)))
+        assert len(out) == len(lines) and out[-1] == "" and all(out[:-1])
+        return seen
+
+    assert search(False, pays=True) == {torch.float32}
+    assert search("bf16") == {torch.bfloat16}
+    assert search("auto", pays=True) == {torch.bfloat16}
+    assert search("auto", pays=False) == {torch.float32}
+    assert matmul_dtypes(model, lambda: prediction.teacher_forced_loss(
+        model, pairs, 200, CPU)) == {torch.float32}
+
+
+@pytest.mark.parametrize("cfg", [
+    dict(arch="transformer", d_model=16, heads=2, ff_dim=32, enc_layers=2, dec_layers=2),
+    dict(arch="rnn", attention="luong-dot", rnn_type="gru"),
+    dict(arch="rnn", attention="bahdanau", rnn_type="lstm"),
+    dict(arch="rnn", attention="none", rnn_type="gru"),
+], ids=["transformer", "gru-dot", "lstm-bahdanau", "gru-none"])
+def test_every_family_searches_under_bf16_autocast(cfg):
+    """Each model family's decoding steps run in bf16 under decode.amp's autocast and give
+    beam 1 == greedy, with finite float32 scores."""
+    if cfg["arch"] == "rnn":
+        cfg = {**cfg, "emb_dim": 16, "hidden_size": 32, "enc_layers": 1, "dec_layers": 1}
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**cfg, dropout=0.0, max_positions=64), V, V).eval()
+    src, src_len, _ = batch(seed=2)
+    limit = max_lengths(src_len, 1.5, 4)
+    with prediction.decoding_precision(CPU, "bf16"):
+        out: dict = {}
+        seen = matmul_dtypes(model, lambda: out.update(
+            greedy=greedy(model, src, src_len, limit),
+            beam1=beam_search(model, src, src_len, 1, 0.0, limit),
+            beam4=beam_search(model, src, src_len, 4, 0.6, limit, nbest=4)))
+    assert seen == {torch.bfloat16}
+    assert [h[0][0] for h in out["beam1"]] == out["greedy"]
+    assert all(isinstance(s, float) and math.isfinite(s) for hs in out["beam4"] for _, s in hs)
 
 
 def test_beam_reorders_take_turns_between_two_sets_of_buffers():
