@@ -115,7 +115,7 @@ class TrainConfig:
     max_bad_steps: int = 5          # consecutive non-finite losses before the run stops
     device: str = "auto"            # auto | cpu | cuda
     threads: int = 0                # CPU threads (0 = all cores)
-    # bf16 autocast for training updates (decoding is float32 whatever it says): auto = where it
+    # bf16 autocast for training updates (decoding follows decode.amp instead): auto = where it
     # pays (CUDA GPUs from Ampere on, CPUs with AVX512-BF16 and no AMX: distributed.bf16_pays),
     # bf16 = on any device, false = float32; true, as older recipes say, reads as auto
     amp: bool | str = "auto"
@@ -238,8 +238,7 @@ def _check_train(tr: TrainConfig, c: Check) -> None:
         c(getattr(tr, name) >= 0, f"train.{name}", "must be >= 0")
     c(tr.tensorboard in (True, False, "auto"), "train.tensorboard",
       f"must be true, false or auto, got {tr.tensorboard!r}")
-    c(tr.amp in (True, False, "auto", "bf16"), "train.amp",
-      f"must be auto, bf16 or false, got {tr.amp!r}")
+    _check_amp(tr.amp, "train.amp", c)
     c(tr.max_minutes >= 0, "train.max_minutes", "must be >= 0 (0 = no time limit)")
     c(tr.max_steps > 0 or tr.max_epochs > 0 or tr.max_minutes > 0, "train.max_steps",
       "set max_steps, max_epochs or max_minutes, or training never ends")
@@ -268,8 +267,13 @@ def _check_decode(dc: DecodeConfig, c: Check) -> None:
     c(0 < dc.top_p <= 1, "decode.top_p", f"must be in (0, 1], got {dc.top_p}")
     c(not (dc.sample and dc.nbest > 1), "decode.nbest", "sampling draws one translation per "
       "line; use nbest 1")
-    c(dc.amp in (True, False, "auto", "bf16"), "decode.amp",
-      f"must be auto, bf16 or false, got {dc.amp!r}")
+    _check_amp(dc.amp, "decode.amp", c)
+
+
+def _check_amp(amp: bool | str, name: str, c: Check) -> None:
+    """train.amp and decode.amp take the same values (distributed.uses_bf16 reads both); true,
+    as older recipes say, means auto."""
+    c(amp in (True, False, "auto", "bf16"), name, f"must be auto, bf16 or false, got {amp!r}")
 
 
 # ----------------------------------------------------------------------------- loading

@@ -63,8 +63,8 @@ def bf16_pays(device: torch.device) -> bool:
 
 
 def uses_bf16(amp: bool | str, device: torch.device) -> bool:
-    """train.amp on `device`: whether training updates run under bf16 autocast (auto, and true
-    as older recipes say: where bf16_pays; bf16: always)."""
+    """train.amp or decode.amp on `device`: whether training updates or the search run under
+    bf16 autocast (auto, and true as older recipes say: where bf16_pays; bf16: always)."""
     return amp == "bf16" or (amp in (True, "auto") and bf16_pays(device))
 
 
