@@ -64,6 +64,8 @@ NOT_TRAINING = ("name", "decode.", "data.test", "data.max_test_pairs", "train.de
                 "train.progress_seconds")
 # training summary fields given as the mean over a system's seeds (the others are its first run's)
 MEAN_OVER_SEEDS = ("best_bleu", "steps", "epochs", "time", "train_time", "tokens_per_s")
+# decode fields whose default changed since they were added, at their value before them
+DECODED_BEFORE = {"amp": False}
 # fields the shared tokenizer is built from
 TOKENIZER_KEYS = ("tokenizer.", "data.source", "data.path", "data.hf_config", "data.src_lang",
                   "data.tgt_lang", "data.src_field", "data.tgt_field", "data.train",
@@ -282,8 +284,9 @@ def _fresh_hyp(hyp: Path, key: dict) -> bool:
         return False
     saved = json.loads(info.read_text())
     if "decode" in saved:
-        # a decode field added since counts at its default, which the file was decoded with
-        saved["decode"] = {**to_dict(DecodeConfig()), **saved["decode"]}
+        # a decode field added since counts at the value the file was decoded with: its
+        # default then (float32 search, before decode.amp existed)
+        saved["decode"] = {**to_dict(DecodeConfig()), **DECODED_BEFORE, **saved["decode"]}
         same = {k: saved.get(k) for k in key} == key
     else:  # written before the key was recorded: its beam and size are all there is to check
         same = saved.get("beam") == key["decode"]["beam"] and saved.get("sentences") == key["lines"]

@@ -138,7 +138,9 @@ class DecodeConfig:
     top_k: int = 0                  # sample: only from the k likeliest tokens (0 = all)
     top_p: float = 1.0              # sample: only from the smallest set holding mass p (nucleus)
     seed: int = 0                   # sample: same seed, same input -> same translations
-    amp: bool | str = False         # search under bf16 autocast: auto (where it pays), bf16, false
+    # search under bf16 autocast (scores stay float32): auto = where it pays, as train.amp;
+    # bf16 = on any device; false = float32 (beam 5 on a 2-core Zen 4: 1.3x the time, same BLEU)
+    amp: bool | str = "auto"
 
 
 @dataclass

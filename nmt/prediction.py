@@ -7,8 +7,9 @@ warning on stderr), and no line is ever dropped. Files are streamed in chunks, s
 bounded however long the input is.
 
 Precision: every decoding and teacher-forced scoring (validation during training, translate,
-eval, compare) runs under `decoding_precision`: float32, whatever autocast the caller has on,
-unless decode.amp asks for the search to run under bf16 autocast.
+eval, compare) runs under `decoding_precision`, whatever autocast the caller has on: the search
+under bf16 autocast where decode.amp says so (by default where bf16 pays), else float32;
+teacher-forced scoring always float32.
 """
 from __future__ import annotations
 
@@ -55,10 +56,10 @@ def decoding_precision(device, amp: bool | str = False):
     train.amp. Validation, translate/eval and compare all decode through _decode and
     teacher_forced_loss, which apply it.
 
-    Search may instead run under bf16 autocast (`amp` = decode.amp, read as train.amp: auto
-    where bf16 pays on `device`, bf16 always): the matrix products in bf16, the log-softmax
-    and the hypothesis scores still in float32 (the models' `step`, search.py). Scoring under
-    teacher forcing always stays float32."""
+    Search runs under bf16 autocast instead where `amp` says so (decode.amp, read as
+    train.amp: auto, the recipe default, where bf16 pays on `device`; bf16 always): the matrix
+    products in bf16, the log-softmax and the hypothesis scores still in float32 (the models'
+    `step`, search.py). Scoring under teacher forcing (amp left False) stays float32."""
     device = torch.device(device)
     matmul = torch.get_float32_matmul_precision()
     if device.type == "cuda":

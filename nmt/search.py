@@ -89,6 +89,34 @@ def _valid_log_probs(logp: Tensor, forced: list[int]) -> Tensor:
     return logp
 
 
+TOPK_BLOCK = 64  # vocabulary entries per block of _topk
+
+
+def _topk(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """x.topk(k, dim=1) of x (n, V), sorted: values and indices (n, k), the same values.
+
+    On the CPU a row's top k are found faster in two stages: the maximum of each block of
+    TOPK_BLOCK entries (one vectorised pass), then the top k among the k blocks with the best
+    maxima (and the < TOPK_BLOCK entries past the last whole block). Exact: an entry of the
+    top k lies in one of those blocks, else k blocks would hold larger entries. Among tied
+    values the indices may differ from torch.topk's."""
+    n, V = x.shape
+    nb = V // TOPK_BLOCK
+    if x.device.type != "cpu" or nb <= 2 * k:
+        return x.topk(k, dim=1)
+    head = x[:, :nb * TOPK_BLOCK].view(n, nb, TOPK_BLOCK)            # (n, nb, b)
+    blocks = head.amax(-1).topk(k, dim=1).indices                     # (n, k)
+    within = torch.arange(TOPK_BLOCK, device=x.device)
+    cand = head.gather(1, blocks[:, :, None].expand(-1, -1, TOPK_BLOCK)).view(n, -1)
+    index = (blocks[:, :, None] * TOPK_BLOCK + within).view(n, -1)    # (n, k*b)
+    if nb * TOPK_BLOCK < V:                                           # the tail, whole
+        cand = torch.cat([cand, x[:, nb * TOPK_BLOCK:]], 1)
+        tail = torch.arange(nb * TOPK_BLOCK, V, device=x.device)
+        index = torch.cat([index, tail.expand(n, -1)], 1)
+    values, pos = cand.topk(k, dim=1)
+    return values, index.gather(1, pos)
+
+
 def _read_lag(device: torch.device) -> int:
     """Steps between queueing the finished flags for the host and reading them: on a GPU one,
     so the copy overlaps the next step and the GPU never waits for Python; on the CPU none
@@ -161,7 +189,7 @@ def _greedy(model, src: Tensor, src_len: Tensor, max_len: int | Tensor, want_att
         logp, state, attn = model.step(prev, state)  # (n, V)
         logp = _valid_log_probs(logp, [j for j, i in enumerate(rows) if limits[i] <= t])
         if pick is None:
-            best, tok = logp.max(dim=-1)  # (n,)
+            best, tok = (x.squeeze(1) for x in _topk(logp, 1))  # (n,)
         else:
             tok = pick(logp)  # (n,)
             best = logp.gather(1, tok[:, None]).squeeze(1)
@@ -277,7 +305,7 @@ def _extend(b: _Beams, logp: Tensor, attn: Tensor | None, t: int, K: int,
     N, W, V = b.scores.size(0), b.hist.size(1), logp.size(-1)
     # A sentence's top 2K extensions are among the top 2K of each of its rows: rank within
     # rows first (adding a row's score changes no order in it), then among those K*2K.
-    row_top, row_tok = logp.topk(min(2 * K, V), dim=1)  # (N*K, 2K)
+    row_top, row_tok = _topk(logp, min(2 * K, V))  # (N*K, 2K)
     cand = row_top.add_(b.scores.view(-1, 1)).view(N, -1)  # (N, K*2K) log P of each extension
     top, pos = cand.topk(2 * K, dim=1)  # (N, 2K), best first
     tok = row_tok.view(N, -1).gather(1, pos)  # (N, 2K)

@@ -13,8 +13,13 @@ buffer is replaced by one twice as long, so n steps cost O(log n) re-allocations
 copy per step, and a beam `reorder` copies only the filled positions (one contiguous block per
 row).
 
-Attention weights are computed (by an explicit softmax) only when the caller asks for them;
-otherwise every attention runs through F.scaled_dot_product_attention's fused kernels.
+Attention weights are computed (by an explicit softmax) only when the caller asks for them.
+Otherwise attention runs through F.scaled_dot_product_attention's fused kernels, except in
+some decoding steps on the CPU, where one query (or a beam's few, sharing a sentence's keys)
+meets a few dozen keys. There the explicit matrix products beat the CPU's fused kernel for a
+beam's shared keys (0.6x its time in float32) and for every step in bf16 (0.5x); one float32
+query per key row stays fused (the explicit products take 1.1-1.6x). Measured on a 2-core Zen 4
+(bench/RESULTS.md, decoding).
 """
 from __future__ import annotations
 
@@ -39,6 +44,7 @@ class MultiHeadAttention(nn.Module):
     Keys and values are projected by `kv()` apart from the queries, so callers can cache them.
     The fast path is F.scaled_dot_product_attention (fused kernels); `need_weights` computes the
     softmax explicitly to return the weights (B, heads, T, S): same outputs, for plots/tests.
+    A decoding step (`step`) on the CPU takes the explicit path too where that is faster.
     """
 
     def __init__(self, d: int, heads: int):
@@ -54,7 +60,8 @@ class MultiHeadAttention(nn.Module):
         return self.split(self.k(x)), self.split(self.v(x))    # (B, h, S, dh) x2
 
     def forward(self, x: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None,
-                causal: bool = False, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
+                causal: bool = False, need_weights: bool = False,
+                step: bool = False) -> tuple[Tensor, Tensor | None]:
         """x (B, T, d) queries; k, v (B, h, S, dh); mask (B, 1, 1, S) True where a key may be
         attended; causal: position t sees keys <= t (T == S). Keys, values and mask may also
         have N = B / G rows for one query each (T = 1): G consecutive query rows then share a
@@ -66,7 +73,10 @@ class MultiHeadAttention(nn.Module):
         if G > 1:
             q = q.view(k.size(0), G, h, dh).transpose(1, 2)     # (N, h, G, dh)
         w = None
-        if need_weights:
+        # a decoding step on the CPU: explicit products where they beat the fused kernel there,
+        # i.e. for a beam's queries sharing keys (q (N, h, G, dh)) and in bf16 (module docstring)
+        explicit = step and q.device.type == "cpu" and (q.size(2) > 1 or q.dtype != torch.float32)
+        if need_weights or explicit:
             scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, h, T, S)
             if causal:
                 future = torch.ones(q.size(2), k.size(2), dtype=torch.bool,
@@ -74,8 +84,9 @@ class MultiHeadAttention(nn.Module):
                 scores = scores.masked_fill(future, float("-inf"))
             if mask is not None:
                 scores = scores.masked_fill(~mask, float("-inf"))
-            w = scores.softmax(-1)
-            out = w @ v                                         # (B, h, T, dh)
+            w = scores.float().softmax(-1)                      # float32 under autocast too
+            out = w.to(v.dtype) @ v                             # (B, h, T, dh)
+            w = w if need_weights else None
         else:
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         if G > 1 and w is not None:
@@ -136,8 +147,10 @@ class DecoderLayer(Sublayers):
             n, (keys, values) = t + y.size(1), cache
             keys[:, t:n], values[:, t:n] = self.self_attn.k(y), self.self_attn.v(y)
             k, v = self.self_attn.split(keys[:, :n]), self.self_attn.split(values[:, :n])
-        x = self.add(x, self.self_attn(y, k, v, causal=cache is None)[0], 0)
-        out, w = self.cross_attn(self.inp(x, 1), *cross, mask=mask, need_weights=need_weights)
+        step = cache is not None
+        x = self.add(x, self.self_attn(y, k, v, causal=not step, step=step)[0], 0)
+        out, w = self.cross_attn(self.inp(x, 1), *cross, mask=mask, need_weights=need_weights,
+                                 step=step)
         x = self.add(x, out, 1)
         return self.add(x, self.ff(self.inp(x, 2)), 2), w
 

@@ -257,13 +257,21 @@ def test_a_run_from_before_a_new_recipe_field_is_still_reused(tmp_path):
     # and a decode field absent from how its test set was decoded: the hypotheses stand
     hyp = out / "systems" / "bahdanau" / "test_2016_flickr.hyp"
     how = json.loads(hyp.with_suffix(".json").read_text())
-    del how["decode"]["amp"]
+    del how["decode"]["top_p"]
     hyp.with_suffix(".json").write_text(json.dumps(how))
     stamp, decoded = mtimes(out, ["no-attention", "bahdanau"]), hyp.stat().st_mtime_ns
     res = compare(recipe, out)
     assert res.exit_code == 0, res.output
     assert "trained already" in res.output and stamp == mtimes(out, ["no-attention", "bahdanau"])
     assert hyp.stat().st_mtime_ns == decoded
+    # unless its default changed since: hypotheses from before decode.amp were searched in
+    # float32, not as its default (auto) asks, so they are decoded again (not retrained)
+    del how["decode"]["amp"]
+    hyp.with_suffix(".json").write_text(json.dumps(how))
+    res = compare(recipe, out)
+    assert res.exit_code == 0, res.output
+    assert "bahdanau: decoding test_2016_flickr" in " ".join(res.output.split())
+    assert stamp == mtimes(out, ["no-attention", "bahdanau"]) and hyp.stat().st_mtime_ns != decoded
     # a field the run did set to something else is still a change
     values["train"]["batching"] = "mixed"
     saved.write_text(yaml.safe_dump(values))

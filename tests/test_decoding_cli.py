@@ -117,13 +117,14 @@ def test_eval_sampling_reports_its_settings(runs, src_file, tmp_path):
 
 
 def test_translate_amp_decodes_every_line_and_eval_reports_it(runs, src_file, tmp_path):
-    """--amp bf16 searches under bf16 autocast (tests/test_fast_paths.py checks the dtypes):
-    still one line per input, the empty line empty; --amp false is the float32 default."""
+    """--amp bf16 searches under bf16 autocast, false in float32 (tests/test_fast_paths.py
+    checks the dtypes): still one line per input, the empty line empty; auto is the default."""
     for run in (runs["t"], runs["r"]):
-        plain = _translate(run, src_file)
-        assert _translate(run, src_file, "--amp", "false") == plain
-        bf16 = _translate(run, src_file, "--amp", "bf16")
-        assert len(bf16) == len(plain) == 9 and bf16[4] == ""
+        default = _translate(run, src_file)
+        assert _translate(run, src_file, "--amp", "auto") == default
+        for amp in ("false", "bf16"):
+            out = _translate(run, src_file, "--amp", amp)
+            assert len(out) == len(default) == 9 and out[4] == ""
     ref = tmp_path / "ref.en"
     ref.write_text("a\n" * 9, encoding="utf-8")
     r = runner.invoke(app, ["eval", "--checkpoint", str(runs["t"]), "--src", str(src_file),

@@ -47,7 +47,8 @@ def test_exported_beam5_agrees_with_nmt(trained, test_set, tmp_path, quantizatio
                                         agree_at_least, bleu_within, capsys):
     src, ref = test_set
     model, tok, _ = load_for_inference(trained, "cpu")
-    dcfg = DecodeConfig(beam=5, alpha=0.0)  # CTranslate2's length penalty is not GNMT's
+    # float32 against float32; CTranslate2's length penalty is not GNMT's
+    dcfg = DecodeConfig(beam=5, alpha=0.0, amp=False)
     ours = translate_lines(model, tok, src, dcfg, "cpu")
     out = export_ctranslate2(trained, tmp_path / "ct2", quantization)
     theirs = [h[0][0] for h in CT2Model(out, threads=1).translate(src, dcfg)]
@@ -108,7 +109,7 @@ def test_every_transformer_variant_exports_faithfully(trained, test_set, tmp_pat
     checkpoint.save(tmp_path / "v.pt", {"recipe": to_dict(recipe), "tokenizer": ck["tokenizer"],
                                         "model": model.state_dict()})
     model, tok, _ = load_for_inference(tmp_path / "v.pt", "cpu")
-    dcfg = DecodeConfig(beam=1, alpha=0.0, max_len_a=0.0, max_len_b=8)
+    dcfg = DecodeConfig(beam=1, alpha=0.0, max_len_a=0.0, max_len_b=8, amp=False)
     src = test_set[0][:40]
     ours = translate_lines(model, tok, src, dcfg, "cpu")
     out = export_ctranslate2(tmp_path / "v.pt", tmp_path / "ct2")

@@ -40,6 +40,31 @@ def batch(seed: int = 0, T: int = 6):
     return src, src_len, tgt
 
 
+@pytest.mark.parametrize("group", [1, 3])
+@pytest.mark.parametrize("amp", [False, True])
+def test_a_decoding_step_attends_as_the_fused_kernel_does(group, amp):
+    """A decoding step on the CPU may take explicit products instead of the fused kernel (a
+    beam's queries sharing keys; bf16): the same attention, masked keys excluded, in float32
+    and under bf16 autocast."""
+    from nmt.transformer import MultiHeadAttention
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 2).eval()
+    N, S = 4, 5
+    x = torch.randn(N * group, 1, 16)                               # one query per row
+    k, v = mha.kv(torch.randn(N, S, 16))                            # (N, h, S, dh)
+    mask = torch.ones(N, 1, 1, S, dtype=torch.bool)
+    mask[1, ..., 2:] = False                                        # a shorter source
+    with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16, enabled=amp):
+        fused, _ = mha(x, k, v, mask=mask)
+        step, _ = mha(x, k, v, mask=mask, step=True)
+        weights, w = mha(x, k, v, mask=mask, need_weights=True)
+    assert step.dtype == fused.dtype == (torch.bfloat16 if amp else torch.float32)
+    tol = 3e-2 if amp else 1e-5
+    assert torch.allclose(step.float(), fused.float(), atol=tol)
+    assert torch.allclose(weights.float(), fused.float(), atol=tol)
+    assert w.shape == (N * group, 2, 1, S) and torch.all(w[group:2 * group, ..., 2:] == 0)
+
+
 @pytest.mark.parametrize("pre_norm", [True, False])
 def test_the_outputs_are_the_same_with_and_without_attention_weights(pre_norm):
     """The fused attention (no weights) and the explicit softmax (weights) compute the same

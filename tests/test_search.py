@@ -4,12 +4,14 @@ import math
 
 import pytest
 import torch
-from helpers_ckpt import (FAMILIES, batch_of, sequence_logprob,
+from helpers_ckpt import (FAMILIES, TOY_VOCAB, batch_of, sequence_logprob,
                           tiny_model, toy_pairs, train_toy)
 
+from nmt import search
 from nmt.config import DecodeConfig
 from nmt.seq2seq import Seq2Seq
-from nmt.search import beam_search, greedy, length_penalty, max_lengths, translate_batch
+from nmt.search import (NEG_INF, beam_search, greedy, length_penalty, max_lengths,
+                        translate_batch)
 from nmt.tokenizer import BOS, EOS, PAD
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -195,3 +197,42 @@ def test_translate_batch_follows_the_decode_config(trained):
     assert all(len(h[0][0]) <= 2 for h in capped)
     assert math.isfinite(nb[0][0][1])
 
+
+
+@pytest.mark.parametrize("V", [1408, 2000, 8003])
+@pytest.mark.parametrize("k", [1, 2, 10])
+def test_blockwise_topk_finds_the_same_values_as_topk(V, k):
+    """The two-stage top-k of the CPU returns torch.topk's values, sorted, with indices that
+    hold them: also with ties, -inf entries, a row that only may end, and a vocabulary that is
+    not a whole number of blocks (its tail in the last columns)."""
+    g = torch.Generator().manual_seed(V + k)
+    x = torch.randn(7, V, generator=g).log_softmax(-1)
+    x[1] = x[1].round(decimals=1)                    # many ties
+    x[2, : V // 2] = NEG_INF                         # half the vocabulary ruled out
+    x[3] = NEG_INF                                   # forced to end: one finite entry
+    x[3, EOS] = -2.0
+    x[4, -3:] = 5.0                                  # the best entries in the tail
+    assert V // search.TOPK_BLOCK > 2 * k            # the blockwise path runs
+    values, index = search._topk(x, k)
+    assert torch.equal(values, x.topk(k, dim=1).values)
+    assert torch.equal(x.gather(1, index), values)
+    assert all(len(set(row)) == k for row in index.tolist())
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_search_is_the_same_with_blockwise_topk(family, monkeypatch):
+    """Greedy and beam search with top-k by blocks (blocks of 2 here, so the toy vocabulary
+    has enough of them) decode what they decode with torch.topk alone."""
+    model = tiny_model(family)
+    src, src_len = batch_of(SOURCES)
+
+    def decode():
+        return (greedy(model, src, src_len, _maxlen(src_len)),
+                beam_search(model, src, src_len, 3, 0.6, _maxlen(src_len), nbest=3))
+    monkeypatch.setattr(search, "TOPK_BLOCK", 10 ** 6)  # whole rows: torch.topk
+    plain = decode()
+    monkeypatch.setattr(search, "TOPK_BLOCK", 2)
+    assert TOY_VOCAB // search.TOPK_BLOCK > 2 * 3
+    blocks = decode()
+    assert blocks[0] == plain[0]
+    assert blocks[1] == plain[1]  # the same hypotheses, the same scores
