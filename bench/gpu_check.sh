@@ -10,8 +10,9 @@
 # 4. the test suite with CUDA visible (the training, resume and search tests); 5. T
 # (Transformer) and R (GRU + Bahdanau) of compare-cpu.yaml trained for 400 updates with bf16
 # autocast on and off: tok/s and validation loss/BLEU side by side; 6. those models decoding
-# test_2016_flickr greedy and with beam 5: BLEU and sentences/s. A failing test step is reported
-# (its log in OUT_DIR) and the measurements go on. Without CUDA it says so and stops.
+# test_2016_flickr greedy and with beam 5, the search in float32 and in bf16: BLEU and
+# sentences/s. A failing test step is reported (its log in OUT_DIR) and the measurements go on.
+# Without CUDA it says so and stops.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu-check}
@@ -79,8 +80,11 @@ src=$out/test_2016_flickr.de ref=$out/test_2016_flickr.en
 zcat "$data/test_2016_flickr.de.gz" > "$src"; zcat "$data/test_2016_flickr.en.gz" > "$ref"
 for sys in transformer bahdanau; do
   for beam in 1 5; do
-    echo "-- $sys beam $beam"
-    $nmt eval --checkpoint "$out/cmp-amp-true/systems/$sys" --src "$src" --ref "$ref" --beam $beam \
-      --device cuda 2>&1 | grep -iE "bleu|sent" | head -3
+    # the search in float32 and under bf16 autocast (decode.amp auto, the default, is bf16 here)
+    for amp in false bf16; do
+      echo "-- $sys beam $beam, search amp $amp"
+      $nmt eval --checkpoint "$out/cmp-amp-true/systems/$sys" --src "$src" --ref "$ref" \
+        --beam $beam --amp $amp --device cuda 2>&1 | grep -iE "bleu|sent" | head -3
+    done
   done
 done
