@@ -49,17 +49,17 @@ def eval_mode(model):
 
 @contextlib.contextmanager
 def decoding_precision(device, amp: bool | str = False):
-    """The one precision rule of decoding and scoring: float32, with autocast off whatever the
-    caller has on (training's bf16 autocast included); on CUDA with TF32 matmuls, as training
-    sets for its float32 matmuls. So a validation BLEU is what `nmt translate` or `nmt compare`
-    gives with the same settings, and perplexities compare between runs with and without
-    train.amp. Validation, translate/eval and compare all decode through _decode and
-    teacher_forced_loss, which apply it.
+    """The one precision rule of decoding and scoring, whatever autocast the caller has on
+    (training's bf16 autocast included): bf16 autocast where `amp` says so, else float32 (on
+    CUDA with TF32 matmuls, as training sets for its float32 matmuls). So a validation BLEU is
+    what `nmt translate` or `nmt compare` gives with the same settings, and perplexities
+    compare between runs with and without train.amp. Validation, translate/eval and compare
+    all decode through _decode and teacher_forced_loss, which apply it.
 
-    Search runs under bf16 autocast instead where `amp` says so (decode.amp, read as
-    train.amp: auto, the recipe default, where bf16 pays on `device`; bf16 always): the matrix
-    products in bf16, the log-softmax and the hypothesis scores still in float32 (the models'
-    `step`, search.py). Scoring under teacher forcing (amp left False) stays float32."""
+    The search passes decode.amp (read as train.amp: auto, the recipe default, where bf16 pays
+    on `device`; bf16 always): the matrix products in bf16, the log-softmax and the hypothesis
+    scores still in float32 (the models' `step`, search.py). Scoring under teacher forcing
+    leaves `amp` False and stays float32."""
     device = torch.device(device)
     matmul = torch.get_float32_matmul_precision()
     if device.type == "cuda":

@@ -15,6 +15,7 @@ from nmt.data import Corpus, encode_pairs
 from nmt.evaluation import translate_and_score
 from nmt.model import build_model
 from nmt.search import beam_search, greedy, max_lengths
+from nmt.transformer import MultiHeadAttention
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -46,7 +47,6 @@ def test_a_decoding_step_attends_as_the_fused_kernel_does(group, amp):
     """A decoding step on the CPU may take explicit products instead of the fused kernel (a
     beam's queries sharing keys; bf16): the same attention, masked keys excluded, in float32
     and under bf16 autocast."""
-    from nmt.transformer import MultiHeadAttention
     torch.manual_seed(0)
     mha = MultiHeadAttention(16, 2).eval()
     N, S = 4, 5
