@@ -19,6 +19,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def additive(query: Tensor, keys: Tensor) -> Tensor:
+    """tanh(q + k) of every query (B, T, A) with every key (B, S, A): (B, T, S, A), the largest
+    tensor of an additive-attention step, built in place.
+
+    Without gradients on the CPU (a search) as tanh(a) = 2 sigmoid(2a) - 1: torch's CPU tanh
+    takes ~3x the time of its sigmoid, and was ~13% of a Bahdanau beam step (bench/RESULTS.md,
+    decoding). Training keeps tanh_, whose backward reads its output; the two differ by float
+    rounding (~1e-7 in float32)."""
+    a = query.unsqueeze(2) + keys.unsqueeze(1)                  # (B, T, S, A)
+    if a.device.type == "cpu" and not torch.is_grad_enabled():
+        return a.mul_(2).sigmoid_().mul_(2).sub_(1)
+    return a.tanh_()
+
+
 class BahdanauScore(nn.Module):
     """Additive: score(s, h_j) = v^T tanh(W2 s + W1 h_j).
 
@@ -36,9 +50,7 @@ class BahdanauScore(nn.Module):
         return self.w1(memory)                                  # (B, S, A)
 
     def forward(self, query: Tensor, keys: Tensor) -> Tensor:
-        # in place: the (B, T, S, A) sum is the largest tensor of a decoding step
-        e = (self.w2(query).unsqueeze(2) + keys.unsqueeze(1)).tanh_()  # (B, T, S, A)
-        return self.v(e).squeeze(-1)                            # (B, T, S)
+        return self.v(additive(self.w2(query), keys)).squeeze(-1)  # (B, T, S)
 
 
 class DotScore(nn.Module):
@@ -88,7 +100,7 @@ class ConcatScore(nn.Module):
 
     def forward(self, query: Tensor, keys: Tensor) -> Tensor:
         q = F.linear(query, self.w.weight[:, :self.query_dim])  # (B, T, A) = W_s s
-        return self.v(torch.tanh(q.unsqueeze(2) + keys.unsqueeze(1))).squeeze(-1)  # (B, T, S)
+        return self.v(additive(q, keys)).squeeze(-1)           # (B, T, S)
 
 
 class ScaledDotScore(DotScore):

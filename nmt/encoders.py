@@ -3,6 +3,7 @@ nmt/transformer.py."""
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
@@ -19,14 +20,63 @@ def run_rnn(rnn: nn.RNNBase, x: Tensor | PackedSequence, h: Hidden | None = None
     zero. It also copies the weights into a new half buffer at every call, i.e. at every decoder
     step. So the recurrence runs outside autocast on float32 inputs and state; the layers around
     it (projections, attention, readout) still run in the autocast dtype.
+
+    A decoding step on the CPU (one position, no gradients: the search) is the exception: there
+    torch's float32 cell was ~40% of a Bahdanau beam step, so `step_cells` computes it with its
+    two matrix products under the autocast dtype (bf16) and the gates and state in float32.
+    Training keeps torch's fused float32 recurrence.
     """
     data = x.data if isinstance(x, PackedSequence) else x
     if not torch.is_autocast_enabled(data.device.type):
         return rnn(x, h)
+    if _decoding_step(rnn, x):
+        return step_cells(rnn, x, h)
     if h is not None:
         h = tuple(t.float() for t in h) if isinstance(h, tuple) else h.float()
     with torch.autocast(data.device.type, enabled=False):
         return rnn(x.float(), h)
+
+
+def _decoding_step(rnn: nn.RNNBase, x: Tensor | PackedSequence) -> bool:
+    return (not isinstance(x, PackedSequence) and x.device.type == "cpu" and rnn.batch_first
+            and x.size(1) == 1 and not torch.is_grad_enabled() and not rnn.bidirectional
+            and rnn.mode in ("GRU", "LSTM") and rnn.proj_size == 0
+            and not (rnn.training and rnn.dropout > 0))
+
+
+def step_cells(rnn: nn.RNNBase, x: Tensor, h: Hidden) -> tuple[Tensor, Hidden]:
+    """One position through a stacked unidirectional, batch-first GRU or LSTM: x (B, 1, I),
+    h as nn.GRU / nn.LSTM take it, each (layers, B, H) -> output (B, 1, H) and the new h, in
+    float32. The equations of nn.GRU and nn.LSTM:
+
+        GRU:  r = sigmoid(W_ir x + b_ir + W_hr h + b_hr), z = sigmoid(W_iz x + b_iz + W_hz h + b_hz)
+              n = tanh(W_in x + b_in + r * (W_hn h + b_hn)),  h' = (1 - z) * n + z * h
+        LSTM: i, f, o = sigmoid(W_i. x + b_i. + W_h. h + b_h.),  g = tanh(W_ig x + ... + b_hg)
+              c' = f * c + i * g,  h' = o * tanh(c')
+
+    The matrix products run in whatever autocast says (bf16 in a bf16 search), the rest in
+    float32."""
+    lstm = rnn.mode == "LSTM"
+    hs, cs = h if lstm else (h, None)
+    inp, new_h, new_c = x.squeeze(1), [], []                    # (B, I)
+    for layer in range(rnn.num_layers):
+        w_ih, w_hh, b_ih, b_hh = (getattr(rnn, f"{name}_l{layer}", None)
+                                  for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"))
+        gi = F.linear(inp, w_ih, b_ih).float()                  # (B, G*H)
+        gh = F.linear(hs[layer], w_hh, b_hh).float()            # (B, G*H)
+        if lstm:
+            i, f, g, o = (gi + gh).chunk(4, 1)
+            c = f.sigmoid() * cs[layer].float() + i.sigmoid() * g.tanh()
+            inp = o.sigmoid() * c.tanh()
+            new_c.append(c)
+        else:
+            (ir, iz, i_n), (hr, hz, h_n) = gi.chunk(3, 1), gh.chunk(3, 1)
+            r, z = (ir + hr).sigmoid(), (iz + hz).sigmoid()
+            n = (i_n + r * h_n).tanh()
+            inp = (hs[layer].float() - n) * z + n               # (1 - z) n + z h, as torch's cell
+        new_h.append(inp)
+    h_out = torch.stack(new_h)                                  # (layers, B, H)
+    return inp.unsqueeze(1), (h_out, torch.stack(new_c)) if lstm else h_out
 
 
 class RNNEncoder(nn.Module):

@@ -69,6 +69,9 @@ def decoding_precision(device, amp: bool | str = False):
             yield
     finally:
         torch.set_float32_matmul_precision(matmul)
+        # the weights' bf16 copies made while decoding (search.py) go with it, also when the
+        # caller's autocast is still on and will update the weights before its own exit
+        torch.clear_autocast_cache()
 
 
 def source_cap(model) -> int:

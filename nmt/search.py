@@ -164,7 +164,7 @@ def _attention_rows(attn: Tensor, ntok: int, src_len: int) -> Tensor:
 
 # ----------------------------------------------------------------------------- greedy
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: see _beam
 def _greedy(model, src: Tensor, src_len: Tensor, max_len: int | Tensor, want_attn: bool,
             pick: Callable[[Tensor], Tensor] | None = None):
     """Tokens (B, L+1) ending in EOS, summed log-probs (B,), attention (B, L+1, S) or None.
@@ -361,7 +361,9 @@ def _store(out: tuple[Tensor, Tensor, Tensor | None], b: _Beams, js: list[int]) 
         attn[dst] = b.fin_attn[src]
 
 
-@torch.inference_mode()
+# no_grad, not inference_mode: under inference_mode autocast casts every weight again at every
+# step (its cache skips it there); under no_grad one bf16 copy of each lasts the decoding
+@torch.no_grad()
 def _beam(model, src: Tensor, src_len: Tensor, K: int, alpha: float,
           max_len: int | Tensor, want_attn: bool):
     """Finished hypotheses per sentence: tokens (B, K, L+1), scores (B, K) sorted best first,

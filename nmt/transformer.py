@@ -7,19 +7,19 @@ output before the residual sum, and on embeddings + positions.
 
 Decoding keeps a cache in the state, per layer: the cross-attention keys/values of the source
 (computed once in `start`), and the self-attention keys/values of the positions decoded so far,
-in buffers (B, capacity, d) as the projections give them (heads split by a view), in the dtype
-the layers compute in (bf16 under autocast). Each step writes its position in place; a full
-buffer is replaced by one twice as long, so n steps cost O(log n) re-allocations instead of a
-copy per step, and a beam `reorder` copies only the filled positions (one contiguous block per
-row).
+in the dtype the layers compute in (bf16 under autocast). Step t attends to t + 1 positions, and
+finds them in buffers laid out for it: (B, heads, t + 1, d_head), contiguous, the first t
+filled, the last written in place by the step. A beam `reorder` copies the filled positions
+anyway and writes them so; a step that no reorder prepared (greedy) copies them once. Laid out
+densely, the keys of a step are one batch of small matrices, which the CPU's matrix products
+read up to 2x faster than the same keys inside longer buffers (bench/RESULTS.md, decoding).
+Two sets of buffers take turns, so the memory is reused rather than new at every step.
 
 Attention weights are computed (by an explicit softmax) only when the caller asks for them.
 Otherwise attention runs through F.scaled_dot_product_attention's fused kernels, except in
-some decoding steps on the CPU, where one query (or a beam's few, sharing a sentence's keys)
-meets a few dozen keys. There the explicit matrix products beat the CPU's fused kernel for a
-beam's shared keys (0.6x its time in float32) and for every step in bf16 (0.5x); one float32
-query per key row stays fused (the explicit products take 1.1-1.6x). Measured on a 2-core Zen 4
-(bench/RESULTS.md, decoding).
+decoding steps on the CPU, where one query (or a beam's few, sharing a sentence's keys) meets a
+few dozen keys: there the explicit matrix products on the dense buffers take 0.4-0.9x the fused
+kernel's time, in float32 and bf16 (measured on a 2-core Zen 4, bench/RESULTS.md, decoding).
 """
 from __future__ import annotations
 
@@ -34,7 +34,7 @@ from nmt.errors import NMTError
 from nmt.seq2seq import Seq2Seq, embedding, source_mask
 
 KV = tuple[Tensor, Tensor]  # keys, values: (B, heads, length, d_head) each
-Buffers = tuple[Tensor, Tensor]  # decoding buffers of keys, values: (B, capacity, d) each
+Buffers = tuple[Tensor, Tensor]  # decoding buffers of keys, values: (B, h, t + 1, dh) each
 
 
 class MultiHeadAttention(nn.Module):
@@ -73,9 +73,8 @@ class MultiHeadAttention(nn.Module):
         if G > 1:
             q = q.view(k.size(0), G, h, dh).transpose(1, 2)     # (N, h, G, dh)
         w = None
-        # a decoding step on the CPU: explicit products where they beat the fused kernel there,
-        # i.e. for a beam's queries sharing keys (q (N, h, G, dh)) and in bf16 (module docstring)
-        explicit = step and q.device.type == "cpu" and (q.size(2) > 1 or q.dtype != torch.float32)
+        # a decoding step on the CPU: the explicit products beat the fused kernel there
+        explicit = step and q.device.type == "cpu"
         if need_weights or explicit:
             scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, h, T, S)
             if causal:
@@ -136,7 +135,7 @@ class DecoderLayer(Sublayers):
     def forward(self, x: Tensor, cross: KV, mask: Tensor, cache: Buffers | None = None,
                 t: int = 0, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         """x (B, T, d). Without a cache: a whole target, causally masked. With a cache (key and
-        value buffers (B, capacity, d) whose first t positions hold the earlier positions'): the
+        value buffers (B, h, >= t + T, dh) whose first t positions hold the earlier ones'): the
         next T positions, whose keys/values are written after them (in place), and which see
         every earlier one. Returns the output and the cross-attention weights (B, h, T, S) if
         asked for."""
@@ -145,8 +144,8 @@ class DecoderLayer(Sublayers):
             k, v = self.self_attn.kv(y)                         # (B, h, T, dh)
         else:
             n, (keys, values) = t + y.size(1), cache
-            keys[:, t:n], values[:, t:n] = self.self_attn.k(y), self.self_attn.v(y)
-            k, v = self.self_attn.split(keys[:, :n]), self.self_attn.split(values[:, :n])
+            keys[:, :, t:n], values[:, :, t:n] = self.self_attn.kv(y)  # (B, h, T, dh) each
+            k, v = keys[:, :, :n], values[:, :, :n]            # (B, h, n, dh)
         step = cache is not None
         x = self.add(x, self.self_attn(y, k, v, causal=not step, step=step)[0], 0)
         out, w = self.cross_attn(self.inp(x, 1), *cross, mask=mask, need_weights=need_weights,
@@ -239,19 +238,19 @@ class Transformer(Seq2Seq):
 
     def start(self, memory: dict[str, Tensor], attention: bool = True) -> dict:
         B = memory["memory"].size(0)
-        empty = memory["memory"].new_empty(B, 0, self.d)  # the first step allocates
+        heads = self.decoder[0].self_attn.heads
+        empty = memory["memory"].new_empty(B, heads, 0, self.d // heads)  # no position yet
         return {"mask": memory["mask"],
                 "cross": [layer.cross_attn.kv(memory["memory"]) for layer in self.decoder],
                 "self": [(empty, empty) for _ in self.decoder], "length": 0,
                 "attention": attention}
 
     def step(self, prev: Tensor, state: dict) -> tuple[Tensor, dict, Tensor | None]:
-        t, cache = state["length"], state["self"]               # positions decoded so far
+        t = state["length"]                                     # positions decoded so far
         x = self.embed(self.tgt_embed, prev.unsqueeze(1), t)    # (B, 1, d)
-        if t == cache[0][0].size(1):                            # full: twice the room
-            dtype = _compute_dtype(x)
-            cache = [tuple(_grown(buf, t, dtype) for buf in kv) for kv in cache]
-        mask, last = state["mask"][:, None, None], len(self.decoder) - 1
+        if state["self"][0][0].size(2) != t + 1:                # no reorder laid them out
+            state = _laid_out(state, None, _compute_dtype(x))
+        cache, mask, last = state["self"], state["mask"][:, None, None], len(self.decoder) - 1
         for i, layer in enumerate(self.decoder):
             x, w = layer(x, state["cross"][i], mask, cache=cache[i], t=t,
                          need_weights=state["attention"] and i == last)
@@ -261,18 +260,12 @@ class Transformer(Seq2Seq):
 
     def reorder(self, state: dict, index: Tensor, within_sentence: bool = False,
                 sentences: Tensor | None = None) -> dict:
-        """Seq2Seq.reorder, except that of the self-attention buffers only the filled
-        positions are copied, into the buffers of the reorder before this one (the state
-        passed in is consumed, so those are free): two sets of buffers take turns. Given
-        `sentences`, the cross-attention keys and values stay one row per sentence
-        (grouped_source)."""
-        t = state["length"]
+        """Seq2Seq.reorder, except that the self-attention buffers are laid out for the next
+        step (_laid_out). Given `sentences`, the cross-attention keys and values stay one row
+        per sentence (grouped_source)."""
         out = super().reorder({k: v for k, v in state.items() if k not in ("self", "spare")},
                               index, within_sentence, sentences)
-        spare = state.get("spare") or [(None, None)] * len(state["self"])
-        return {**out, "self": [tuple(_rows(buf, index, t, free) for buf, free in zip(kv, fr))
-                                for kv, fr in zip(state["self"], spare)],
-                "spare": state["self"]}
+        return _laid_out({**out, "self": state["self"], "spare": state.get("spare")}, index)
 
 
 def _compute_dtype(x: Tensor) -> torch.dtype:
@@ -281,26 +274,35 @@ def _compute_dtype(x: Tensor) -> torch.dtype:
     return torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
 
 
-def _grown(buf: Tensor, t: int, dtype: torch.dtype) -> Tensor:
-    """A key or value buffer (B, capacity, d) twice as long (at least 16 positions) holding
-    buf's first t positions: doubling makes n steps cost O(log n) re-allocations."""
-    B, capacity, d = buf.shape
-    new = buf.new_empty(B, max(16, 2 * capacity), d, dtype=dtype)
-    new[:, :t] = buf[:, :t]
-    return new
+def _laid_out(state: dict, index: Tensor | None, dtype: torch.dtype | None = None) -> dict:
+    """The state with its self-attention buffers laid out for the next step: the rows `index`
+    (all if None) of the t positions decoded so far, in dense buffers (n, h, t + 1, dh) of
+    `dtype` (the buffers' own if None) whose last position the step writes. They are written
+    into the memory of the buffers the previous lay-out replaced (`spare`: the state passed in
+    is consumed, so nothing reads those), so two sets take turns."""
+    t = state["length"]
+    spare = state.get("spare") or [(None, None)] * len(state["self"])
+    cache = [tuple(_dense(buf, index, t, free, dtype or buf.dtype) for buf, free in zip(kv, fr))
+             for kv, fr in zip(state["self"], spare)]
+    return {**state, "self": cache, "spare": state["self"]}
 
 
-def _rows(buf: Tensor, index: Tensor, t: int, free: Tensor | None = None) -> Tensor:
-    """The rows `index` of a key or value buffer, in one as long; only the first t positions
-    are copied (the rest is room for later steps). Written into `free`, a buffer nothing reads
-    any more, when it is as long and has the rows: on a CPU a fresh buffer of tens of MB is
-    new memory from the OS at every beam step, whose page faults cost several times the copy
-    itself (bench/RESULTS.md, decoding)."""
-    n = index.numel()
-    if free is not None and free.size(0) >= n and free.shape[1:] == buf.shape[1:] \
-            and free.dtype == buf.dtype:
-        new = free[:n]                                          # (n, capacity, d), contiguous
+def _dense(buf: Tensor, index: Tensor | None, t: int, free: Tensor | None,
+           dtype: torch.dtype) -> Tensor:
+    """Rows `index` (all if None) of buf's first t positions in a dense (n, h, t + 1, dh)
+    buffer, inside `free`'s memory when that is large enough (else new memory, with room to
+    grow): on a CPU, tens of MB of new memory at every step come from the OS, whose page
+    faults cost several times the copy itself (bench/RESULTS.md, decoding)."""
+    B, h, _, dh = buf.shape
+    shape = (B if index is None else index.numel(), h, t + 1, dh)
+    size = math.prod(shape)
+    if free is not None and free.dtype == dtype \
+            and free.untyped_storage().nbytes() >= size * free.element_size():
+        new = free.new_empty(0).set_(free.untyped_storage(), 0, shape)  # (n, h, t + 1, dh)
     else:
-        new = buf.new_empty(n, *buf.shape[1:])
-    torch.index_select(buf[:, :t], 0, index, out=new[:, :t])
+        new = buf.new_empty(2 * size, dtype=dtype)[:size].view(shape)  # room for later steps
+    if index is None:
+        new[:, :, :t] = buf[:, :, :t]
+    else:
+        torch.index_select(buf[:, :, :t], 0, index, out=new[:, :, :t])
     return new

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from nmt.attention import (Attention, BahdanauScore, ConcatScore, CosineScore, DotScore,
-                           GeneralScore, LocalPosition, ScaledDotScore)
+                           GeneralScore, LocalPosition, ScaledDotScore, additive)
 from nmt.config import ATTENTIONS, ModelConfig
 from nmt.model import build_model
 
@@ -29,6 +29,21 @@ def test_bahdanau_score_is_v_tanh_w1h_plus_w2s():
     W1, W2, v = m.w1.weight, m.w2.weight, m.v.weight[0]
     want = torch.stack([v @ torch.tanh(W1 @ h[j] + W2 @ s) for j in range(S)])
     assert torch.allclose(scores(m), want, atol=1e-6)
+
+
+def test_additive_scores_are_tanh_in_a_search_and_in_training():
+    """A search (no gradients, CPU) computes tanh(q + k) as 2 sigmoid(2(q + k)) - 1; training
+    keeps tanh_: the same values either way, and training gets tanh's gradient."""
+    g = torch.Generator().manual_seed(1)
+    q, k = torch.randn(2, 3, 8, generator=g) * 2, torch.randn(2, 5, 8, generator=g) * 2
+    want = torch.tanh(q.unsqueeze(2) + k.unsqueeze(1))               # (B, T, S, A)
+    with torch.no_grad():
+        assert torch.allclose(additive(q, k), want, atol=1e-6, rtol=0)
+    q.requires_grad_()
+    got = additive(q, k)
+    got.sum().backward()
+    assert torch.allclose(got, want, atol=1e-7, rtol=0)
+    assert torch.allclose(q.grad, (1 - want ** 2).sum(2), atol=1e-6)
 
 
 def test_dot_score_is_s_dot_h():

@@ -93,9 +93,10 @@ def test_the_outputs_are_the_same_with_and_without_attention_weights(pre_norm):
         assert [p for _, p in h1] == pytest.approx([p for _, p in h2], abs=1e-5)
 
 
-def test_decoding_buffers_grow_and_reorder_without_changing_a_step():
-    """40 steps (the buffers start at 16 positions and double twice), with beam-style reorders
-    on the way, give what teacher forcing gives."""
+def test_decoding_buffers_are_laid_out_for_each_step_without_changing_it():
+    """40 steps, with beam-style reorders on the way (which lay the buffers out for the next
+    step) and without (where the step lays them out itself), give what teacher forcing gives,
+    and every step leaves dense (B, heads, positions, d_head) buffers."""
     model = transformer(seed=3)
     src, src_len, tgt = batch(seed=1, T=40)
     perm = torch.tensor([2, 0, 1])
@@ -103,11 +104,12 @@ def test_decoding_buffers_grow_and_reorder_without_changing_a_step():
         want = model(src, src_len, tgt, attention=False)[0].log_softmax(-1)  # (B, T, V)
         state = model.start(model.encode(src, src_len), attention=False)
         for t in range(tgt.size(1)):
-            if t in (5, 16, 33):  # shuffle and restore rows, across a growth too
+            if t in (5, 16, 33):  # shuffle and restore rows
                 state = model.reorder(model.reorder(state, perm), torch.argsort(perm))
             log_probs, state, _ = model.step(tgt[:, t], state)
             assert torch.allclose(log_probs, want[:, t], atol=1e-5), f"step {t}"
-    assert state["self"][0][0].shape == (3, 64, 16)
+            for buf in (b for kv in state["self"] for b in kv):
+                assert buf.shape == (3, 2, t + 1, 8) and buf.is_contiguous()
 
 
 def test_decoding_buffers_hold_the_compute_dtype():
@@ -181,6 +183,27 @@ def test_decoding_ignores_the_callers_autocast(run_dir, text):
         assert decode() == plain
 
 
+def test_weights_changed_after_decoding_inside_the_callers_autocast_are_the_ones_used(
+        run_dir, text):
+    """A bf16 search keeps one bf16 copy of each weight while it decodes, and only then: a
+    caller whose own autocast stays on (as a training update's does) and who then changes the
+    weights computes with the new ones."""
+    src, _ = text
+    model, tok, _ = load_for_inference(run_dir, CPU)
+    g = torch.Generator().manual_seed(0)
+    x, x_len, y = torch.randint(4, 50, (2, 6), generator=g), torch.tensor([6, 4]), \
+        torch.randint(4, 50, (2, 5), generator=g)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        prediction.translate_lines(model, tok, src, DecodeConfig(beam=2, amp="bf16"), CPU)
+        with torch.no_grad():
+            for p in model.parameters():                        # as an optimizer step would
+                p.mul_(0.5)
+        after = model(x, x_len, y, attention=False)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fresh = model(x, x_len, y, attention=False)[0]
+    assert torch.equal(after, fresh)
+
+
 def matmul_dtypes(model, run) -> set[torch.dtype]:
     """The dtypes of every linear layer's outputs while `run()` runs."""
     seen: set[torch.dtype] = set()
@@ -247,19 +270,20 @@ def test_every_family_searches_under_bf16_autocast(cfg):
 
 
 def test_beam_reorders_take_turns_between_two_sets_of_buffers():
-    """A reorder writes into the buffers the previous reorder read from (its state was
-    consumed), so a beam search allocates no key/value buffers once they have grown."""
+    """A reorder writes into the memory of the buffers the previous lay-out replaced (its
+    state was consumed), so a beam search of n steps allocates O(log n) key/value buffers,
+    not one per step, and still steps as teacher forcing does."""
     model = transformer(seed=3)
-    src, src_len, tgt = batch(seed=1, T=6)
-    perm = torch.tensor([2, 0, 1])
+    src, src_len, tgt = batch(seed=1, T=32)
+    perm, back = torch.tensor([2, 0, 1]), torch.tensor([1, 2, 0])
     with torch.inference_mode():
         want = model(src, src_len, tgt, attention=False)[0].log_softmax(-1)  # (B, T, V)
-        state = model.step(tgt[:, 0], model.start(model.encode(src, src_len)))[1]
-        first = {buf.data_ptr() for kv in state["self"] for buf in kv}
-        state = model.reorder(state, perm)                   # new buffers: none free yet
-        log_probs, state, _ = model.step(tgt[perm, 1], state)
-        assert torch.allclose(log_probs, want[perm, 1], atol=1e-5)
-        state = model.reorder(state, torch.argsort(perm))    # back into the first ones
-        assert {buf.data_ptr() for kv in state["self"] for buf in kv} == first
-        log_probs, state, _ = model.step(tgt[:, 2], state)
-        assert torch.allclose(log_probs, want[:, 2], atol=1e-5)
+        state, rows, memory = model.start(model.encode(src, src_len)), torch.arange(3), set()
+        for t in range(tgt.size(1)):
+            log_probs, state, _ = model.step(tgt[rows, t], state)
+            assert torch.allclose(log_probs, want[rows, t], atol=1e-5), f"step {t}"
+            state = model.reorder(state, perm if t % 2 == 0 else back)  # every step, as beam
+            rows = rows[perm] if t % 2 == 0 else rows[back]
+            memory |= {buf.untyped_storage().data_ptr() for kv in state["self"] for buf in kv}
+    buffers = 2 * 2 * len(model.decoder)  # keys and values, two sets, per layer
+    assert len(memory) <= buffers * 6, len(memory)  # vs. buffers / 2 * 32 without reuse

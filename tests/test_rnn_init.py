@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from nmt.config import ModelConfig, load_recipe
-from nmt.encoders import run_rnn
+from nmt.encoders import run_rnn, step_cells
 from nmt.model import build_model
 from nmt.seq2seq import count_parameters
 
@@ -101,6 +101,49 @@ def test_rnn_runs_in_float32_under_autocast():
     assert out.dtype == h_n.dtype == torch.float32
     torch.testing.assert_close(out, gru(x.bfloat16().float(), h.bfloat16().float())[0])
     assert ref_out.shape == out.shape and ref_h.shape == h_n.shape
+
+
+def _one_position(rnn_type):
+    torch.manual_seed(0)
+    rnn = rnn_type(8, 16, 2, batch_first=True)
+    x, h = torch.randn(3, 1, 8), torch.randn(2, 3, 16)
+    return rnn, x, (h, torch.randn(2, 3, 16)) if rnn_type is torch.nn.LSTM else h
+
+
+@pytest.mark.parametrize("rnn_type", [torch.nn.GRU, torch.nn.LSTM], ids=["gru", "lstm"])
+def test_step_cells_compute_one_position_as_torchs_recurrence(rnn_type):
+    rnn, x, h = _one_position(rnn_type)
+    with torch.no_grad():
+        want, want_h = rnn(x, h)
+        got, got_h = step_cells(rnn, x, h)
+    torch.testing.assert_close(got, want)
+    for a, b in zip(*(((u,) if isinstance(u, torch.Tensor) else u) for u in (got_h, want_h))):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize("rnn_type", [torch.nn.GRU, torch.nn.LSTM], ids=["gru", "lstm"])
+def test_a_search_step_under_cpu_autocast_runs_the_recurrence_products_in_bf16(rnn_type,
+                                                                               monkeypatch):
+    """Without gradients (a search) one position goes through step_cells: its matrix products
+    in bf16, its output and state in float32, within bf16 rounding of float32. With gradients
+    (training) torch's fused float32 recurrence runs, as before."""
+    rnn, x, h = _one_position(rnn_type)
+    seen, linear = [], torch.nn.functional.linear
+    monkeypatch.setattr(torch.nn.functional, "linear",
+                        lambda *a: seen.append(linear(*a).dtype) or linear(*a))
+    with torch.no_grad():
+        want, _ = rnn(x, h)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got, got_h = run_rnn(rnn, x, h)
+    assert seen and set(seen) == {torch.bfloat16}
+    assert got.dtype == torch.float32 and (got_h[0] if isinstance(got_h, tuple) else got_h
+                                           ).dtype == torch.float32
+    torch.testing.assert_close(got, want, atol=2e-2, rtol=0)
+    seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        trained, _ = run_rnn(rnn, x, h)
+    assert not seen
+    torch.testing.assert_close(trained, want.detach())
 
 
 @pytest.mark.parametrize("attention", RNN_SYSTEMS)
