@@ -21,15 +21,17 @@ def run_rnn(rnn: nn.RNNBase, x: Tensor | PackedSequence, h: Hidden | None = None
     step. So the recurrence runs outside autocast on float32 inputs and state; the layers around
     it (projections, attention, readout) still run in the autocast dtype.
 
-    A decoding step on the CPU (one position, no gradients: the search) is the exception: there
-    torch's float32 cell was ~40% of a Bahdanau beam step, so `step_cells` computes it with its
-    two matrix products under the autocast dtype (bf16) and the gates and state in float32.
-    Training keeps torch's fused float32 recurrence.
+    On the CPU one position at a time (the decoder's loop over target positions, in training as
+    in a search) goes through `step_cells` instead: its two matrix products under the autocast
+    dtype (bf16), its gates and state in float32. There torch's float32 cell was ~40% of a
+    Bahdanau beam step; a Luong-dot training update under bf16 takes 0.83x the time and learns
+    the same per update (bench/RESULTS.md, 2026-12-04). Whole sequences (the encoder; in
+    training, decoders without attention or input feeding) keep torch's float32 recurrence.
     """
     data = x.data if isinstance(x, PackedSequence) else x
     if not torch.is_autocast_enabled(data.device.type):
         return rnn(x, h)
-    if _decoding_step(rnn, x):
+    if h is not None and _one_cpu_position(rnn, x):
         return step_cells(rnn, x, h)
     if h is not None:
         h = tuple(t.float() for t in h) if isinstance(h, tuple) else h.float()
@@ -37,9 +39,9 @@ def run_rnn(rnn: nn.RNNBase, x: Tensor | PackedSequence, h: Hidden | None = None
         return rnn(x.float(), h)
 
 
-def _decoding_step(rnn: nn.RNNBase, x: Tensor | PackedSequence) -> bool:
+def _one_cpu_position(rnn: nn.RNNBase, x: Tensor | PackedSequence) -> bool:
     return (not isinstance(x, PackedSequence) and x.device.type == "cpu" and rnn.batch_first
-            and x.size(1) == 1 and not torch.is_grad_enabled() and not rnn.bidirectional
+            and x.size(1) == 1 and not rnn.bidirectional
             and rnn.mode in ("GRU", "LSTM") and rnn.proj_size == 0
             and not (rnn.training and rnn.dropout > 0))
 
@@ -54,8 +56,8 @@ def step_cells(rnn: nn.RNNBase, x: Tensor, h: Hidden) -> tuple[Tensor, Hidden]:
         LSTM: i, f, o = sigmoid(W_i. x + b_i. + W_h. h + b_h.),  g = tanh(W_ig x + ... + b_hg)
               c' = f * c + i * g,  h' = o * tanh(c')
 
-    The matrix products run in whatever autocast says (bf16 in a bf16 search), the rest in
-    float32."""
+    The matrix products run in whatever autocast says (bf16 under bf16 autocast), the rest in
+    float32; autograd differentiates it as written."""
     lstm = rnn.mode == "LSTM"
     hs, cs = h if lstm else (h, None)
     inp, new_h, new_c = x.squeeze(1), [], []                    # (B, I)

@@ -122,32 +122,37 @@ def test_step_cells_compute_one_position_as_torchs_recurrence(rnn_type):
 
 
 @pytest.mark.parametrize("rnn_type", [torch.nn.GRU, torch.nn.LSTM], ids=["gru", "lstm"])
-def test_a_search_step_under_cpu_autocast_runs_the_recurrence_products_in_bf16(rnn_type,
-                                                                               monkeypatch):
-    """Without gradients (a search) one position goes through step_cells: its matrix products
-    in bf16, its output and state in float32, within bf16 rounding of float32. With gradients
-    (training) torch's fused float32 recurrence runs, as before."""
+def test_one_position_under_cpu_autocast_runs_the_recurrence_products_in_bf16(rnn_type,
+                                                                              monkeypatch):
+    """One position (a decoder's step, in a search or in training) goes through step_cells:
+    its matrix products in bf16, its output and state in float32, within bf16 rounding of
+    float32, and float32 gradients for the weights. A whole sequence runs torch's float32
+    recurrence."""
     rnn, x, h = _one_position(rnn_type)
     seen, linear = [], torch.nn.functional.linear
     monkeypatch.setattr(torch.nn.functional, "linear",
                         lambda *a: seen.append(linear(*a).dtype) or linear(*a))
     with torch.no_grad():
         want, _ = rnn(x, h)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            got, got_h = run_rnn(rnn, x, h)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got, got_h = run_rnn(rnn, x, h)
     assert seen and set(seen) == {torch.bfloat16}
     assert got.dtype == torch.float32 and (got_h[0] if isinstance(got_h, tuple) else got_h
                                            ).dtype == torch.float32
     torch.testing.assert_close(got, want, atol=2e-2, rtol=0)
+    got.sum().backward()
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 and p.grad.abs().sum() > 0
+               for p in rnn.parameters())
     seen.clear()
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        trained, _ = run_rnn(rnn, x, h)
-    assert not seen
-    torch.testing.assert_close(trained, want.detach())
+        whole, _ = run_rnn(rnn, x.expand(-1, 4, -1), h)
+    assert not seen and whole.dtype == torch.float32
 
 
 @pytest.mark.parametrize("attention", RNN_SYSTEMS)
 def test_every_recurrence_sees_float32_under_autocast(attention):
+    """torch's recurrences (the encoder's, a whole-sequence decoder's) get float32 inputs under
+    autocast, and every recurrence's weights float32 gradients (step_cells' included)."""
     model = _rnn(attention)
     seen = []
     for m in model.modules():
