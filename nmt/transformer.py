@@ -248,8 +248,9 @@ class Transformer(Seq2Seq):
     def step(self, prev: Tensor, state: dict) -> tuple[Tensor, dict, Tensor | None]:
         t = state["length"]                                     # positions decoded so far
         x = self.embed(self.tgt_embed, prev.unsqueeze(1), t)    # (B, 1, d)
-        if state["self"][0][0].size(2) != t + 1:                # no reorder laid them out
-            state = _laid_out(state, None, _compute_dtype(x))
+        dtype, buf = _compute_dtype(x), state["self"][0][0]
+        if buf.size(2) != t + 1 or buf.dtype != dtype:          # no reorder laid them out
+            state = _laid_out(state, None, dtype)
         cache, mask, last = state["self"], state["mask"][:, None, None], len(self.decoder) - 1
         for i, layer in enumerate(self.decoder):
             x, w = layer(x, state["cross"][i], mask, cache=cache[i], t=t,

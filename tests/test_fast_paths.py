@@ -119,6 +119,10 @@ def test_decoding_buffers_hold_the_compute_dtype():
         state = model.start(model.encode(src, src_len))
         log_probs, state, _ = model.step(tgt[:, 0], state)
     assert state["self"][0][0].dtype == torch.bfloat16 and log_probs.dtype == torch.float32
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):  # reordered first
+        state = model.reorder(model.start(model.encode(src, src_len)), torch.tensor([2, 0, 1]))
+        state = model.step(tgt[:, 0], state)[1]
+    assert all(b.dtype == torch.bfloat16 for kv in state["self"] for b in kv)
     with torch.inference_mode():
         state = model.step(tgt[:, 0], model.start(model.encode(src, src_len)))[1]
     assert state["self"][0][0].dtype == torch.float32
