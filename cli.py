@@ -313,9 +313,9 @@ TOP_P = typer.Option(None, "--top-p", help="With --sample: draw only from the li
                      "holding probability p (nucleus, 0 < p <= 1).")
 SEED = typer.Option(None, "--seed", help="With --sample: the seed (same seed and input, same "
                     "output).")
-AMP = typer.Option(None, "--amp", help="Search under bf16 autocast: auto (where it pays: CUDA "
-                   "GPUs from Ampere on, CPUs with AVX512-BF16 but no AMX), bf16 (always) or "
-                   "false (float32; default: the recipe's decode.amp).")
+AMP = typer.Option(None, "--amp", help="Search under bf16 autocast: auto (where it pays: CPUs "
+                   "with AVX512-BF16 but no AMX; on CUDA float32 with TF32 is faster), bf16 "
+                   "(always) or false (float32; default: the recipe's decode.amp).")
 ENSEMBLE = typer.Option([], "--ensemble", help="Another checkpoint (run or .pt, same tokenizer) "
                         "to decode together with --checkpoint, averaging log-probabilities "
                         "per step (repeatable; RNN and Transformer may mix).")

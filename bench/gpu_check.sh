@@ -1,19 +1,20 @@
 #!/usr/bin/env bash
-# The GPU check: run it whenever a CUDA machine is at hand (meant to take under 25 minutes on one
-# H100; not yet run on one).
+# The GPU check, sized for one call of under 10 minutes on an H100/H200; run it whenever a CUDA
+# machine is at hand:
 #   NMT_DATA_DIR=... bench/gpu_check.sh [OUT_DIR]        (default runs/gpu-check)
-# 1. versions; 2. the RNN recurrences under bf16 autocast (float32 inside, same gradients as
-# fp32: bench/gpu_rnn_check.py); 3. exact resume on CUDA: a 2-layer GRU with dropout and a
-# Transformer trained with train.deterministic, stopped at a mid-epoch checkpoint and resumed,
-# must end with the same weights bit for bit as the run left alone (tests/test_deterministic.py,
-# each run in a fresh process), and the GRU without train.deterministic, to say how far it drifts;
-# 4. the test suite with CUDA visible (the training, resume and search tests); 5. T
-# (Transformer) and R (GRU + Bahdanau) of compare-cpu.yaml trained for 400 updates with bf16
-# autocast on and off: tok/s and validation loss/BLEU side by side; 6. those models decoding
-# test_2016_flickr greedy and with beam 5, the search in float32 and in bf16: BLEU and
-# sentences/s. A failing test step is reported (its log in OUT_DIR) and the measurements go on.
-# Without CUDA it says so and stops.
-set -euo pipefail
+# 1. versions; 2. the RNN recurrences under bf16 autocast (float32 inside, the gradients of
+# fp32: bench/gpu_rnn_check.py); 3. training speed: tokens/s, MFU against the measured bf16 and
+# TF32 matrix rates, one Multi30k epoch's seconds, for the full recipes' Transformer and Bahdanau
+# RNN (bf16 and float32) and the benchmark models T and R (bench/gpu_bench.py train); 4. T and
+# the Bahdanau R of compare-cpu.yaml (the README's main job) trained by `nmt compare` on CUDA:
+# wall time and BLEU beside the CPU run's; 5. those models decoding test_2016_flickr greedy and
+# with beam 5 at several batch sizes, bf16 and float32 (bench/gpu_bench.py decode); 6. the test
+# suite with CUDA visible (the training, exact-resume and search tests run on the GPU; xdist
+# when installed). Each step has a time limit; a failing or cut step is reported (its log in
+# OUT_DIR, all of it also in OUT_DIR.tgz, or $PACK, after each step) and the next one runs.
+# SIZES (models timed in 3), SYSTEMS (trained in 4) and TEST_SECONDS narrow it. Without CUDA it
+# says so and stops.
+set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu-check}
 py=${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}
@@ -28,63 +29,51 @@ if [ "${found##* }" != True ]; then
   exit 2
 fi
 mkdir -p "$out"
-echo "== versions"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-$py -c "import torch, sacrebleu, sentencepiece; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'sacrebleu', sacrebleu.__version__, 'sentencepiece', sentencepiece.__version__)"
-echo "== RNN recurrences under bf16 autocast"
-$py bench/gpu_rnn_check.py
-echo "== exact resume on CUDA (train.deterministic: bit-identical weights required)"
-$py -m pytest -q -rs tests/test_deterministic.py tests/test_devices.py > "$out/deterministic.log" \
-  2>&1 && tail -1 "$out/deterministic.log" || { tail -30 "$out/deterministic.log"; echo "FAILED"; }
-echo "-- the same GRU without train.deterministic: how far does the resumed run drift?"
-drift=$out/resume-not-deterministic
-rm -rf "$drift"
-# the settings of tests/test_deterministic.py, but deterministic off
-tiny=(data.max_train_pairs=300 data.max_valid_pairs=10 tokenizer.vocab_size=300
-      train.batch_tokens=2000 train.max_epochs=0 train.valid_every=1000 train.checkpoint_every=5
-      train.log_every=1 model.enc_layers=2 model.dec_layers=2 model.dropout=0.3
-      decode.max_len_a=0 decode.max_len_b=5 train.deterministic=false train.device=cuda)
-sets=$(printf -- "--set %s " "${tiny[@]}")
-{ $py cli.py train recipes/smoke/bahdanau.yaml --quiet --out "$drift/whole" $sets \
-    --set train.max_steps=11 &&
-  $py cli.py train recipes/smoke/bahdanau.yaml --quiet --out "$drift/stopped" $sets \
-    --set train.max_steps=5 &&
-  $py cli.py train --quiet --out "$drift/stopped" --resume --set train.max_steps=11 &&
-  $py - "$drift" <<'EOF'
-import sys
-import torch
-a, b = (torch.load(f"{sys.argv[1]}/{n}/last.pt", map_location="cpu", weights_only=False)["model"]
-        for n in ("whole", "stopped"))
-same = all(torch.equal(a[k], b[k]) for k in a)
-worst = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
-print(f"bit-identical: {same}; largest weight difference {worst:.3g}")
-EOF
-} > "$drift.log" 2>&1 && tail -1 "$drift.log" || { tail -10 "$drift.log"; echo "FAILED"; }
-echo "== test suite with CUDA visible"
-$py -m pytest -q tests > "$out/tests.log" 2>&1 && tail -1 "$out/tests.log" ||
-  { grep -E "^(FAILED|ERROR)" "$out/tests.log" | head -20; tail -1 "$out/tests.log"; }
-nmt="$py cli.py"
-for sys in transformer bahdanau; do
-  for amp in true false; do
-    run="$out/$sys-amp-$amp"
-    echo "== $sys, 400 updates, train.amp=$amp"
-    $nmt compare recipes/multi30k-de-en/compare-cpu.yaml --out "$out/cmp-amp-$amp" --only "$sys" \
-      --set train.max_steps=400 --set train.valid_every=200 --set train.amp=$amp --device cuda \
-      --quiet > "$run.log" 2>&1 || { tail -5 "$run.log"; exit 1; }
-    grep -E "done:|valid step" "$run.log" | tail -3
-  done
-done
-echo "== decoding test_2016_flickr (models trained with amp)"
-data=${NMT_DATA_DIR:-$HOME/.cache/nmt}/multi30k
-src=$out/test_2016_flickr.de ref=$out/test_2016_flickr.en
-zcat "$data/test_2016_flickr.de.gz" > "$src"; zcat "$data/test_2016_flickr.en.gz" > "$ref"
-for sys in transformer bahdanau; do
-  for beam in 1 5; do
-    # the search in float32 and under bf16 autocast (decode.amp auto, the default, is bf16 here)
-    for amp in false bf16; do
-      echo "-- $sys beam $beam, search amp $amp"
-      $nmt eval --checkpoint "$out/cmp-amp-true/systems/$sys" --src "$src" --ref "$ref" \
-        --beam $beam --amp $amp --device cuda 2>&1 | grep -iE "bleu|sent" | head -3
-    done
-  done
-done
+pack=${PACK:-$out.tgz}
+export PYTHONUNBUFFERED=1
+
+# step NAME SECONDS CMD...: run CMD with a time limit into $out/NAME.log, print its last lines
+# (TAIL, default 12) and its time, and pack $out (without checkpoints) into $PACK (or $out.tgz)
+step() {
+  local name=$1 secs=$2 t0=$SECONDS rc
+  shift 2
+  echo "== $name (at most ${secs}s)"
+  timeout -k 5 "$secs" "$@" > "$out/$name.log" 2>&1
+  rc=$?
+  tail -n "${TAIL:-12}" "$out/$name.log" | cut -c1-220
+  echo "-- $name: $([ $rc = 0 ] && echo ok || { [ $rc = 124 ] && echo "CUT at ${secs}s" ||
+    echo "FAILED (exit $rc)"; }), $((SECONDS - t0)) s"
+  tar czf "$pack" --exclude='*.pt' -C "$(dirname "$out")" "$(basename "$out")" 2>/dev/null
+}
+
+versions() {
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm \
+    --format=csv,noheader
+  $py -c "import torch, sacrebleu, sentencepiece; print('torch', torch.__version__, 'cuda',
+torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'sacrebleu', sacrebleu.__version__,
+'sentencepiece', sentencepiece.__version__)"
+  nproc
+}
+tests() {
+  local par=()
+  $py -c "import xdist" 2>/dev/null && par=(-n "${TEST_WORKERS:-12}")
+  # -v: a log cut by the time limit still names each failure
+  $py -m pytest -v -p no:cacheprovider -p no:benchmark "${par[@]}" tests
+}
+
+export py out
+export -f versions tests  # for timeout's bash -c
+step versions 30 bash -c versions
+step rnn-bf16 45 $py bench/gpu_rnn_check.py
+step train-speed 130 $py bench/gpu_bench.py train "$out/train.json" --cap "${CAP:-14}" \
+  --sizes "${SIZES:-T-recipe,R-recipe,T,R}"
+only=()
+for s in ${SYSTEMS:-transformer bahdanau}; do only+=(--only "$s"); done
+TAIL=8 step compare-cpu-on-gpu 170 $py cli.py compare recipes/multi30k-de-en/compare-cpu.yaml \
+  --out "$out/cmp" "${only[@]}" --device cuda --quiet
+runs=$(ls -d "$out"/cmp/systems/*/ 2>/dev/null | while read -r d; do
+  [ -f "$d/best.pt" ] && echo "$d"; done)
+# shellcheck disable=SC2086  # one argument per trained system
+TAIL=45 step decode-speed 75 $py bench/gpu_bench.py decode "$out/decode.json" $runs
+TAIL=3 step tests "${TEST_SECONDS:-300}" bash -c tests
+grep -E " (FAILED|ERROR) " "$out/tests.log" | cut -c1-200 | head -40

@@ -116,8 +116,9 @@ class TrainConfig:
     device: str = "auto"            # auto | cpu | cuda
     threads: int = 0                # CPU threads (0 = all cores)
     # bf16 autocast for training updates (decoding follows decode.amp instead): auto = where it
-    # pays (CUDA GPUs from Ampere on, CPUs with AVX512-BF16 and no AMX: distributed.bf16_pays),
-    # bf16 = on any device, false = float32; true, as older recipes say, reads as auto
+    # pays (CPUs with AVX512-BF16 and no AMX; not CUDA, where these small models run float32
+    # with TF32 matmuls faster: distributed.bf16_pays), bf16 = on any device, false = float32;
+    # true, as older recipes say, reads as auto
     amp: bool | str = "auto"
     # deterministic kernels only (torch.use_deterministic_algorithms, cuDNN without autotuning,
     # CUBLAS_WORKSPACE_CONFIG): on CUDA a resumed run can then end bit-identical to one never

@@ -52,12 +52,13 @@ def resolve_device(name: str) -> torch.device:
 
 
 def bf16_pays(device: torch.device) -> bool:
-    """Whether bf16 autocast pays on `device`: a CUDA GPU from Ampere on, or a CPU with
-    AVX512-BF16 but no AMX (AMD Zen 4 on). Measured on 2-core CPUs (bench/RESULTS.md): on a Zen 4
-    the same number of minutes bought 7% more updates at the same validation BLEU; on an Intel
-    Xeon with AMX 0.81-1.08x the tokens/s; without native bf16 0.26-0.37x (torch emulates it)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported(including_emulation=False)
+    """Whether bf16 autocast pays on `device`: a CPU with AVX512-BF16 but no AMX (AMD Zen 4 on).
+    Measured on 2-core CPUs (bench/RESULTS.md): on a Zen 4 the same number of minutes bought 7%
+    more updates at the same validation BLEU; on an Intel Xeon with AMX 0.81-1.08x the tokens/s;
+    without native bf16 0.26-0.37x (torch emulates it). Not on CUDA: these 7-12M-parameter models
+    leave a GPU waiting on kernel launches, not on arithmetic, and autocast's casts only add
+    launches (an H200: 0.71-0.77x the training tokens/s of float32 with TF32 matmuls, beam 5 1.6x
+    the time; bench/RESULTS.md, GPU)."""
     return device.type == "cpu" and torch.cpu._is_avx512_bf16_supported() and \
         not torch.cpu._is_amx_tile_supported()
 

@@ -20,14 +20,18 @@ Otherwise attention runs through F.scaled_dot_product_attention's fused kernels,
 decoding steps on the CPU, where one query (or a beam's few, sharing a sentence's keys) meets a
 few dozen keys: there the explicit matrix products on the dense buffers take 0.4-0.9x the fused
 kernel's time, in float32 and bf16 (measured on a 2-core Zen 4, bench/RESULTS.md, decoding).
+On CUDA the fused kernels exclude cuDNN's: it builds an execution plan for every new shape, and
+every batch (and decoding step) brings new lengths (bench/RESULTS.md, GPU).
 """
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from nmt.config import ModelConfig
 from nmt.errors import NMTError
@@ -35,6 +39,10 @@ from nmt.seq2seq import Seq2Seq, embedding, source_mask
 
 KV = tuple[Tensor, Tensor]  # keys, values: (B, heads, length, d_head) each
 Buffers = tuple[Tensor, Tensor]  # decoding buffers of keys, values: (B, h, t + 1, dh) each
+# the fused attention kernels for CUDA tensors: all but cuDNN's, which torch prefers on Hopper
+# but which plans anew for each shape (an H200 took 614 ms per bf16 update of the Transformer
+# recipe, against 40 ms in float32, where cuDNN's kernel is not used)
+CUDA_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 
 
 class MultiHeadAttention(nn.Module):
@@ -87,7 +95,8 @@ class MultiHeadAttention(nn.Module):
             out = w.to(v.dtype) @ v                             # (B, h, T, dh)
             w = w if need_weights else None
         else:
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
+            with sdpa_kernel(CUDA_ATTENTION) if q.is_cuda else nullcontext():
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=causal)
         if G > 1 and w is not None:
             w = w.transpose(1, 2).reshape(B, h, T, -1)          # (N, h, G, S) -> (B, h, 1, S)
         # (B, h, T, dh) or (N, h, G, dh) -> (B, T, h * dh): rows n * G + g either way

@@ -65,6 +65,10 @@ def test_train_amp_auto_uses_bf16_only_where_it_pays(pays, monkeypatch):
     assert dist.uses_bf16("bf16", cpu) and not dist.uses_bf16(False, cpu)
 
 
-def test_bf16_pays_on_this_cpu_by_its_instruction_sets():
+def test_bf16_pays_on_this_cpu_by_its_instruction_sets_and_never_on_cuda():
     assert dist.bf16_pays(torch.device("cpu")) == (
         torch.cpu._is_avx512_bf16_supported() and not torch.cpu._is_amx_tile_supported())
+    # small models leave a GPU launch-bound: float32 (TF32) was faster than bf16 on an H200
+    cuda = torch.device("cuda")
+    assert not dist.bf16_pays(cuda) and not dist.uses_bf16("auto", cuda)
+    assert dist.uses_bf16("bf16", cuda)
