@@ -15,7 +15,7 @@ peak the bf16 (or TF32) rate of an 8192^3 torch.mm measured here on random data.
 
 decode: each trained run translates the 1,000 test_2016_flickr lines, greedy and beam 5, at
 several source-token budgets per batch (decode.batch_tokens), under bf16 autocast and in
-float32; seconds after a warm-up, sentences/s and BLEU.
+float32 (each at every size in SIZES); seconds after a warm-up, sentences/s and BLEU.
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ from nmt.prediction import translate_lines  # noqa: E402
 from nmt.training import Trainer  # noqa: E402
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes" / "multi30k-de-en"
+SIZES = (1024, 4096, 16384, 65536)  # decode.batch_tokens to time (source tokens per batch)
 DEV = torch.device("cuda")  # --device cpu: a smoke run of this script where no GPU is
 
 
@@ -147,8 +148,8 @@ def decode_bench(out: Path, runs: list[str], lines: int) -> None:
     for run in runs:
         model, tok, recipe = load_for_inference(run, dev)
         for beam in (1, 5):
-            for amp, sizes in (("bf16", (1024, 4096, 16384, 65536)), (False, (4096,))):
-                for bt in sizes:
+            for amp in ("bf16", False):
+                for bt in SIZES:
                     dcfg = replace(recipe.decode, beam=beam, nbest=1, batch_tokens=bt, amp=amp)
                     translate_lines(model, tok, test.src[:64], dcfg, dev)  # warm-up
                     sync()

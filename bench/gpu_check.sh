@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check, sized for one call of under 10 minutes on an H100/H200; run it whenever a CUDA
+# The GPU check, sized for one call of about 10 minutes on an H100/H200; run it whenever a CUDA
 # machine is at hand:
 #   NMT_DATA_DIR=... bench/gpu_check.sh [OUT_DIR]        (default runs/gpu-check)
 # 1. versions; 2. the RNN recurrences under bf16 autocast (float32 inside, the gradients of
@@ -74,6 +74,6 @@ TAIL=8 step compare-cpu-on-gpu 170 $py cli.py compare recipes/multi30k-de-en/com
 runs=$(ls -d "$out"/cmp/systems/*/ 2>/dev/null | while read -r d; do
   [ -f "$d/best.pt" ] && echo "$d"; done)
 # shellcheck disable=SC2086  # one argument per trained system
-TAIL=45 step decode-speed 75 $py bench/gpu_bench.py decode "$out/decode.json" $runs
-TAIL=3 step tests "${TEST_SECONDS:-300}" bash -c tests
+TAIL=45 step decode-speed 120 $py bench/gpu_bench.py decode "$out/decode.json" $runs
+TAIL=3 step tests "${TEST_SECONDS:-240}" bash -c tests
 grep -E " (FAILED|ERROR) " "$out/tests.log" | cut -c1-200 | head -40

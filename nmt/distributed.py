@@ -57,8 +57,8 @@ def bf16_pays(device: torch.device) -> bool:
     more updates at the same validation BLEU; on an Intel Xeon with AMX 0.81-1.08x the tokens/s;
     without native bf16 0.26-0.37x (torch emulates it). Not on CUDA: these 7-12M-parameter models
     leave a GPU waiting on kernel launches, not on arithmetic, and autocast's casts only add
-    launches (an H200: 0.71-0.77x the training tokens/s of float32 with TF32 matmuls, beam 5 1.6x
-    the time; bench/RESULTS.md, GPU)."""
+    launches (an H200: 0.71-0.77x the training tokens/s of float32 with TF32 matmuls, beam 5
+    1.4-1.6x the time; bench/RESULTS.md, GPU)."""
     return device.type == "cpu" and torch.cpu._is_avx512_bf16_supported() and \
         not torch.cpu._is_amx_tile_supported()
 
