@@ -5,9 +5,9 @@ models T and R (bench/measure.py) and the full recipes' Transformer and Bahdanau
     NMT_DATA_DIR=... python bench/gpu_bench.py train OUT.json
     NMT_DATA_DIR=... python bench/gpu_bench.py decode OUT.json RUN_DIR [RUN_DIR ...]
 
-train: each model trains through epoch 1's real batches (nmt.batching.token_batches at the
-recipe's budget of padded positions, the update of nmt.training.Trainer: forward, loss,
-backward, clip, fused Adam, schedule) after 5 untimed updates, under bf16 autocast and in
+train: each model trains through epoch 1's real batches (Trainer.epoch_batches at the recipe's
+budget of padded positions), the update of nmt.training.Trainer: forward, loss,
+backward, clip, fused Adam, schedule after 5 untimed updates, under bf16 autocast and in
 float32 (TF32 matmuls, as `nmt train` sets on CUDA). An epoch that would outlast --cap seconds
 is cut there and its time extrapolated from the updates done (marked "cut").
 MFU = 6 * N * target tokens/s / peak, N the parameters that multiply (measure.matmul_parameters),
@@ -31,7 +31,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from measure import (BENCH_TRAIN, CONFIGS, SEED, matmul_parameters, tokenizer,  # noqa: E402
                      train_pairs)
-from nmt.batching import token_batches  # noqa: E402
 from nmt.checkpoint import load_for_inference  # noqa: E402
 from nmt.config import DataConfig, load_recipe  # noqa: E402
 from nmt.data import load_split  # noqa: E402
@@ -80,9 +79,7 @@ def train_one(name, mcfg, tokens, bf16, pairs, tok, cap) -> dict:
     model = build_model(mcfg, tok.src_vocab_size, tok.tgt_vocab_size, joint=tok.joint).to(DEV)
     trainer = Trainer(model.train(), replace(BENCH_TRAIN, batch_tokens=tokens), pairs,
                       amp=bf16)
-    src = [len(s) for s, _ in pairs]
-    tgt = [len(t) for _, t in pairs]
-    batches = token_batches(src, tgt, tokens, SEED, 1)
+    batches = trainer.epoch_batches(1)  # the batches `nmt train` would make at this budget
     losses = []
     for b in batches[-5:]:  # warm-up on the epoch's last batches, untimed
         trainer.update([b])
@@ -143,18 +140,17 @@ def train_bench(out: Path, cap: float, names: list[str]) -> None:
 
 def decode_bench(out: Path, runs: list[str], lines: int) -> None:
     test = load_split(DataConfig(), "test_2016_flickr", limit=lines)
-    dev = DEV
     rows = []
     for run in runs:
-        model, tok, recipe = load_for_inference(run, dev)
+        model, tok, recipe = load_for_inference(run, DEV)
         for beam in (1, 5):
             for amp in ("bf16", False):
                 for bt in SIZES:
                     dcfg = replace(recipe.decode, beam=beam, nbest=1, batch_tokens=bt, amp=amp)
-                    translate_lines(model, tok, test.src[:64], dcfg, dev)  # warm-up
+                    translate_lines(model, tok, test.src[:64], dcfg, DEV)  # warm-up
                     sync()
                     t0 = time.perf_counter()
-                    hyps = translate_lines(model, tok, test.src, dcfg, dev)
+                    hyps = translate_lines(model, tok, test.src, dcfg, DEV)
                     sync()
                     dt = time.perf_counter() - t0
                     row = {"run": run, "beam": beam, "amp": amp, "batch_tokens": bt,
