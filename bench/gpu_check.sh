@@ -9,9 +9,10 @@
 # the Bahdanau R of compare-cpu.yaml (the README's main job) trained by `nmt compare` on CUDA:
 # wall time and BLEU beside the CPU run's; 5. those models decoding test_2016_flickr greedy and
 # with beam 5 at several batch sizes, bf16 and float32 (bench/gpu_bench.py decode); 6. the test
-# suite with CUDA visible (the training, exact-resume and search tests run on the GPU; xdist
-# when installed). Each step has a time limit; a failing or cut step is reported (its log in
-# OUT_DIR, all of it also in OUT_DIR.tgz, or $PACK, after each step) and the next one runs.
+# suite with CUDA visible (the GPU-only tests first, then the rest; xdist when installed; step
+# 1 names the packages the environment lacks). Each step has a time limit; a failing or cut
+# step is reported (its log in OUT_DIR, all of it also in OUT_DIR.tgz, or $PACK, after each
+# step) and the next one runs.
 # SIZES (models timed in 3), SYSTEMS (trained in 4) and TEST_SECONDS narrow it. Without CUDA it
 # says so and stops.
 set -uo pipefail
@@ -53,12 +54,21 @@ versions() {
 torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'sacrebleu', sacrebleu.__version__,
 'sentencepiece', sentencepiece.__version__)"
   nproc
+  # a GPU image's own environment may lack some of nmt's packages: name them, as the tests that
+  # need them fail or skip for that reason, not for the GPU's
+  $py -c "import importlib.util as u; m = [p for p in ('typer', 'rich', 'datasets', 'matplotlib',
+'yaml', 'tensorboard', 'ctranslate2', 'xdist') if u.find_spec(p) is None]
+print('not installed:', ', '.join(m) or 'none')"
 }
 tests() {
-  local par=()
+  local par=() rc
   $py -c "import xdist" 2>/dev/null && par=(-n "${TEST_WORKERS:-12}")
-  # -v: a log cut by the time limit still names each failure
-  $py -m pytest -v -p no:cacheprovider -p no:benchmark "${par[@]}" tests
+  # the tests that only run with a GPU first, so that the time limit never cuts them; then the
+  # rest (-v: a log cut by the time limit still names each failure)
+  $py -m pytest -v -p no:cacheprovider -p no:benchmark -k "cuda or cudnn" tests
+  rc=$?
+  $py -m pytest -v -p no:cacheprovider -p no:benchmark "${par[@]}" -k "not (cuda or cudnn)" tests || rc=1
+  return $rc
 }
 
 export py out

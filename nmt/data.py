@@ -156,7 +156,12 @@ def _hf(cfg: DataConfig, split: str, limit: int) -> tuple[list[str], list[str], 
     """A Hugging Face dataset: a `save_to_disk` directory, else anything `load_dataset` takes (a
     hub name, a local folder of data files). Pairs come from a `translation` column of
     {lang: text} dicts (as in wmt14) or from two named columns (as in bentrevett/multi30k)."""
-    import datasets  # slow to import; only this source needs it
+    try:
+        import datasets  # slow to import; only this source needs it
+    except ImportError:
+        raise NMTError(f"data.source hf needs the `datasets` package, which is not "
+                       f"installed (pip install datasets); or save {cfg.path!r} as files, tsv "
+                       f"or jsonl and set data.source to match") from None
 
     name = f"hf:{cfg.path}" + (f"/{cfg.hf_config}" if cfg.hf_config else "") + f":{split}"
     saved = Path(cfg.path)

@@ -1,5 +1,7 @@
 import gzip
+import importlib.util
 import json
+import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -155,6 +157,12 @@ def test_jsonl_fields_and_errors(tmp_path):
 
 # ----------------------------------------------------------------------------- hugging face
 
+# `datasets` is imported only by the hf source, so an install without it (a GPU image's own
+# environment) runs everything else; these tests then skip and say why
+needs_datasets = pytest.mark.skipif(importlib.util.find_spec("datasets") is None,
+                                    reason="the hf source needs `datasets`, not installed")
+
+
 @pytest.fixture(scope="module")
 def hf_dirs(tmp_path_factory):
     """DatasetDicts saved to disk in the shapes of wmt14 (a `translation` column of
@@ -172,6 +180,7 @@ def hf_dirs(tmp_path_factory):
     return root
 
 
+@needs_datasets
 def test_hf_translation_column(hf_dirs):
     cfg = DataConfig(source="hf", path=str(hf_dirs / "wmt14"))
     c = load_split(cfg, "train")
@@ -183,6 +192,7 @@ def test_hf_translation_column(hf_dirs):
     assert (rev.src, rev.tgt) == (EN[:1], DE[:1])
 
 
+@needs_datasets
 def test_hf_two_columns(hf_dirs):
     cfg = DataConfig(source="hf", path=str(hf_dirs / "bentrevett"), src_field="de",
                      tgt_field="en")
@@ -190,6 +200,7 @@ def test_hf_two_columns(hf_dirs):
     assert (c.src, c.tgt) == (DE, EN)
 
 
+@needs_datasets
 def test_hf_errors(hf_dirs):
     wmt = str(hf_dirs / "wmt14")
     with pytest.raises(NMTError, match="no split 'val'; it has train, validation, test"):
@@ -203,6 +214,7 @@ def test_hf_errors(hf_dirs):
                    "train")
 
 
+@needs_datasets
 def test_hf_load_dataset_path(tmp_path, monkeypatch):
     """Not a save_to_disk directory: goes through datasets.load_dataset (here a local folder of
     JSON-lines files, as a cloned hub dataset would be)."""
@@ -218,6 +230,14 @@ def test_hf_load_dataset_path(tmp_path, monkeypatch):
     assert (c.src, c.tgt) == (DE[:2], EN[:2])
     with pytest.raises(NMTError, match="load_dataset failed"):
         load_split(DataConfig(source="hf", path=str(tmp_path / "no-such-dataset")), "train")
+
+
+
+def test_hf_without_datasets_installed_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets now raises ImportError
+    with pytest.raises(NMTError, match=r"data.source hf needs the `datasets` package.*"
+                                       r"pip install datasets"):
+        load_split(DataConfig(source="hf", path=str(tmp_path)), "train")
 
 
 # ----------------------------------------------------------------------------- encoding
