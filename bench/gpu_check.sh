@@ -12,9 +12,14 @@
 # suite with CUDA visible (the GPU-only tests first, then the rest; xdist when installed; step
 # 1 names the packages the environment lacks). Each step has a time limit; a failing or cut
 # step is reported (its log in OUT_DIR, all of it also in OUT_DIR.tgz, or $PACK, after each
-# step) and the next one runs.
+# step) and the next one runs. Last, bench/gpu_report.py writes the measured part of the
+# RESULTS.md section into OUT_DIR/section.md.
 # SIZES (models timed in 3), SYSTEMS (trained in 4) and TEST_SECONDS narrow it. Without CUDA it
 # says so and stops.
+# The whole comparison of the full recipes on the GPU (goal: < 10 minutes) fits a second call:
+#   NMT="python3 cli.py" LIMIT=540 bench/parallel_compare.sh /tmp/gc/all recipes/multi30k-de-en/compare.yaml
+#   tar czf OUT.tgz --exclude='*.pt' -C /tmp/gc all
+# and, where both have come back: bench/gpu_report.py OUT_DIR --compare ALL_DIR --write.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-runs/gpu-check}
@@ -30,6 +35,7 @@ if [ "${found##* }" != True ]; then
   exit 2
 fi
 mkdir -p "$out"
+rm -f "$out/steps.log"
 pack=${PACK:-$out.tgz}
 export PYTHONUNBUFFERED=1
 
@@ -42,8 +48,11 @@ step() {
   timeout -k 5 "$secs" "$@" > "$out/$name.log" 2>&1
   rc=$?
   tail -n "${TAIL:-12}" "$out/$name.log" | cut -c1-220
-  echo "-- $name: $([ $rc = 0 ] && echo ok || { [ $rc = 124 ] && echo "CUT at ${secs}s" ||
-    echo "FAILED (exit $rc)"; }), $((SECONDS - t0)) s"
+  local status
+  status=$([ $rc = 0 ] && echo ok || { [ $rc = 124 ] && echo "CUT at ${secs}s" ||
+    echo "FAILED (exit $rc)"; })
+  echo "-- $name: $status, $((SECONDS - t0)) s"
+  printf '%s\t%s\t%s\n' "$name" "$status" $((SECONDS - t0)) >> "$out/steps.log"
   tar czf "$pack" --exclude='*.pt' -C "$(dirname "$out")" "$(basename "$out")" 2>/dev/null
 }
 
@@ -87,3 +96,7 @@ runs=$(ls -d "$out"/cmp/systems/*/ 2>/dev/null | while read -r d; do
 TAIL=45 step decode-speed 120 $py bench/gpu_bench.py decode "$out/decode.json" $runs
 TAIL=3 step tests "${TEST_SECONDS:-240}" bash -c tests
 grep -E " (FAILED|ERROR) " "$out/tests.log" | cut -c1-200 | head -40
+# the measured part of the RESULTS.md section, from the files above (bench/gpu_report.py)
+$py bench/gpu_report.py "$out" > "$out/section.md" 2> "$out/section.err" \
+  && echo "section: $out/section.md" || tail -3 "$out/section.err"
+tar czf "$pack" --exclude='*.pt' -C "$(dirname "$out")" "$(basename "$out")" 2>/dev/null

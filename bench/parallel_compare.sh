@@ -17,6 +17,8 @@ root=$1; shift
 nmt=${NMT:-nmt}
 limit=${LIMIT:-0}
 pids=()
+mkdir -p "$root"
+date +%s > "$root/TIMES"  # start and end, for bench/gpu_report.py --compare
 for recipe in "$@"; do
   out=$root/$(basename "$recipe" .yaml)
   mkdir -p "$out"
@@ -57,4 +59,5 @@ for recipe in "$@"; do
   $nmt compare "$recipe" --out "$out" "${only[@]}" --quiet > "$out/report.log" 2>&1 \
     && echo "$out/report.md" || echo "$recipe: report failed, see $out/report.log"
 done
+date +%s >> "$root/TIMES"
 touch "$root/DONE"

@@ -1,0 +1,78 @@
+"""bench/gpu_report.py turns what bench/gpu_check.sh leaves in its output directory into the
+tables of a RESULTS.md section: every measured figure lands in its row, failures are named."""
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+import gpu_report  # noqa: E402
+
+
+def gpu_check_dir(tmp_path: Path) -> Path:
+    out = tmp_path / "gpu-check"
+    (out / "cmp" / "systems" / "bahdanau").mkdir(parents=True)
+    (out / "versions.log").write_text("NVIDIA X1, 80000 MiB, 1.0, 300 MHz, 2000 MHz\n"
+                                      "torch 9.9+cu1 cuda 1.0\n16\nnot installed: datasets\n")
+    (out / "steps.log").write_text("versions\tok\t1\ntests\tCUT at 240s\t240\n")
+    (out / "rnn-bf16.log").write_text("...\nworst gradient cosine, amp vs fp32: 0.9990\n")
+    (out / "tests.log").write_text(
+        "tests/test_a.py::test_x PASSED\n"
+        "[gw1] [ 45%] FAILED tests/test_b.py::test_y \n"
+        "tests/test_d.py::test_w[cuda] FAILED                      [ 50%]\n"
+        "======= 7 passed, 2 skipped in 9.1s =======\n"
+        "FAILED tests/test_b.py::test_y - AssertionError: boom\n"
+        "ERROR tests/test_c.py::test_z - RuntimeError: CUDA\n"
+        "======= 1 failed, 40 passed, 1 error in 99.0s =======\n")
+    row = {"bf16": True, "batch_tokens": 4096, "cut": False, "epoch_s": 4.87, "ms_update": 36.6,
+           "tok_s": 92733.2, "mfu": 0.013, "peak_gib": 1.17, "loss_first": 7.5,
+           "loss_last": 4.7}
+    (out / "train.json").write_text(json.dumps({
+        "device": "NVIDIA X1", "peak_tflops": {"bf16": 789.4, "tf32": 403.2},
+        "train": [{"model": "T-recipe", **row}, {"model": "R-recipe", **row, "cut": True},
+                  {"model": "T", "bf16": False, "error": "RuntimeError: out of memory"}]}))
+    (out / "decode.json").write_text(json.dumps({"device": "NVIDIA X1", "decode": [
+        {"run": "/x/transformer/", "beam": b, "amp": amp, "batch_tokens": bt,
+         "seconds": 0.1 * b + bt / 1e5 + (0.003 if amp else 0.0), "bleu": 30 + b}
+        for b in (1, 5) for amp in ("bf16", False) for bt in (1024, 65536)]}))
+    (out / "cmp" / "systems" / "bahdanau" / "done.json").write_text(json.dumps(
+        {"device": "NVIDIA X1", "epochs": 4.878, "time": 74.6, "best_bleu": 35.56}))
+    (out / "cmp" / "results.json").write_text(json.dumps(
+        {"systems": {"bahdanau": {"tests": {"test_2016_flickr": {"bleu": 38.46}}}}}))
+    return out
+
+
+def test_every_measured_figure_lands_in_its_table(tmp_path):
+    out = gpu_check_dir(tmp_path)
+    text = "\n".join(gpu_report.section(out, None))
+    assert "GPU, NVIDIA X1" in text and "16 CPU cores" in text
+    assert "not installed: datasets" in text and "bf16 789 TFLOP/s, TF32 403" in text
+    assert "tests CUT at 240s (240 s)" in text and "0.9990" in text
+    assert "7 passed, 2 skipped in 9.1s; 1 failed, 40 passed, 1 error in 99.0s" in text
+    named = [r for r in text.splitlines() if r.startswith("  - ")]
+    assert named == ["  - FAILED tests/test_b.py::test_y",
+                     "  - FAILED tests/test_d.py::test_w[cuda]",
+                     "  - ERROR tests/test_c.py::test_z"]
+    assert "| T-recipe | 4,096 | bf16 | 92,733 | 36.6 | 4.9 s | 1.30% | 1.17 |" in text
+    assert "4.9 s (cut, extrapolated)" in text and "failed: RuntimeError: out of memory" in text
+    assert "| bahdanau | NVIDIA X1 | 4.9 | 75 s | 35.56 | 38.46 |" in text
+    # decoding: one row per model and search, one column per precision and batch size, bf16 first
+    table = [r for r in text.splitlines() if r.startswith("| transformer |")]
+    assert [r.split(" | ")[1] for r in table] == ["greedy", "beam 5"]
+    header = next(r for r in text.splitlines() if r.startswith("| model | search |"))
+    assert header.endswith("bf16, 1,024 | bf16, 65,536 | float32, 1,024 | float32, 65,536 |")
+    d = json.loads((out / "decode.json").read_text())["decode"]
+    for r in d:
+        assert f"{r['seconds']:.2f} s ({r['bleu']:.2f})" in text
+
+
+def test_written_section_goes_on_top_of_the_results_and_keeps_the_rest(tmp_path, monkeypatch):
+    out = gpu_check_dir(tmp_path)
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# Benchmark results\n\nintro\n\n## 2026-01-01 00:00 UTC: CPU\n\nold\n")
+    monkeypatch.setattr(gpu_report, "RESULTS", results)
+    monkeypatch.setattr(sys, "argv", ["gpu_report.py", str(out), "--write"])
+    gpu_report.main()
+    text = results.read_text()
+    assert text.startswith("# Benchmark results\n\nintro\n\n## ")
+    assert text.index("GPU, NVIDIA X1") < text.index("## 2026-01-01 00:00 UTC: CPU\n\nold")
