@@ -665,5 +665,12 @@ def attention(checkpoint: Path = typer.Option(..., "--checkpoint", help="Run dir
     err.print(f"wrote {out}")
 
 
+# Typer's command lists keep the docstrings' line breaks ("... into one that / translate, eval
+# and / attention accept"); each command's summary there is its first paragraph on one line
+for typer_app in (app, data_app, tokenizer_app):
+    for command in typer_app.registered_commands:
+        first = (command.help or command.callback.__doc__ or "").split("\n\n")[0]
+        command.short_help = command.short_help or " ".join(first.split())
+
 if __name__ == "__main__":
     app()

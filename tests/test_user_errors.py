@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cli import app
+from cli import app, data_app, tokenizer_app
 from nmt import checkpoint, prediction
 from nmt.checkpoint import load_for_inference
 from nmt.config import DataConfig, DecodeConfig, load_recipe, recipe_from_dict
@@ -198,3 +198,21 @@ def test_empty_translations_of_real_sentences_are_flagged(run_dir, monkeypatch, 
     assert (tmp_path / "out.txt").read_text() == "\n\n\n"
     err = capsys.readouterr().err
     assert "2 of 2 non-empty lines got an empty translation (beam 50)" in err
+
+
+@pytest.mark.parametrize("group", [[], ["data"], ["tokenizer"]])
+def test_command_lists_give_each_summary_as_one_sentence(group):
+    """`nmt --help` lists each command with its docstring's first paragraph, re-wrapped to the
+    terminal, not broken where the source line ended."""
+    res = CliRunner().invoke(app, [*group, "--help"], terminal_width=200, env={"COLUMNS": "200"})
+    assert res.exit_code == 0
+    listed = {}
+    for line in res.output.splitlines():
+        cells = line.strip("│ ").split(None, 1)
+        if len(cells) == 2 and cells[0].isalpha():
+            listed[cells[0]] = cells[1].strip()
+    typer_app = {(): app, ("data",): data_app, ("tokenizer",): tokenizer_app}[tuple(group)]
+    for command in typer_app.registered_commands:
+        name = command.name or command.callback.__name__
+        summary = " ".join(command.callback.__doc__.split("\n\n")[0].split())
+        assert listed.get(name) == summary, (name, listed.get(name))
