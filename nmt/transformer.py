@@ -43,6 +43,10 @@ Buffers = tuple[Tensor, Tensor]  # decoding buffers of keys, values: (B, h, t + 
 # but which plans anew for each shape (an H200 took 614 ms per bf16 update of the Transformer
 # recipe, against 40 ms in float32, where cuDNN's kernel is not used)
 CUDA_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+# on a CPU under bf16, attention over at most this many keys runs as explicit products: torch's
+# fused CPU kernel took 3-7x their time (forward and backward) at 10-34 keys and 1.7x at 128,
+# and is faster only from about 256 keys (float32: fused as fast or faster at every length)
+EXPLICIT_MAX_KEYS = 128
 
 
 class MultiHeadAttention(nn.Module):
@@ -52,7 +56,8 @@ class MultiHeadAttention(nn.Module):
     Keys and values are projected by `kv()` apart from the queries, so callers can cache them.
     The fast path is F.scaled_dot_product_attention (fused kernels); `need_weights` computes the
     softmax explicitly to return the weights (B, heads, T, S): same outputs, for plots/tests.
-    A decoding step (`step`) on the CPU takes the explicit path too where that is faster.
+    On the CPU a decoding step (`step`), and bf16 attention over short sequences, take the
+    explicit path too: it is faster there.
     """
 
     def __init__(self, d: int, heads: int):
@@ -81,8 +86,10 @@ class MultiHeadAttention(nn.Module):
         if G > 1:
             q = q.view(k.size(0), G, h, dh).transpose(1, 2)     # (N, h, G, dh)
         w = None
-        # a decoding step on the CPU: the explicit products beat the fused kernel there
-        explicit = step and q.device.type == "cpu"
+        # on the CPU the explicit products beat the fused kernel for a decoding step, and under
+        # bf16 for short sequences (EXPLICIT_MAX_KEYS)
+        explicit = q.device.type == "cpu" and (step or (
+            q.dtype == torch.bfloat16 and k.size(2) <= EXPLICIT_MAX_KEYS))
         if need_weights or explicit:
             scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, h, T, S)
             if causal:

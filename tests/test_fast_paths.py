@@ -9,6 +9,7 @@ import torch
 from helpers_ckpt import batch_of, multi30k_lines, toy_pairs
 
 from nmt import compare, distributed, prediction, training
+from nmt import transformer as transformer_module
 from nmt.checkpoint import load_for_inference
 from nmt.config import DataConfig, DecodeConfig, ModelConfig, Recipe
 from nmt.data import Corpus, encode_pairs
@@ -63,6 +64,43 @@ def test_a_decoding_step_attends_as_the_fused_kernel_does(group, amp):
     assert torch.allclose(step.float(), fused.float(), atol=tol)
     assert torch.allclose(weights.float(), fused.float(), atol=tol)
     assert w.shape == (N * group, 2, 1, S) and torch.all(w[group:2 * group, ..., 2:] == 0)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_bf16_training_attention_takes_explicit_products_for_short_sequences(causal,
+                                                                              monkeypatch):
+    """On the CPU under bf16 autocast, attention over <= EXPLICIT_MAX_KEYS keys runs as explicit
+    products (the fused CPU kernel is several times slower there), longer as the fused kernel:
+    the same outputs and gradients either way, masked keys excluded."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 2).train()
+    B, S = 3, 9
+    x = torch.randn(B, S, 16)
+    mask = None if causal else torch.ones(B, 1, 1, S, dtype=torch.bool)
+    if mask is not None:
+        mask[1, ..., 4:] = False                                    # a shorter source
+
+    def run(max_keys: int):
+        monkeypatch.setattr(transformer_module, "EXPLICIT_MAX_KEYS", max_keys)
+        mha.zero_grad()
+        with torch.autocast("cpu", torch.bfloat16), torch.profiler.profile() as prof:
+            out, _ = mha(x, *mha.kv(x), mask=mask, causal=causal)
+        out.float().square().sum().backward()
+        fused = any("scaled_dot_product" in e.name for e in prof.events())
+        return out.float(), [p.grad.clone() for p in mha.parameters()], fused
+
+    out_e, grads_e, fused_e = run(S)        # S keys: explicit
+    out_f, grads_f, fused_f = run(S - 1)    # more keys than the bound: fused
+    assert not fused_e and fused_f
+    assert torch.allclose(out_e, out_f, atol=3e-2)
+    # all gradients as one vector (the key bias's is zero but for rounding: a softmax does not
+    # change when every score of a query moves by the same amount)
+    ge, gf = torch.cat([g.flatten() for g in grads_e]), torch.cat([g.flatten() for g in grads_f])
+    assert torch.nn.functional.cosine_similarity(ge, gf, dim=0) > 0.999
+    assert ge.norm() == pytest.approx(gf.norm().item(), rel=0.02)
+    with torch.profiler.profile() as prof:  # float32: always the fused kernel
+        mha(x, *mha.kv(x), mask=mask, causal=causal)
+    assert any("scaled_dot_product" in e.name for e in prof.events())
 
 
 @pytest.mark.parametrize("pre_norm", [True, False])
