@@ -44,8 +44,9 @@ Buffers = tuple[Tensor, Tensor]  # decoding buffers of keys, values: (B, h, t + 
 # recipe, against 40 ms in float32, where cuDNN's kernel is not used)
 CUDA_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 # on a CPU under bf16, attention over at most this many keys runs as explicit products: torch's
-# fused CPU kernel took 3-7x their time (forward and backward) at 10-34 keys and 1.7x at 128,
-# and is faster only from about 256 keys (float32: fused as fast or faster at every length)
+# fused CPU kernel (2-core AMD Zen 4, torch 2.13) took 3-7x their time, forward and backward, at
+# 10-34 keys and 1.7x at 128, and is faster only from about 256 keys (float32: fused as fast or
+# faster at every length)
 EXPLICIT_MAX_KEYS = 128
 
 
