@@ -6,8 +6,8 @@ models T and R (bench/measure.py) and the full recipes' Transformer and Bahdanau
     NMT_DATA_DIR=... python bench/gpu_bench.py decode OUT.json RUN_DIR [RUN_DIR ...]
 
 train: each model trains through epoch 1's real batches (Trainer.epoch_batches at the recipe's
-budget of padded positions), the update of nmt.training.Trainer: forward, loss,
-backward, clip, fused Adam, schedule after 5 untimed updates, under bf16 autocast and in
+budget of padded positions) with nmt.training.Trainer's update (forward, loss, backward, clip,
+fused Adam, schedule) after 5 untimed updates, under bf16 autocast and in
 float32 (TF32 matmuls, as `nmt train` sets on CUDA). An epoch that would outlast --cap seconds
 is cut there and its time extrapolated from the updates done (marked "cut").
 MFU = 6 * N * target tokens/s / peak, N the parameters that multiply (measure.matmul_parameters),

@@ -53,6 +53,10 @@ step() {
     echo "FAILED (exit $rc)"; })
   echo "-- $name: $status, $((SECONDS - t0)) s"
   printf '%s\t%s\t%s\n' "$name" "$status" $((SECONDS - t0)) >> "$out/steps.log"
+  pack_out
+}
+# pack_out: $out without checkpoints into $PACK (or $out.tgz), so a cut call still brings it back
+pack_out() {
   tar czf "$pack" --exclude='*.pt' -C "$(dirname "$out")" "$(basename "$out")" 2>/dev/null
 }
 
@@ -99,4 +103,4 @@ grep -E " (FAILED|ERROR) " "$out/tests.log" | cut -c1-200 | head -40
 # the measured part of the RESULTS.md section, from the files above (bench/gpu_report.py)
 $py bench/gpu_report.py "$out" > "$out/section.md" 2> "$out/section.err" \
   && echo "section: $out/section.md" || tail -3 "$out/section.err"
-tar czf "$pack" --exclude='*.pt' -C "$(dirname "$out")" "$(basename "$out")" 2>/dev/null
+pack_out

@@ -232,7 +232,6 @@ def test_hf_load_dataset_path(tmp_path, monkeypatch):
         load_split(DataConfig(source="hf", path=str(tmp_path / "no-such-dataset")), "train")
 
 
-
 def test_hf_without_datasets_installed_says_what_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "datasets", None)  # import datasets now raises ImportError
     with pytest.raises(NMTError, match=r"data.source hf needs the `datasets` package.*"
