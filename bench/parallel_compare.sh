@@ -11,7 +11,8 @@
 #
 # PYTHON (default python3) builds the tokenizer. LIMIT (seconds, default none) sends SIGINT to a
 # system still training then: it saves last.pt and stops, and running the same command again
-# resumes it.
+# resumes it. THREADS (default: the cores shared out among the systems, at least 1) is each
+# system's train.threads: every run taking all cores would oversubscribe them N times over.
 set -uo pipefail
 root=$1; shift
 nmt=${NMT:-nmt}
@@ -34,12 +35,17 @@ if not any((out / "tokenizer").glob("*.model")):
 (out / "systems.txt").write_text("".join(
     f"{name} {' '.join(sr.dir for sr in seed_runs(cmp, name))}\n" for name in cmp.recipes))
 PY
+done
+systems=$(cat "$root"/*/systems.txt | wc -l)
+threads=${THREADS:-$(( $(nproc) / systems > 1 ? $(nproc) / systems : 1 ))}
+for recipe in "$@"; do
+  out=$root/$(basename "$recipe" .yaml)
   while read -r name _; do
+    run=($nmt compare "$recipe" --out "$out" --only "$name" --set "train.threads=$threads" --quiet)
     if [ "$limit" -gt 0 ]; then
-      timeout -s INT "$limit" $nmt compare "$recipe" --out "$out" --only "$name" --quiet \
-        > "$out/$name.log" 2>&1 &
+      timeout -s INT "$limit" "${run[@]}" > "$out/$name.log" 2>&1 &
     else
-      $nmt compare "$recipe" --out "$out" --only "$name" --quiet > "$out/$name.log" 2>&1 &
+      "${run[@]}" > "$out/$name.log" 2>&1 &
     fi
     pids+=($!)
   done < "$out/systems.txt"

@@ -51,6 +51,7 @@ from measure import (BENCH, CACHE, CONFIGS, LEVERS, BriefTrainSpec, DecodeSpec, 
                      brief_train_worker, decode_worker, in_process, lever, tokenizer,
                      train_worker)
 from nmt.config import DecodeConfig
+from nmt.distributed import decode_batch_tokens
 from tables import RESULTS, disturbed, section, write_results
 
 # decoded too when `make compare` has trained them: every model family's speed
@@ -105,8 +106,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "(batch 4096, cached in bench/.cache/runs) before timing decoding; "
                         "0 = skip decoding")
     p.add_argument("--no-decode", action="store_true")
-    p.add_argument("--decode-batch-tokens", type=int, default=DecodeConfig().batch_tokens,
-                   help="source tokens per decoding batch")
+    p.add_argument("--decode-batch-tokens", type=int,
+                   default=decode_batch_tokens(DecodeConfig().batch_tokens, "cpu"),
+                   help="source tokens per decoding batch (default: what auto takes on a CPU)")
     p.add_argument("--max-load", type=float, default=1.5,
                    help="start only below this 1-minute load average")
     p.add_argument("--wait", type=float, default=1500, help="seconds to wait for it at most")

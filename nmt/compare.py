@@ -47,7 +47,7 @@ from nmt import report, training
 from nmt.checkpoint import load_for_inference
 from nmt.config import DecodeConfig, Recipe, coerce, read_yaml, recipe_from_dict, to_dict
 from nmt.data import load_split, read_lines
-from nmt.distributed import resolve_device
+from nmt.distributed import decode_batch_tokens, resolve_device
 from nmt.errors import NMTError
 from nmt.evaluation import bleu_interval, paired_bootstrap, score, seed_bootstrap, seed_interval
 from nmt.prediction import translate_lines
@@ -66,6 +66,9 @@ NOT_TRAINING = ("name", "decode.", "data.test", "data.max_test_pairs", "train.de
 MEAN_OVER_SEEDS = ("best_bleu", "steps", "epochs", "time", "train_time", "tokens_per_s")
 # decode fields whose default changed since they were added, at their value before them
 DECODED_BEFORE = {"amp": False}
+# decode fields that change how fast a test set is decoded, not its translations: a hypothesis
+# file is reused across them
+NOT_DECODING = ("batch_tokens",)
 # fields the shared tokenizer is built from
 TOKENIZER_KEYS = ("tokenizer.", "data.source", "data.path", "data.hf_config", "data.src_lang",
                   "data.tgt_lang", "data.src_field", "data.tgt_field", "data.train",
@@ -287,10 +290,17 @@ def _fresh_hyp(hyp: Path, key: dict) -> bool:
         # a decode field added since counts at the value the file was decoded with: its
         # default then (float32 search, before decode.amp existed)
         saved["decode"] = {**to_dict(DecodeConfig()), **DECODED_BEFORE, **saved["decode"]}
-        same = {k: saved.get(k) for k in key} == key
+        same = all(_decoding(saved.get(k)) == _decoding(v) for k, v in key.items())
     else:  # written before the key was recorded: its beam and size are all there is to check
         same = saved.get("beam") == key["decode"]["beam"] and saved.get("sentences") == key["lines"]
     return same and len(read_lines(hyp)) == key["lines"]
+
+
+def _decoding(value):
+    """A decode key's "decode" mapping without NOT_DECODING; any other value as it is."""
+    if not isinstance(value, dict):
+        return value
+    return {k: v for k, v in value.items() if k not in NOT_DECODING}
 
 
 # ----------------------------------------------------------------------------- the run
@@ -390,8 +400,10 @@ def _decode(run_dir: Path, src: list[str], hyp: Path, device: str, r: Recipe,
         torch.cuda.synchronize()
     seconds = time.perf_counter() - t0
     hyp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    # batch_tokens: the source tokens per batch it ran at (decode.batch_tokens auto: per device)
     info = {"seconds": seconds, "sentences": len(src), "sent_per_s": len(src) / seconds,
-            "device": _device_name(dev), "beam": r.decode.beam, **key}
+            "device": _device_name(dev), "beam": r.decode.beam,
+            "batch_tokens": decode_batch_tokens(r.decode.batch_tokens, dev), **key}
     hyp.with_suffix(".json").write_text(json.dumps(info, indent=2))
 
 

@@ -133,7 +133,9 @@ class DecodeConfig:
     max_len_a: float = 1.5          # max output length = a * source length + b
     max_len_b: int = 10
     nbest: int = 1
-    batch_tokens: int = 4096        # source tokens per decoding batch
+    # source tokens per decoding batch; auto = 4,096 on a CPU, 16,384 on a GPU
+    # (distributed.decode_batch_tokens)
+    batch_tokens: int | str = "auto"
     sample: bool = False            # draw one translation per line instead of searching
     temperature: float = 1.0        # sample: divide the logits by this (> 0)
     top_k: int = 0                  # sample: only from the k likeliest tokens (0 = all)
@@ -265,7 +267,8 @@ def _check_decode(dc: DecodeConfig, c: Check) -> None:
     c(dc.max_len_b >= 0, "decode.max_len_b", "must be >= 0")
     c(dc.max_len_a > 0 or dc.max_len_b > 0, "decode.max_len_b",
       "max_len_a and max_len_b are both 0: every translation would be empty")
-    c(dc.batch_tokens > 0, "decode.batch_tokens", "must be > 0")
+    c(dc.batch_tokens == "auto" or (isinstance(dc.batch_tokens, int) and dc.batch_tokens > 0),
+      "decode.batch_tokens", f"must be auto or a number > 0, got {dc.batch_tokens!r}")
     c(dc.temperature > 0, "decode.temperature", f"must be > 0, got {dc.temperature}")
     c(dc.top_k >= 0, "decode.top_k", f"must be >= 0 (0 = no limit), got {dc.top_k}")
     c(0 < dc.top_p <= 1, "decode.top_p", f"must be in (0, 1], got {dc.top_p}")

@@ -26,6 +26,7 @@ import torch
 
 from nmt import checkpoint
 from nmt.config import DecodeConfig, recipe_from_dict
+from nmt.distributed import decode_batch_tokens
 from nmt.errors import NMTError
 from nmt.model import build_model
 from nmt.tokenizer import BOS, EOS, PAD, UNK, Tokenizer
@@ -187,6 +188,7 @@ class CT2Model:
         src = [[self.src_vocab[t] for t in x[:cap]] + [self.src_vocab[EOS]] for x in ids]
         # ours: at most ceil(a * |x| + b) tokens before EOS, CTranslate2's likewise, but one
         # limit per call: sentences are decoded in groups that share theirs
+        budget = decode_batch_tokens(dcfg.batch_tokens, self.translator.device)
         limits = [min(math.ceil(dcfg.max_len_a * len(x) + dcfg.max_len_b - 1e-9),
                       self.max_positions - 1) for x in src]
         for limit in sorted(set(limits)):
@@ -194,7 +196,7 @@ class CT2Model:
             res = self.translator.translate_batch(
                 [src[j] for j in group], beam_size=dcfg.beam, length_penalty=dcfg.alpha,
                 num_hypotheses=dcfg.nbest, max_decoding_length=limit, return_scores=True,
-                max_batch_size=dcfg.batch_tokens, batch_type="tokens",
+                max_batch_size=budget, batch_type="tokens",
                 suppress_sequences=self.never)
             for j, r in zip(group, res):
                 texts = self.tok.decode_tgt([[self.tgt_ids[p] for p in h]

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from nmt.atomic import atomic_write
 from nmt.batching import Prefetch, collate, token_batches
 from nmt.config import DecodeConfig
-from nmt.distributed import uses_bf16
+from nmt.distributed import decode_batch_tokens, uses_bf16
 from nmt.errors import NMTError
 from nmt.search import decoding_generator, max_output_len, translate_batch
 from nmt.tokenizer import PAD
@@ -111,7 +111,8 @@ def _decode(model, tok, lines: list[str], dcfg: DecodeConfig, device, where: str
     out_cap = max_output_len(model)
     generator = generator or decoding_generator(dcfg, device)
     with eval_mode(model), decoding_precision(device, dcfg.amp):
-        for idx in token_batches(lens, lens, dcfg.batch_tokens, 0, 0, shuffle=False):
+        budget = decode_batch_tokens(dcfg.batch_tokens, device)
+        for idx in token_batches(lens, lens, budget, 0, 0, shuffle=False):
             b = collate(pairs, idx).to(device)  # the lengths stay on the CPU, where search reads
             hyps = translate_batch(model, b.src, b.src_len, dcfg, out_cap, generator)
             texts = tok.decode_tgt([y for h in hyps for y, _ in h])
@@ -246,7 +247,7 @@ def translate_file(model, tok, source: str | Path, output: str | Path | None,
 
 
 @torch.inference_mode()
-def teacher_forced_loss(model, pairs: list[tuple[list[int], list[int]]], batch_tokens: int,
+def teacher_forced_loss(model, pairs: list[tuple[list[int], list[int]]], batch_tokens: int | str,
                         device) -> tuple[float, float]:
     """(mean NLL per target token incl. EOS, perplexity = exp(NLL)).
 
@@ -262,7 +263,8 @@ def teacher_forced_loss(model, pairs: list[tuple[list[int], list[int]]], batch_t
     total, ntokens = torch.zeros((), dtype=torch.float64, device=device), 0
     src_lens = [len(x) for x, _ in pairs]
     tgt_lens = [len(y) for _, y in pairs]
-    batches = token_batches(src_lens, tgt_lens, batch_tokens, 0, 0, shuffle=False)
+    batches = token_batches(src_lens, tgt_lens, decode_batch_tokens(batch_tokens, device), 0, 0,
+                            shuffle=False)
     stream = Prefetch(batches, lambda idx: collate(pairs, idx), device)
     with eval_mode(model), decoding_precision(device):
         for _, b in stream:

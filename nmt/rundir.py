@@ -33,13 +33,14 @@ RUN_OUTPUTS = ("last.pt", "best.pt", "metrics.jsonl", "recipe.yaml", "train.log"
 CHECKPOINTS = ("last.pt", "best.pt")
 # recipe fields that --resume may change: when to stop, where to run, what the run reports, and
 # how the finished model decodes; nothing that changes what the updates compute. Validation
-# decodes greedily with the recipe's length limits and batch size, and its BLEU steers the
-# plateau schedule and best.pt, so decode.max_len_a/b and decode.batch_tokens stay fixed; beam,
-# length penalty, n-best and sampling settings are not used by it.
+# decodes greedily with the recipe's length limits, and its BLEU steers the plateau schedule and
+# best.pt, so decode.max_len_a/b stay fixed; beam, length penalty, n-best and sampling settings
+# are not used by it, and decode.batch_tokens only groups the same lines (its auto value follows
+# the device, which may change too).
 RESUMABLE = ("train.max_steps", "train.max_epochs", "train.max_minutes", "train.patience",
              "train.max_bad_steps", "train.device", "train.threads", "train.tensorboard",
              "train.progress_every", "train.progress_seconds",
-             "decode.beam", "decode.alpha", "decode.nbest", "decode.sample",
+             "decode.beam", "decode.alpha", "decode.nbest", "decode.batch_tokens", "decode.sample",
              "decode.temperature", "decode.top_k", "decode.top_p", "decode.seed")
 LOCK = ".lock"
 STASH = ".replaced"  # the old run while --overwrite has not yet committed to the new one

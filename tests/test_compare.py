@@ -241,6 +241,15 @@ def test_a_changed_recipe_is_never_answered_with_old_results(tmp_path):
     assert stamp == mtimes(out, ["no-attention", "bahdanau"])
     info = json.loads((out / "systems" / "bahdanau" / "test_2016_flickr.json").read_text())
     assert info["beam"] == 2 and info["decode"]["beam"] == 2
+    # the decoding batch size changes only how fast: the hypotheses stand; the record keeps the
+    # size they were decoded at (auto's choice on this device)
+    assert info["decode"]["batch_tokens"] == "auto" and info["batch_tokens"] == 4096  # on a CPU
+    hyp = out / "systems" / "bahdanau" / "test_2016_flickr.hyp"
+    decoded = hyp.stat().st_mtime_ns
+    res = compare(recipe, out, "--set", "train.max_steps=4", "--set", "decode.beam=2",
+                  "--set", "decode.batch_tokens=64")
+    assert res.exit_code == 0, res.output
+    assert hyp.stat().st_mtime_ns == decoded and "decoding" not in res.output
 
 
 def test_a_run_from_before_a_new_recipe_field_is_still_reused(tmp_path):

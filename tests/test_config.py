@@ -36,6 +36,9 @@ def test_unknown_section(tmp_path):
     ({"train": {"batching": "sorted"}}, "train.batching"),
     ({"train": {"amp": "fp16"}}, "train.amp"),
     ({"decode": {"amp": "fp16"}}, "decode.amp"),
+    ({"decode": {"batch_tokens": "big"}}, "decode.batch_tokens"),
+    ({"decode": {"batch_tokens": 0}}, "decode.batch_tokens"),
+    ({"decode": {"batch_tokens": True}}, "decode.batch_tokens"),
     ({"model": {"bidirectional": "yes"}}, "model.bidirectional"),
     ({"model": {"attention": "bahdanu"}}, "model.attention"),
 ])
@@ -51,6 +54,8 @@ def test_overrides_apply_and_are_typed(tmp_path):
     assert r.model.attention == "luong-dot"
     assert r.data.test == ["val"]
     assert r.name == "r"
+    assert r.decode.batch_tokens == "auto"  # per device (distributed.decode_batch_tokens)
+    assert load_recipe(p, ["decode.batch_tokens=512"]).decode.batch_tokens == 512
     with pytest.raises(NMTError, match="model.atention"):
         load_recipe(p, ["model.atention=dot"])
     with pytest.raises(NMTError, match="section.key=value"):

@@ -65,6 +65,14 @@ def test_train_amp_auto_uses_bf16_only_where_it_pays(pays, monkeypatch):
     assert dist.uses_bf16("bf16", cpu) and not dist.uses_bf16(False, cpu)
 
 
+def test_decode_batch_tokens_auto_is_larger_on_a_gpu_and_a_number_stays():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    # a GPU decodes a batch of small models' steps in about the time of a smaller one
+    assert dist.decode_batch_tokens("auto", cpu) < dist.decode_batch_tokens("auto", cuda)
+    assert dist.decode_batch_tokens("auto", "cpu") == 4096  # the size before auto, on a CPU
+    assert dist.decode_batch_tokens(300, cuda) == dist.decode_batch_tokens(300, cpu) == 300
+
+
 def test_bf16_pays_on_this_cpu_by_its_instruction_sets_and_never_on_cuda():
     assert dist.bf16_pays(torch.device("cpu")) == (
         torch.cpu._is_avx512_bf16_supported() and not torch.cpu._is_amx_tile_supported())

@@ -116,6 +116,11 @@ def test_resume_takes_the_recipe_from_the_checkpoint(tmp_path, tok_dir):
     assert (r.train.tensorboard, r.train.progress_every) == (False, 5)
     with pytest.raises(NMTError, match="cannot change decode.max_len_a"):
         rundir.resume_recipe(out, ["decode.max_len_a=2.0", "train.lr=0.003"])
+    # the decoding batch size only groups the same lines (a run saved with a number resumes
+    # under auto, its default since)
+    saved = rundir.resume_recipe(out, ["decode.batch_tokens=4096", "train.lr=0.003"])
+    assert saved.decode.batch_tokens == 4096
+    assert rundir.resume_recipe(out, ["train.lr=0.003"]).decode.batch_tokens == "auto"
     res = invoke("train", "--out", out, "--resume", "--quiet", "--set", "train.max_steps=3")
     assert res.exit_code == 0, res.output
     assert checkpoint.load(out, "last")["state"]["step"] == 3
