@@ -89,6 +89,33 @@ def _progress(enabled: bool):
                     console=Console(stderr=True), transient=True, disable=not enabled)
 
 
+def _search(model, pairs: list[tuple[list[int], list[int]]], idx: list[int], dcfg: DecodeConfig,
+            device, out_cap: int | None, generator: torch.Generator | None,
+            where: str) -> list[list[tuple[list[int], float]]]:
+    """translate_batch over the sentences `idx` of `pairs`. A batch the GPU has no memory for is
+    searched again as two halves (and so on down to one sentence): a sentence's search does not
+    depend on the others in its batch, so the translations are the same (sampling draws its
+    numbers in another order)."""
+    b = collate(pairs, idx).to(device)  # the lengths stay on the CPU, where search reads
+    try:
+        return translate_batch(model, b.src, b.src_len, dcfg, out_cap, generator)
+    except torch.OutOfMemoryError:
+        pass  # retried below, once the exception and the failed search's tensors are gone
+    del b
+    kind = torch.device(device).type
+    if kind == "cuda":
+        torch.cuda.empty_cache()  # the failed batch's cached blocks, for the halves
+    if len(idx) == 1:
+        raise NMTError(f"{where}: one sentence does not fit in the GPU's memory for a beam of "
+                       f"{dcfg.beam}; use a smaller --beam or --device cpu")
+    half = len(idx) // 2
+    print(f"warning: {where}: a batch of {len(idx)} sentences did not fit in memory; searching "
+          f"it as two of {half} and {len(idx) - half} (a smaller --batch-tokens avoids this)",
+          file=sys.stderr)
+    return [h for part in (idx[:half], idx[half:])
+            for h in _search(model, pairs, part, dcfg, device, out_cap, generator, where)]
+
+
 def _decode(model, tok, lines: list[str], dcfg: DecodeConfig, device, where: str = "input",
             first_line: int = 1, advance=None,
             generator: torch.Generator | None = None) -> list[list[tuple[str, float]]]:
@@ -113,8 +140,7 @@ def _decode(model, tok, lines: list[str], dcfg: DecodeConfig, device, where: str
     with eval_mode(model), decoding_precision(device, dcfg.amp):
         budget = decode_batch_tokens(dcfg.batch_tokens, device)
         for idx in token_batches(lens, lens, budget, 0, 0, shuffle=False):
-            b = collate(pairs, idx).to(device)  # the lengths stay on the CPU, where search reads
-            hyps = translate_batch(model, b.src, b.src_len, dcfg, out_cap, generator)
+            hyps = _search(model, pairs, idx, dcfg, device, out_cap, generator, where)
             texts = tok.decode_tgt([y for h in hyps for y, _ in h])
             k = 0
             for j, h in zip(idx, hyps):

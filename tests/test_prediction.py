@@ -53,6 +53,32 @@ def test_translate_lines_keeps_every_line_in_order(loaded, lines, beam):
     assert any(out), "a trained model says something"
 
 
+def test_a_batch_the_gpu_has_no_memory_for_is_searched_in_halves(loaded, lines, monkeypatch,
+                                                                   capsys):
+    model, tok, _ = loaded
+    dcfg = DecodeConfig(beam=3, batch_tokens=10_000)  # every line in one batch
+    whole = translate_lines(model, tok, lines, dcfg, CPU)
+    search, sizes = prediction.translate_batch, []
+
+    def small_gpu(model, src, *args):  # a device that holds at most 3 sentences' beams
+        sizes.append(src.size(0))
+        if src.size(0) > 3:
+            raise torch.OutOfMemoryError("CUDA out of memory (pretend)")
+        return search(model, src, *args)
+
+    monkeypatch.setattr(prediction, "translate_batch", small_gpu)
+    assert translate_lines(model, tok, lines, dcfg, CPU) == whole  # same lines, same order
+    n = sum(1 for line in lines if line.strip())
+    assert sizes[0] == n and max(sizes[1:]) <= n // 2 + 1
+    assert sum(s for s in sizes if s <= 3) == n  # each sentence searched once in the end
+    assert "did not fit in memory" in capsys.readouterr().err
+    # a sentence alone that does not fit: one error that says what to do
+    monkeypatch.setattr(prediction, "translate_batch",
+                        lambda *a: (_ for _ in ()).throw(torch.OutOfMemoryError("pretend")))
+    with pytest.raises(NMTError, match="one sentence does not fit.*--beam"):
+        translate_lines(model, tok, lines[:1], dcfg, CPU)
+
+
 def test_translation_leaves_the_callers_mode_alone(loaded, lines):
     model, tok, _ = loaded
     model.train()
