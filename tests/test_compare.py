@@ -374,3 +374,41 @@ def test_system_names_cannot_escape_the_comparison_directory(tmp_path):
         p.write_text(f"baseline: a\nsystems:\n  a: {{}}\n  {json.dumps(bad)}: {{}}\n")
         with pytest.raises(NMTError, match="system name becomes a directory name"):
             load_comparison(p)
+
+
+def test_parallel_compare_trains_every_system_at_once_then_reports(tmp_path, data_dir):
+    """bench/parallel_compare.sh (the whole comparison on one GPU): one `nmt compare --only`
+    per system at the same time, each on its share of the cores, then one report."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    over: dict = {}
+    for item in TINY:
+        key, value = item.split("=", 1)
+        section, name = key.split(".")
+        if key != "train.threads":  # the script's to set
+            over.setdefault(section, {})[name] = yaml.safe_load(value)
+    recipe = tiny_comparison(tmp_path, yaml.safe_dump({"overrides": over}))
+    root = tmp_path / "all"
+    env = {k: v for k, v in os.environ.items()  # nproc would read these
+           if k not in ("OMP_NUM_THREADS", "OMP_THREAD_LIMIT", "THREADS")}
+    env.update(NMT_DATA_DIR=str(data_dir), PYTHON=sys.executable,
+               NMT=f"{sys.executable} {ROOT / 'cli.py'}")
+    done = subprocess.run(["bash", str(ROOT / "bench" / "parallel_compare.sh"), str(root),
+                           str(recipe)], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr
+    out = root / "cmp"
+    assert (out / "report.md").is_file() and (root / "DONE").is_file()
+    start, end = map(int, (root / "TIMES").read_text().split())
+    assert start <= end
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["systems"]) == {"no-attention", "bahdanau"}
+    share = max(1, len(os.sched_getaffinity(0)) // 2)  # the cores shared out between the two
+    for name in ("no-attention", "bahdanau"):
+        log = (out / "systems" / name / "train.log").read_text()
+        assert f"({share} thread{'s' if share > 1 else ''}" in log
+        assert results["systems"][name]["tests"]["test_2016_flickr"]["bleu"] >= 0
