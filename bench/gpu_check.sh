@@ -10,9 +10,9 @@
 # wall time and BLEU beside the CPU run's; 5. those models decoding test_2016_flickr greedy and
 # with beam 5 at several batch sizes, bf16 and float32 (bench/gpu_bench.py decode); 6. the test
 # suite with CUDA visible (the GPU-only tests first, then the rest; xdist when installed; step
-# 1 names the packages the environment lacks). Each step has a time limit; a failing or cut
-# step is reported (its log in OUT_DIR, all of it also in OUT_DIR.tgz, or $PACK, after each
-# step) and the next one runs. Last, bench/gpu_report.py writes the measured part of the
+# 1 names the packages the environment lacks); before it, on a machine with 2 GPUs, DDP's
+# speed. Each step has a time limit; a failing or cut step is reported (its log in OUT_DIR, all
+# of it also in OUT_DIR.tgz, or $PACK, after each step) and the next one runs. Last, bench/gpu_report.py writes the measured part of the
 # RESULTS.md section into OUT_DIR/section.md.
 # SIZES (models timed in 3), SYSTEMS (trained in 4) and TEST_SECONDS narrow it. Without CUDA it
 # says so and stops.
@@ -84,9 +84,24 @@ tests() {
   $py -m pytest -v -p no:cacheprovider -p no:benchmark "${par[@]}" -k "not (cuda or cudnn)" tests || rc=1
   return $rc
 }
+# data parallelism, where the machine has 2 GPUs: the Transformer recipe for the same updates of
+# the same global batch on one GPU accumulating 2 batches and on 2 GPUs (torchrun, NCCL); the
+# tokens/s of each in its "done:" line. Its correctness test (2 ranks = 1 process accumulating,
+# on CUDA) runs with the GPU-only tests.
+ddp() {
+  local gpus
+  gpus=$(nvidia-smi -L | grep -c "^GPU")
+  [ "$gpus" -ge 2 ] || { echo "$gpus GPU: no DDP to run"; return 0; }
+  local train=(cli.py train recipes/multi30k-de-en/transformer.yaml --quiet
+               --set train.max_epochs=0 --set train.max_steps=60 --set train.device=cuda)
+  $py "${train[@]}" --out "$out/ddp-1gpu" --set train.accum_steps=2 || return 1
+  $py -m torch.distributed.run --standalone --nproc_per_node=2 "${train[@]}" \
+    --out "$out/ddp-2gpu" || return 1
+  grep -h "done:" "$out/ddp-1gpu/train.log" "$out/ddp-2gpu/train.log"
+}
 
 export py out
-export -f versions tests  # for timeout's bash -c
+export -f versions tests ddp  # for timeout's bash -c
 step versions 30 bash -c versions
 step rnn-bf16 45 $py bench/gpu_rnn_check.py
 step train-speed 130 $py bench/gpu_bench.py train "$out/train.json" --cap "${CAP:-14}" \
@@ -99,6 +114,7 @@ runs=$(ls -d "$out"/cmp/systems/*/ 2>/dev/null | while read -r d; do
   [ -f "$d/best.pt" ] && echo "$d"; done)
 # shellcheck disable=SC2086  # one argument per trained system
 TAIL=45 step decode-speed 120 $py bench/gpu_bench.py decode "$out/decode.json" $runs
+TAIL=4 step ddp 120 bash -c ddp
 TAIL=3 step tests "${TEST_SECONDS:-240}" bash -c tests
 grep -E " (FAILED|ERROR) " "$out/tests.log" | cut -c1-200 | head -40
 # the measured part of the RESULTS.md section, from the files above (bench/gpu_report.py)
