@@ -32,9 +32,14 @@ import difflib
 import hashlib
 import json
 import math
+import multiprocessing
+import multiprocessing.connection
+import os
 import re
 import shutil
+import signal
 import statistics
+import sys
 import time
 import typing
 from dataclasses import dataclass, field
@@ -47,7 +52,7 @@ from nmt import report, training
 from nmt.checkpoint import load_for_inference
 from nmt.config import DecodeConfig, Recipe, coerce, read_yaml, recipe_from_dict, to_dict
 from nmt.data import load_split, read_lines
-from nmt.distributed import decode_batch_tokens, resolve_device
+from nmt.distributed import cpu_count, decode_batch_tokens, resolve_device
 from nmt.errors import NMTError
 from nmt.evaluation import bleu_interval, paired_bootstrap, score, seed_bootstrap, seed_interval
 from nmt.prediction import translate_lines
@@ -306,9 +311,9 @@ def _decoding(value):
 # ----------------------------------------------------------------------------- the run
 
 def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str = "auto",
-        quiet: bool = False, retrain: bool = False) -> dict:
+        quiet: bool = False, retrain: bool = False, jobs: int = 1) -> dict:
     """Tokenizer once, then train -> decode -> score each system (each of its seeds), then the
-    report."""
+    report. jobs > 1: that many runs at once, each in its own process (_side_by_side)."""
     names = list(cmp.recipes)
     for n in only or []:
         if n not in cmp.recipes:
@@ -343,16 +348,87 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
         build_tokenizer(first, tok_dir)
     tok = Tokenizer.load(tok_dir)
 
-    for i, sr in enumerate(todo, 1):
-        head = f"[bold][{i}/{len(todo)}] {sr.dir}[/]"
-        _train_and_decode(sr, out / "systems" / sr.dir, tok_dir, tests, stale.get(sr.dir),
-                          head, device, quiet)
+    if jobs > 1 and len(todo) > 1:
+        _side_by_side(todo, out, tok_dir, tests, stale, device, jobs)
+    else:
+        for i, sr in enumerate(todo, 1):
+            head = f"[bold][{i}/{len(todo)}] {sr.dir}[/]"
+            _train_and_decode(sr, out / "systems" / sr.dir, tok_dir, tests, stale.get(sr.dir),
+                              head, device, quiet)
 
     results = collect(cmp, out, tests)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     report.write(cmp, out, results, tests, tok)
     console.print(f"[bold green]report:[/] {out / 'report.md'}")
     return results
+
+
+def _side_by_side(todo: list[SeedRun], out: Path, tok_dir: Path, tests: dict,
+                  stale: dict[str, str], device: str, jobs: int) -> None:
+    """Train and decode the runs `jobs` at a time, each in its own process with its share of the
+    cores. These small models leave a GPU waiting on each process's kernel launches, so runs side
+    by side finish in about the time of the slowest one (compare.yaml's six at once: 9.2 minutes
+    on an H200, bench/RESULTS.md). A run's output goes to systems/DIR.log. Ctrl-C or SIGTERM
+    reaches each running run once, which stops as `nmt train` stops (last.pt saved): run again
+    to resume. Call from the main thread (signal handlers)."""
+    ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child
+    threads = max(1, cpu_count() // min(jobs, len(todo)))
+    waiting, running, failed = list(todo), {}, []
+    # SIGTERM (kill, timeout, a cluster's scheduler) stops the runs as Ctrl-C does
+    term = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        while waiting or running:
+            while waiting and len(running) < jobs:
+                sr = waiting.pop(0)
+                log = out / "systems" / f"{sr.dir}.log"
+                log.parent.mkdir(parents=True, exist_ok=True)
+                p = ctx.Process(target=_run_alone, name=sr.dir, args=(
+                    sr, threads, out / "systems" / sr.dir, tok_dir, tests, stale.get(sr.dir),
+                    device, log))
+                p.start()
+                running[p.sentinel] = (p, sr, log, time.time())
+                console.print(f"{sr.dir}: started ({threads} CPU thread{'s' * (threads > 1)}; "
+                              f"output in {log})")
+            for s in multiprocessing.connection.wait(list(running)):
+                p, sr, log, t0 = running.pop(s)
+                p.join()
+                if p.exitcode == 0:
+                    console.print(f"{sr.dir}: done in {(time.time() - t0) / 60:.1f} min")
+                    continue
+                lines = read_lines(log) if log.is_file() else []
+                last = next((x for x in reversed(lines) if x.strip()), f"exit {p.exitcode}")
+                failed.append(f"{sr.dir}: {last.strip()} (all of it in {log})")
+    except KeyboardInterrupt:
+        # the runs are in sessions of their own, out of the terminal's reach: tell each once
+        for p, *_ in running.values():
+            os.kill(p.pid, signal.SIGINT)
+        console.print("[yellow]stopping:[/] every running system saves last.pt first")
+        for p, *_ in running.values():
+            p.join()
+        raise NMTError("interrupted: the running systems saved last.pt; run the same command "
+                       "again to resume") from None
+    finally:
+        signal.signal(signal.SIGTERM, term)
+    if failed:
+        raise NMTError("; ".join(failed))
+
+
+def _run_alone(sr: SeedRun, threads: int, run_dir: Path, tok_dir: Path, tests: dict,
+               stale: str | None, device: str, log: Path) -> None:
+    """A child process of _side_by_side: one run, its output into `log`, an error as its last
+    line and exit status 2."""
+    os.setsid()  # a terminal's Ctrl-C reaches the parent only, which passes it on once
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)  # torch's and Python's output alike
+    if not sr.recipe.train.threads:
+        sr = dataclasses.replace(sr, recipe=copy.deepcopy(sr.recipe))
+        sr.recipe.train.threads = threads
+    try:
+        _train_and_decode(sr, run_dir, tok_dir, tests, stale, sr.dir, device, quiet=True)
+    except NMTError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 def _train_and_decode(sr: SeedRun, run_dir: Path, tok_dir: Path, tests: dict,

@@ -69,6 +69,14 @@ def uses_bf16(amp: bool | str, device: torch.device) -> bool:
     return amp == "bf16" or (amp in (True, "auto") and bf16_pays(device))
 
 
+def cpu_count() -> int:
+    """The cores this process may run on (its affinity, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # no affinity on this platform
+        return os.cpu_count() or 1
+
+
 def decode_batch_tokens(batch_tokens: int | str, device: torch.device | str) -> int:
     """decode.batch_tokens on `device`: a number as given; auto = 4,096 source tokens on a CPU,
     where larger batches gain nothing, and 16,384 on a GPU, where a batch of small models'

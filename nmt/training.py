@@ -234,7 +234,7 @@ def _start(recipe: Recipe, out_dir: Path, resume: bool, tokenizer_dir: Path | No
         dist.use_deterministic_algorithms(device)
     if d.main:
         save_recipe(recipe, out_dir / "recipe.yaml")
-    threads = cfg.threads or max(1, _cpu_count() // d.local_world)
+    threads = cfg.threads or max(1, dist.cpu_count() // d.local_world)
     torch.set_num_threads(threads)
     if device.type == "cuda":  # TF32 tensor cores for the float32 matmuls autocast leaves
         torch.set_float32_matmul_precision("high")
@@ -737,13 +737,6 @@ def _reseed_rnn_dropout(device: torch.device) -> None:
     restored state re-derives the buffer at its first update just the same. No-op off CUDA."""
     if device.type == "cuda":
         torch.cuda.set_rng_state(torch.cuda.get_rng_state(device), device)
-
-
-def _cpu_count() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
 
 
 def _describe(r: Recipe) -> str:

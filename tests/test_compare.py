@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from cli import app
@@ -377,8 +378,8 @@ def test_system_names_cannot_escape_the_comparison_directory(tmp_path):
 
 
 def test_parallel_compare_trains_every_system_at_once_then_reports(tmp_path, data_dir):
-    """bench/parallel_compare.sh (the whole comparison on one GPU): one `nmt compare --only`
-    per system at the same time, each on its share of the cores, then one report."""
+    """bench/parallel_compare.sh (whole comparisons on one GPU): `nmt compare --jobs` with every
+    run at once, each on its share of the cores, then the report; TIMES and DONE for gpu_report."""
     import os
     import subprocess
     import sys
@@ -412,3 +413,61 @@ def test_parallel_compare_trains_every_system_at_once_then_reports(tmp_path, dat
         log = (out / "systems" / name / "train.log").read_text()
         assert f"({share} thread{'s' if share > 1 else ''}" in log
         assert results["systems"][name]["tests"]["test_2016_flickr"]["bleu"] >= 0
+
+
+def test_jobs_train_side_by_side_to_the_same_results(tmp_path):
+    """--jobs 2: each system in its own process at the same time; on the CPU training is
+    deterministic, so every system ends as trained one after another."""
+    recipe = tiny_comparison(tmp_path)
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert compare(recipe, one).exit_code == 0
+    res = compare(recipe, two, "--jobs", "2")
+    assert res.exit_code == 0, res.output
+    text = " ".join(res.output.split())
+    for name in ("no-attention", "bahdanau"):
+        assert f"{name}: started" in text and f"{name}: done" in text
+        log = two / "systems" / f"{name}.log"
+        assert "training" in log.read_text()  # the run's own output, in its log
+        a, b = (d / "systems" / name / "test_2016_flickr.hyp" for d in (one, two))
+        assert a.read_text() == b.read_text()
+    assert json.loads((two / "results.json").read_text())["tests"]["test_2016_flickr"]["n"] == 30
+    if not torch.cuda.is_available():  # a run that fails in its process: one error naming it
+        res = compare(recipe, tmp_path / "bad", "--jobs", "2", "--set", "train.device=cuda")
+        assert res.exit_code == 2 and "Traceback" not in res.output
+        text = " ".join(res.output.split())
+        assert "no-attention: " in text and "bahdanau: " in text and "no CUDA GPU" in text
+        assert text.count("(all of it in") == 2  # each run's log, named
+
+
+def test_sigterm_or_ctrl_c_stops_every_side_by_side_run_resumably(tmp_path, data_dir):
+    """SIGTERM (or Ctrl-C, which takes the same way) on `compare --jobs`: each running system
+    stops as `nmt train` stops (last.pt saved), the command says how to go on, and running it
+    again finishes them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    recipe, out = tiny_comparison(tmp_path), tmp_path / "out"
+    steps = ["--set", "train.max_steps=50", "--set", "train.valid_every=10"]
+    args = [sys.executable, str(ROOT / "cli.py"), "compare", str(recipe), "--out", str(out),
+            "--quiet", "--jobs", "2", *sets(TINY), *steps]
+    env = {**os.environ, "NMT_DATA_DIR": str(data_dir)}
+    p = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    logs = [out / "systems" / n / "train.log" for n in ("no-attention", "bahdanau")]
+    deadline = time.time() + 120
+    while time.time() < deadline and not all(
+            f.is_file() and "valid step" in f.read_text() for f in logs):
+        time.sleep(0.1)
+    p.send_signal(signal.SIGTERM)  # as `timeout` or a cluster's scheduler would
+    text = " ".join(p.communicate(timeout=120)[0].split())
+    assert p.returncode == 2 and "interrupted" in text and "Traceback" not in text, text
+    # the slower system at least was still training; a faster one may have finished first
+    assert not (out / "systems" / "bahdanau" / "done.json").is_file()
+    assert all((out / "systems" / n / "last.pt").is_file() for n in ("no-attention", "bahdanau"))
+    again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert {s["summary"]["steps"] for s in results["systems"].values()} == {50}
