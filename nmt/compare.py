@@ -9,7 +9,11 @@ that re-running after an interruption loses nothing already done:
     DIR/systems/NAME/                 a normal `nmt train` run directory (+ done.json when finished)
     DIR/systems/NAME/SPLIT.hyp        decoded test sets (+ SPLIT.json: what was decoded, how, time)
     DIR/systems/NAME-seedK/           with `seeds: N` (or --seeds N), runs K = 1..N-1 of NAME
+    DIR/systems/NAME.log              with --jobs: the output of NAME's own process
     DIR/results.json, DIR/report.md, DIR/*.png
+
+With --jobs N, N runs train at once, each in its own process (on one GPU the whole comparison
+then takes about the time of its slowest system).
 
 With N seeds every system is trained N times: run K (0..N-1) with train.seed + K, so run 0 is
 the system's own recipe in its usual directory, and going from 1 seed to N (or N to N+1) trains
@@ -396,8 +400,10 @@ def _side_by_side(todo: list[SeedRun], out: Path, tok_dir: Path, tests: dict,
                     console.print(f"{sr.dir}: done in {(time.time() - t0) / 60:.1f} min")
                     continue
                 lines = read_lines(log) if log.is_file() else []
-                last = next((x for x in reversed(lines) if x.strip()), f"exit {p.exitcode}")
-                failed.append(f"{sr.dir}: {last.strip()} (all of it in {log})")
+                last = next((x.strip() for x in reversed(lines) if x.strip()), "no output")
+                if p.exitcode != 2:  # not an error the run reported itself: a crash, a kill
+                    last = f"ended with exit status {p.exitcode} after: {last}"
+                failed.append(f"{sr.dir}: {last} (all of it in {log})")
     except KeyboardInterrupt:
         # the runs are in sessions of their own, out of the terminal's reach: tell each once
         for p, *_ in running.values():
