@@ -4,7 +4,7 @@ no figure is copied by hand:
 
     python bench/gpu_report.py OUT_DIR [--compare ROOT] [--write]
 
-OUT_DIR: gpu_check's (versions.log, steps.log, train.json, decode.json, rnn-bf16.log,
+OUT_DIR: gpu_check's (versions.log, steps.log, train.json, decode.json, rnn-bf16.log, ddp.log,
 tests.log, cmp/). ROOT: parallel_compare's (one folder per comparison recipe, TIMES). Prints
 the section; --write also puts it at the top of bench/RESULTS.md (newest first). What the run
 shows is written under it by hand.
@@ -120,6 +120,19 @@ def tests_summary(out: Path) -> list[str]:
     return lines
 
 
+def ddp_line(out: Path) -> list[str]:
+    """ddp.log: the Transformer recipe's tokens/s (as its done: lines give them) on one GPU
+    accumulating 2 batches and on 2 GPUs; or why it did not run."""
+    log = _lines(out / "ddp.log")
+    rates = [float(m[1].replace(",", "")) for s in log
+             if (m := re.search(r"done: .*?([\d,.]+) target tok/s", s))]
+    if len(rates) == 2:
+        return [f"- DDP (the Transformer recipe, 60 updates of 2 x 4,096 tokens): one GPU "
+                f"accumulating 2 batches {rates[0]:,.0f} target tok/s, 2 GPUs {rates[1]:,.0f} "
+                f"({rates[1] / rates[0]:.2f}x)."]
+    return [f"- DDP: {log[-1].strip()}"] if log else []
+
+
 def compare_section(root: Path) -> list[str]:
     """parallel_compare.sh's ROOT: the wall time of all systems at once, and each system."""
     times = _lines(root / "TIMES")
@@ -141,6 +154,7 @@ def section(out: Path, compare: Path | None) -> list[str]:
            f"tables by bench/gpu_report.py)", ""] + machine(out, train)
     rnn = [s for s in _lines(out / "rnn-bf16.log") if s.startswith("worst gradient cosine")]
     sec.append(f"- bench/gpu_rnn_check.py: {rnn[-1] if rnn else 'no result'}.")
+    sec += ddp_line(out)
     sec += tests_summary(out)
     if train:
         sec += ["", "### Training speed (bench/gpu_bench.py train)", ""] + train_table(train)

@@ -16,6 +16,11 @@ def gpu_check_dir(tmp_path: Path) -> Path:
                                       "torch 9.9+cu1 cuda 1.0\n16\nnot installed: datasets\n")
     (out / "steps.log").write_text("versions\tok\t1\ntests\tCUT at 240s\t240\n")
     (out / "rnn-bf16.log").write_text("...\nworst gradient cosine, amp vs fp32: 0.9990\n")
+    (out / "ddp.log").write_text(
+        "2026-12-05 10:00:00 done: reached max_steps=60; 60 updates, best BLEU 1.20, 90,000 "
+        "target tok/s, 9s; best.pt and last.pt in /x/ddp-1gpu\n"
+        "2026-12-05 10:00:20 done: reached max_steps=60; 60 updates, best BLEU 1.19, 153,000 "
+        "target tok/s, 6s; best.pt and last.pt in /x/ddp-2gpu\n")
     (out / "tests.log").write_text(
         "tests/test_a.py::test_x PASSED\n"
         "[gw1] [ 45%] FAILED tests/test_b.py::test_y \n"
@@ -48,6 +53,9 @@ def test_every_measured_figure_lands_in_its_table(tmp_path):
     assert "GPU, NVIDIA X1" in text and "16 CPU cores" in text
     assert "not installed: datasets" in text and "bf16 789 TFLOP/s, TF32 403" in text
     assert "tests CUT at 240s (240 s)" in text and "0.9990" in text
+    assert "accumulating 2 batches 90,000 target tok/s, 2 GPUs 153,000 (1.70x)" in text
+    (out / "ddp.log").write_text("1 GPU: no DDP to run\n")  # a machine with one GPU
+    assert "- DDP: 1 GPU: no DDP to run" in gpu_report.section(out, None)
     assert "7 passed, 2 skipped in 9.1s; 1 failed, 40 passed, 1 error in 99.0s" in text
     named = [r for r in text.splitlines() if r.startswith("  - ")]
     assert named == ["  - FAILED tests/test_b.py::test_y",
