@@ -12,8 +12,8 @@
 # suite with CUDA visible (the GPU-only tests first, then the rest; xdist when installed; step
 # 1 names the packages the environment lacks); before it, on a machine with 2 GPUs, DDP's
 # speed. Each step has a time limit; a failing or cut step is reported (its log in OUT_DIR, all
-# of it also in OUT_DIR.tgz, or $PACK, after each step) and the next one runs. Last, bench/gpu_report.py writes the measured part of the
-# RESULTS.md section into OUT_DIR/section.md.
+# of it also in OUT_DIR.tgz, or $PACK, after each step) and the next one runs. Last,
+# bench/gpu_report.py writes the measured part of the RESULTS.md section into OUT_DIR/section.md.
 # SIZES (models timed in 3), SYSTEMS (trained in 4) and TEST_SECONDS narrow it. Without CUDA it
 # says so and stops.
 # The whole comparison of the full recipes on the GPU (9.2 minutes on an H200, 2026-12-04) fits a

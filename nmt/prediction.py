@@ -102,8 +102,7 @@ def _search(model, pairs: list[tuple[list[int], list[int]]], idx: list[int], dcf
     except torch.OutOfMemoryError:
         pass  # retried below, once the exception and the failed search's tensors are gone
     del b
-    kind = torch.device(device).type
-    if kind == "cuda":
+    if torch.device(device).type == "cuda":
         torch.cuda.empty_cache()  # the failed batch's cached blocks, for the halves
     if len(idx) == 1:
         raise NMTError(f"{where}: one sentence does not fit in the GPU's memory for a beam of "

@@ -4,8 +4,13 @@ The full smoke comparison runs once per module (a shared fixture); each test tha
 comparison directory works on its own copy or its own tiny two-system comparison."""
 import copy
 import json
+import os
 import random
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +19,7 @@ from typer.testing import CliRunner
 
 from cli import app
 from nmt.compare import length_buckets, load_comparison, quantile_edges
+from nmt.distributed import cpu_count
 from nmt.errors import NMTError
 from nmt.evaluation import bleu_interval, score
 from nmt.report import verdict
@@ -380,10 +386,6 @@ def test_system_names_cannot_escape_the_comparison_directory(tmp_path):
 def test_parallel_compare_trains_every_system_at_once_then_reports(tmp_path, data_dir):
     """bench/parallel_compare.sh (whole comparisons on one GPU): `nmt compare --jobs` with every
     run at once, each on its share of the cores, then the report; TIMES and DONE for gpu_report."""
-    import os
-    import subprocess
-    import sys
-
     import yaml
 
     over: dict = {}
@@ -408,7 +410,7 @@ def test_parallel_compare_trains_every_system_at_once_then_reports(tmp_path, dat
     assert start <= end
     results = json.loads((out / "results.json").read_text())
     assert set(results["systems"]) == {"no-attention", "bahdanau"}
-    share = max(1, len(os.sched_getaffinity(0)) // 2)  # the cores shared out between the two
+    share = max(1, cpu_count() // 2)  # the cores shared out between the two
     for name in ("no-attention", "bahdanau"):
         log = (out / "systems" / name / "train.log").read_text()
         assert f"({share} thread{'s' if share > 1 else ''}" in log
@@ -443,12 +445,6 @@ def test_sigterm_or_ctrl_c_stops_every_side_by_side_run_resumably(tmp_path, data
     """SIGTERM (or Ctrl-C, which takes the same way) on `compare --jobs`: each running system
     stops as `nmt train` stops (last.pt saved), the command says how to go on, and running it
     again finishes them."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     recipe, out = tiny_comparison(tmp_path), tmp_path / "out"
     steps = ["--set", "train.max_steps=50", "--set", "train.valid_every=10"]
     args = [sys.executable, str(ROOT / "cli.py"), "compare", str(recipe), "--out", str(out),
