@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 # a Multi30k copy beside the checkout (as on CI) is used in place; otherwise nmt downloads it
 export NMT_DATA_DIR ?= $(if $(wildcard ../shared/data/multi30k/train.de.gz),$(abspath ../shared/data))
 
-.PHONY: install test lint compare smoke bench bench-levers bench-joeynmt bench-joeynmt-level clean
+.PHONY: install test lint docs compare smoke bench bench-levers bench-joeynmt bench-joeynmt-level clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,15 @@ test: lint
 
 lint: install
 	$(PY) -m ruff check .
+
+# the docs site (MkDocs, docs/ -> site/), strict: a broken link, a missing page or an undocumented
+# recipe field fails the build
+docs: $(VENV)/.docs
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
+
+$(VENV)/.docs: $(VENV)/.installed
+	$(PY) -m pip install -q -e ".[docs]"
+	touch $@
 
 compare: install
 	$(VENV)/bin/nmt compare recipes/multi30k-de-en/compare-cpu.yaml --out runs/compare-cpu
@@ -63,4 +72,4 @@ bench-joeynmt-level: install $(JOEY)
 	.joey/bin/pip install -q joeynmt==2.3.0 sentencepiece==0.2.0 importlib_metadata
 
 clean:
-	rm -rf $(VENV) .joey runs .pytest_cache
+	rm -rf $(VENV) .joey runs .pytest_cache site
