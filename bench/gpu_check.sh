@@ -13,7 +13,7 @@
 # 1 names the packages the environment lacks); before it, on a machine with 2 GPUs, DDP's
 # speed. Each step has a time limit; a failing or cut step is reported (its log in OUT_DIR, all
 # of it also in OUT_DIR.tgz, or $PACK, after each step) and the next one runs. Last,
-# bench/gpu_report.py writes the measured part of the RESULTS.md section into OUT_DIR/section.md.
+# bench/gpu_report.py writes the measured part of a benchmark log (bench/log/) into OUT_DIR/section.md.
 # SIZES (models timed in 3), SYSTEMS (trained in 4) and TEST_SECONDS narrow it. Without CUDA it
 # says so and stops.
 # The whole comparison of the full recipes on the GPU (9.2 minutes on an H200, 2026-12-04) fits a
@@ -117,7 +117,7 @@ TAIL=45 step decode-speed 120 $py bench/gpu_bench.py decode "$out/decode.json" $
 TAIL=4 step ddp 120 bash -c ddp
 TAIL=3 step tests "${TEST_SECONDS:-240}" bash -c tests
 grep -E " (FAILED|ERROR) " "$out/tests.log" | cut -c1-200 | head -40
-# the measured part of the RESULTS.md section, from the files above (bench/gpu_report.py)
+# the measured part of a benchmark log (bench/log/), from the files above (bench/gpu_report.py)
 $py bench/gpu_report.py "$out" > "$out/section.md" 2> "$out/section.err" \
   && echo "section: $out/section.md" || tail -3 "$out/section.err"
 pack_out

@@ -1,13 +1,13 @@
-"""The measured part of a GPU section of bench/RESULTS.md, from what bench/gpu_check.sh (and,
-for the whole comparison, bench/parallel_compare.sh) left in their output directories, so that
-no figure is copied by hand:
+"""The measured part of a GPU benchmark log (bench/log/, summarised in bench/RESULTS.md), from
+what bench/gpu_check.sh (and, for the whole comparison, bench/parallel_compare.sh) left in their
+output directories, so that no figure is copied by hand:
 
     python bench/gpu_report.py OUT_DIR [--compare ROOT] [--write]
 
 OUT_DIR: gpu_check's (versions.log, steps.log, train.json, decode.json, rnn-bf16.log, ddp.log,
 tests.log, cmp/). ROOT: parallel_compare's (one folder per comparison recipe, TIMES). Prints
-the section; --write also puts it at the top of bench/RESULTS.md (newest first). What the run
-shows is written under it by hand.
+the section; --write also writes it as bench/log/YYYY-MM-DD-gpu.md. What the run shows is
+written under it by hand.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from tables import RESULTS, fmt, write_results  # noqa: E402
+from tables import LOG, fmt, write_results  # noqa: E402
 
 CPU_RUN = Path(__file__).resolve().parents[1] / "recipes" / "multi30k-de-en" / "cpu-run"
 
@@ -173,13 +173,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", type=Path, help="bench/gpu_check.sh's output directory")
     p.add_argument("--compare", type=Path, help="bench/parallel_compare.sh's OUT_ROOT")
-    p.add_argument("--write", action="store_true", help="put it at the top of RESULTS.md")
+    p.add_argument("--write", action="store_true", help="write it as a log in bench/log/")
     a = p.parse_args()
     sec = section(a.out, a.compare)
     print("\n".join(sec))
     if a.write:
-        write_results(sec, RESULTS)
-        print(f"\nwritten to {RESULTS}")
+        print(f"\nwritten to {write_results(sec, 'gpu', LOG)}")
 
 
 if __name__ == "__main__":

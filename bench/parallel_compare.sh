@@ -3,7 +3,7 @@
 # comparison by `nmt compare RECIPE --jobs N` (N its number of runs: all at once), the
 # comparisons side by side. On a GPU an RNN run leaves most of the card idle (its decoder is a
 # loop of small steps), so concurrent systems finish the whole comparison in about the time of
-# the slowest one (compare.yaml: 9.2 minutes on an H200, bench/RESULTS.md).
+# the slowest one (bench/RESULTS.md, whole comparisons).
 #
 #   bench/parallel_compare.sh OUT_ROOT RECIPE.yaml [RECIPE.yaml ...]
 #   NMT="python3 cli.py" LIMIT=540 bench/parallel_compare.sh /tmp/runs recipes/multi30k-de-en/compare.yaml

@@ -1,5 +1,6 @@
 """Speed benchmark: training throughput, decoding speed and what each speed lever gives,
-for two fixed models on Multi30k de-en, appended as a dated section to bench/RESULTS.md.
+for two fixed models on Multi30k de-en, written as a dated log to bench/log/ (summarised in
+bench/RESULTS.md).
 
     make bench                                   # everything, as published
     .venv/bin/python bench/run.py --configs T --tokens 1730 --warmup 1 --steps 3 --no-decode \
@@ -52,7 +53,7 @@ from measure import (BENCH, CACHE, CONFIGS, LEVERS, BriefTrainSpec, DecodeSpec, 
                      train_worker)
 from nmt.config import DecodeConfig
 from nmt.distributed import decode_batch_tokens
-from tables import RESULTS, disturbed, section, write_results
+from tables import LOG, disturbed, section, write_results
 
 # decoded too when `make compare` has trained them: every model family's speed
 FAMILIES = ["no-attention", "luong-dot", "luong-general", "luong-concat"]
@@ -60,7 +61,7 @@ FAMILIES = ["no-attention", "luong-dot", "luong-general", "luong-concat"]
 
 def _trained(system: str) -> str | None:
     """The CPU comparison's run of `system`, if finished: trained recipe models for decoding."""
-    d = Path("runs") / "compare-cpu" / "systems" / system  # relative: it is printed in RESULTS
+    d = Path("runs") / "compare-cpu" / "systems" / system  # relative: it is printed in the log
     return str(d) if (BENCH.parent / d / "done.json").is_file() else None
 
 
@@ -117,7 +118,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--settle", type=float, default=300, help="seconds to wait for that at most")
     p.add_argument("--retries", type=int, default=2,
                    help="measure again when others used more than --max-other cores meanwhile")
-    p.add_argument("--results", type=Path, default=RESULTS)
+    p.add_argument("--log-dir", type=Path, default=LOG, help="where the run's log goes")
     p.add_argument("--dry-run", action="store_true", help="print the section, write nothing")
     p.add_argument("--note", default="", help="a line to add to the section")
     return p.parse_args(argv)
@@ -261,8 +262,7 @@ def main() -> None:
                   baseline, decode_rows)
     print("\n" + "\n".join(sec))
     if not a.dry_run:
-        write_results(sec, a.results)
-        print(f"\nappended to {a.results}")
+        print(f"\nwritten to {write_results(sec, 'cpu-bench', a.log_dir)}")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""The tables of bench/RESULTS.md: training throughput, the levers against it, decoding speed,
-each row beside JoeyNMT's figures and the targets; and how a new section is added to the file."""
+"""The tables of a benchmark log (bench/log/, summarised in bench/RESULTS.md): training
+throughput, the levers against it, decoding speed, each row beside JoeyNMT's figures and the
+targets; and how a run's log is written."""
 from __future__ import annotations
 
 import json
@@ -11,7 +12,8 @@ from pathlib import Path
 from machine import hardware
 from measure import BENCH, CACHE
 
-RESULTS = BENCH / "RESULTS.md"
+RESULTS = BENCH / "RESULTS.md"   # the summary: the newest figure of each measure, by hand
+LOG = BENCH / "log"               # one file per run: YYYY-MM-DD-topic.md
 
 # JoeyNMT 2.3.0 as first measured (before vs_joeynmt.py existed) on a 2-core AMD EPYC, fp32,
 # 2 threads, ~1,730 real target tokens/update. bench/vs_joeynmt.py measures its training on this
@@ -121,21 +123,26 @@ def decode_table(rows: list[dict]) -> list[str]:
     return out
 
 
-def write_results(section: list[str], path: Path) -> None:
-    """Newest section first, earlier ones kept below."""
-    head = ("# Benchmark results\n\nWritten by `make bench` (bench/run.py); newest run first. "
-            "How each number is measured: see the docstring of bench/run.py.\n")
-    old = path.read_text(encoding="utf-8") if path.is_file() else head
-    cut = old.find("\n## ")
-    top, rest = (old, "") if cut < 0 else (old[:cut + 1], old[cut + 1:])
-    path.write_text(top.rstrip("\n") + "\n\n" + "\n".join(section).rstrip("\n") + "\n\n"
-                    + rest, encoding="utf-8")
+def write_results(section: list[str], topic: str, log_dir: Path = LOG) -> Path:
+    """One run's section as its own log file, `log_dir/YYYY-MM-DD-topic.md` (the date from the
+    section's heading; -2, -3, ... when that day already has one): logs are never edited
+    afterwards, and RESULTS.md's tables are updated from them by hand."""
+    head = section[0].removeprefix("## ")
+    date = head[:10] if head[:4].isdigit() else __import__("time").strftime("%Y-%m-%d")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path, k = log_dir / f"{date}-{topic}.md", 1
+    while path.exists():
+        k += 1
+        path = log_dir / f"{date}-{topic}-{k}.md"
+    body = [f"# {head}"] + [("#" + x[2:] if x.startswith("### ") else x) for x in section[1:]]
+    path.write_text("\n".join(body).rstrip("\n") + "\n", encoding="utf-8")
+    return path
 
 
 def section(a, hw: dict, threads: int, started: str, quiet: bool, load0: float,
             sizes: list[int], train_rows: list[dict], lever_rows: list[dict], baseline: dict,
             decode_rows: list[dict]) -> list[str]:
-    """The dated RESULTS.md section of one bench/run.py run (`a`: its arguments)."""
+    """The dated log section of one bench/run.py run (`a`: its arguments)."""
     load1 = os.getloadavg()
     main_mode = ", ".join(x for x in ["bf16 autocast" if a.bf16 else "fp32",
                                       "torch.compile" if a.compile else "",

@@ -373,7 +373,7 @@ def main() -> None:
     p.add_argument("--configs", default="T,R")
     p.add_argument("--valid-every", type=int, default=60)
     p.add_argument("--timeout", type=float, default=1800, help="seconds per training run")
-    p.add_argument("--results", type=Path, default=tables.RESULTS)
+    p.add_argument("--log-dir", type=Path, default=tables.LOG, help="where the run's log goes")
     p.add_argument("--dry-run", action="store_true", help="print the section, write nothing")
     p.add_argument("--to-level", type=float, default=0,
                    help="instead: JoeyNMT T's minutes to this validation BLEU (see docstring)")
@@ -397,7 +397,7 @@ def main() -> None:
         sec = level_section(jv, hw, res, started)
         print("\n" + "\n".join(sec))
         if not a.dry_run:
-            tables.write_results(sec, a.results)
+            print(f"\nwritten to {tables.write_results(sec, 'joeynmt-level', a.log_dir)}")
         return
     pairs = measure.train_pairs(measure.tokenizer())
     rows = []
@@ -451,14 +451,13 @@ def main() -> None:
             sec.append(line + ("" if i == 0 else "."))
     print("\n" + "\n".join(sec))
     if not a.dry_run:
-        tables.write_results(sec, a.results)
+        print(f"\nwritten to {tables.write_results(sec, 'vs-joeynmt', a.log_dir)}")
         # for bench/run.py's tables: JoeyNMT as measured on this CPU
         train = {r["config"]: {f: r["m"][f] for f in ("tok_s", "s_update", "peak_gb")}
                  for r in rows if r["toolkit"].startswith("JoeyNMT") and "error" not in r["m"]}
         if train:
             tables.JOEY_HERE.write_text(json.dumps({"cpu": hw["cpu"], "date": started[:10],
                                                    "train": train}))
-        print(f"\nappended to {a.results}")
 
 
 def _try(fn) -> dict:

@@ -74,13 +74,14 @@ def test_every_measured_figure_lands_in_its_table(tmp_path):
         assert f"{r['seconds']:.2f} s ({r['bleu']:.2f})" in text
 
 
-def test_written_section_goes_on_top_of_the_results_and_keeps_the_rest(tmp_path, monkeypatch):
+def test_written_section_becomes_a_dated_log_and_never_replaces_one(tmp_path, monkeypatch):
     out = gpu_check_dir(tmp_path)
-    results = tmp_path / "RESULTS.md"
-    results.write_text("# Benchmark results\n\nintro\n\n## 2026-01-01 00:00 UTC: CPU\n\nold\n")
-    monkeypatch.setattr(gpu_report, "RESULTS", results)
+    log = tmp_path / "log"
+    monkeypatch.setattr(gpu_report, "LOG", log)
     monkeypatch.setattr(sys, "argv", ["gpu_report.py", str(out), "--write"])
     gpu_report.main()
-    text = results.read_text()
-    assert text.startswith("# Benchmark results\n\nintro\n\n## ")
-    assert text.index("GPU, NVIDIA X1") < text.index("## 2026-01-01 00:00 UTC: CPU\n\nold")
+    gpu_report.main()  # the same day again: a second log beside the first
+    first, second = sorted(log.iterdir(), key=lambda p: len(p.name))
+    assert first.name.endswith("-gpu.md") and second.name == first.name[:-3] + "-2.md"
+    assert first.name[:10] == first.read_text().removeprefix("# ")[:10]  # dated by its heading
+    assert "GPU, NVIDIA X1" in first.read_text() and first.read_text() == second.read_text()
