@@ -127,6 +127,18 @@ def _topk(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return values, index.gather(1, pos)
 
 
+def _check_vocabulary(vocab: Tensor | None) -> None:
+    """A vocabulary subset must be sorted and hold every id up to EOS, so that PAD, BOS and
+    EOS keep their columns (the module's docstring); anything else is a caller's bug."""
+    if vocab is None:
+        return
+    v = vocab.cpu()
+    if v.numel() <= EOS or not torch.equal(v[:EOS + 1], torch.arange(EOS + 1)) \
+            or not bool((v[1:] > v[:-1]).all()):
+        raise ValueError("a vocabulary subset must be sorted, without repeats, and begin with "
+                         f"the ids 0..{EOS} (PAD, UNK, BOS, EOS)")
+
+
 def _read_lag(device: torch.device) -> int:
     """Steps between queueing the finished flags for the host and reading them: on a GPU one,
     so the copy overlaps the next step and the GPU never waits for Python; on the CPU none
@@ -232,6 +244,7 @@ def greedy(model, src: Tensor, src_len: Tensor, max_len: int | Tensor,
     Returns per sentence its tokens; with `return_attention`, also per sentence a (T, S) tensor
     (T = tokens + EOS, S = its source length) or None for a model without attention.
     """
+    _check_vocabulary(vocab)
     with output_subset(model, vocab):
         tokens, _, attn = _greedy(model, src, src_len, max_len, return_attention, vocab=vocab)
     out = [_strip(row) for row in tokens.tolist()]
@@ -443,6 +456,7 @@ def beam_search(model, src: Tensor, src_len: Tensor, beam: int, alpha: float,
     """
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be between 1 and the beam size {beam}, got {nbest}")
+    _check_vocabulary(vocab)
     with output_subset(model, vocab):
         tokens, scores, attn = _beam(model, src, src_len, beam, alpha, max_len,
                                      return_attention, vocab)
@@ -481,6 +495,7 @@ def translate_batch(model, batch_src: Tensor, batch_src_len: Tensor, dcfg: Decod
         if generator is None:
             raise ValueError("sampling needs a generator (decoding_generator)")
         pick = sampler(dcfg.temperature, dcfg.top_k, dcfg.top_p, generator)
+    _check_vocabulary(vocab)
     with output_subset(model, vocab):
         tokens, logprob, _ = _greedy(model, batch_src, batch_src_len, maxlen, False, pick, vocab)
     out = [_strip(r) for r in tokens.tolist()]

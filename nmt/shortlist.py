@@ -35,6 +35,7 @@ from torch import Tensor
 
 from nmt.atomic import atomic_write
 from nmt.config import SHORTLIST_MAX, DecodeConfig, Recipe
+from nmt.data import encode_pairs, load_split
 from nmt.errors import NMTError
 from nmt.tokenizer import EOS, Tokenizer
 
@@ -130,8 +131,6 @@ def for_checkpoint(checkpoint: str | Path, tok: Tokenizer, recipe: Recipe) -> Sh
     or built from the training data its recipe names (load_split, encode_pairs: the pairs
     training kept) and saved there. A directory it cannot write to keeps nothing: the
     shortlist is then built again on each use."""
-    from nmt.data import encode_pairs, load_split
-
     checkpoint = Path(checkpoint)
     path = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / SHORTLIST_FILE
     key = shortlist_key(tok, recipe)

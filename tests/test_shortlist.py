@@ -46,6 +46,19 @@ def test_a_subset_of_every_piece_decodes_as_the_full_softmax(family):
 
 
 @pytest.mark.parametrize("family", ["transformer", "rnn-bahdanau"])
+def test_under_bf16_autocast_a_full_subset_decodes_as_the_full_softmax(family):
+    """The subset's rows are cast to bf16 once, as autocast's weight cache casts the whole
+    matrix: the same products, the same translations."""
+    model = tiny_model(family, seed=6)
+    src, src_len = batch_of(SOURCES)
+    ml = max_lengths(src_len, 1.5, 2)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        full = beam_search(model, src, src_len, 3, 0.6, ml)
+        sub = beam_search(model, src, src_len, 3, 0.6, ml, vocab=EVERY)
+    assert [h[0][0] for h in sub] == [h[0][0] for h in full]
+
+
+@pytest.mark.parametrize("family", ["transformer", "rnn-bahdanau"])
 def test_a_restricted_search_outputs_only_allowed_pieces_and_ends(family):
     model = tiny_model(family, seed=4)
     src, src_len = batch_of(SOURCES)
@@ -56,6 +69,14 @@ def test_a_restricted_search_outputs_only_allowed_pieces_and_ends(family):
     assert used and used <= {1, 6, 9, 13}          # UNK and the allowed words only
     assert all(len(h) == 3 for h in hyps)          # every hypothesis finished, with EOS
     assert set(greedy(model, src, src_len, ml, vocab=allowed)[0]) <= {1, 6, 9, 13}
+
+
+@pytest.mark.parametrize("vocab", [[0, 1, 2, 6, 9], [0, 1, 2, 3, 9, 6], [0, 1, 2, 3, 6, 6]])
+def test_a_subset_without_the_specials_or_unsorted_is_refused(vocab):
+    model = tiny_model("rnn-none")
+    src, src_len = batch_of(SOURCES[:2])
+    with pytest.raises(ValueError, match="sorted"):
+        beam_search(model, src, src_len, 2, 0.6, 5, vocab=torch.tensor(vocab))
 
 
 def test_output_subset_restores_the_layer_even_on_error():
