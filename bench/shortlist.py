@@ -16,6 +16,11 @@ the table gives per setting the median and minimum seconds and the median of the
 ratios to the full output layer of the same round. BLEU (sacreBLEU, cased 13a) of each
 setting's output, which is the same in every round, and the mean size of the allowed
 vocabulary per batch. Prints a markdown section for bench/RESULTS.md.
+
+--untrained NAME=bahdanau|transformer adds a model of that architecture at the CPU-budget
+comparison's sizes with random weights (seeded), the first --model's tokenizer and shortlist:
+a measure of speed only, for when no trained model of the kind is at hand. Its hypotheses run to
+the length limit, so its seconds are not those of a trained model; its BLEU means nothing.
 """
 from __future__ import annotations
 
@@ -36,6 +41,7 @@ from nmt.batching import collate, token_batches
 from nmt.checkpoint import load_for_inference, resolve
 from nmt.distributed import decode_batch_tokens
 from nmt.evaluation import read_text, score
+from nmt.model import build_model
 from nmt.prediction import decoding_precision, eval_mode, source_cap
 from nmt.search import max_output_len, translate_batch
 from nmt.shortlist import for_checkpoint
@@ -82,30 +88,49 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--beam", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--untrained", action="append", default=[],
+                    help="NAME=bahdanau|transformer: random weights, speed only")
+    ap.add_argument("--limit", type=int, default=0, help="the first N sentences only")
     ap.add_argument("--work", default="/tmp/nmt-shortlist-bench")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cpu")
     src_lines = read_text(args.src, "source")
     refs = [read_text(args.ref, "reference")]
+    if args.limit:
+        src_lines, refs = src_lines[:args.limit], [refs[0][:args.limit]]
     header = [f"- Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; torch "
               f"{torch.__version__}, {args.threads} threads; beam {args.beam}; "
               f"{len(src_lines):,} sentences ({args.src})", machine()]
     settings = [(0, 0)] + [tuple(int(v) for v in s.split(",")) for s in args.sizes]
     rows = []
-    for spec in args.model:
-        name, path = spec.split("=", 1)
-        ckpt = resolve(Path(path).expanduser())
-        work = Path(args.work) / name
-        work.mkdir(parents=True, exist_ok=True)
-        if not (work / "best.pt").is_file() or \
-                (work / "best.pt").stat().st_mtime < ckpt.stat().st_mtime:
-            shutil.copy2(ckpt, work / "best.pt")
-        model, tok, recipe = load_for_inference(work / "best.pt", device)
+    jobs = [(spec.split("=", 1)[0], spec.split("=", 1)[1], False) for spec in args.model] + \
+        [(spec.split("=", 1)[0], spec.split("=", 1)[1], True) for spec in args.untrained]
+    first = None
+    for name, what, untrained in jobs:
+        if untrained:  # the first model's tokenizer, data and shortlist, other weights
+            tok, recipe, shortlist = first
+            m = recipe.model
+            m = replace(m, attention="bahdanau") if what == "bahdanau" else replace(
+                m, arch="transformer", d_model=256, heads=4, ff_dim=1024, enc_layers=3,
+                dec_layers=3)
+            torch.manual_seed(0)
+            model = build_model(m, tok.src_vocab_size, tok.tgt_vocab_size).eval()
+            model.shortlist = shortlist
+        else:
+            ckpt = resolve(Path(what).expanduser())
+            work = Path(args.work) / name
+            work.mkdir(parents=True, exist_ok=True)
+            if not (work / "best.pt").is_file() or \
+                    (work / "best.pt").stat().st_mtime < ckpt.stat().st_mtime:
+                shutil.copy2(ckpt, work / "best.pt")
+            model, tok, recipe = load_for_inference(work / "best.pt", device)
+            t0 = time.perf_counter()
+            model.shortlist = for_checkpoint(work, tok, recipe)
+            print(f"{name}: shortlist ready in {time.perf_counter() - t0:.1f} s",
+                  file=sys.stderr)
+            first = first or (tok, recipe, model.shortlist)
         model.out_size = tok.tgt_vocab_size
-        t0 = time.perf_counter()
-        model.shortlist = for_checkpoint(work, tok, recipe)
-        print(f"{name}: shortlist ready in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
         cap = source_cap(model) - 1
         pairs = [(x[:cap], []) for x in tok.encode_src([s.strip() for s in src_lines])]
         base = replace(recipe.decode, beam=args.beam, nbest=1, sample=False)
