@@ -13,9 +13,10 @@ decoding_precision), copied here so that only the search is timed: not reading, 
 detokenizing. On a shared machine the speed drifts by tens of percent within minutes, so every
 round times the full output layer and each shortlist size one after another (interleaved), and
 the table gives per setting the median and minimum seconds and the median of the per-round
-ratios to the full output layer of the same round. BLEU (sacreBLEU, cased 13a) of each
-setting's output, which is the same in every round, and the mean size of the allowed
-vocabulary per batch. Prints a markdown section for bench/RESULTS.md.
+ratios to the full output layer of the same round; also the CPU time of the process (with one
+thread, what the search itself cost, less sensitive to others' load than the wall time). BLEU
+(sacreBLEU, cased 13a) of each setting's output, which is the same in every round, and the mean
+size of the allowed vocabulary per batch. Prints a markdown section for bench/RESULTS.md.
 
 --untrained NAME=bahdanau|transformer adds a model of that architecture at the CPU-budget
 comparison's sizes with random weights (seeded), the first --model's tokenizer and shortlist:
@@ -47,9 +48,10 @@ from nmt.search import max_output_len, translate_batch
 from nmt.shortlist import for_checkpoint
 
 
-def decode(model, pairs, dcfg, device) -> tuple[list[list[int]], float, float]:
-    """(best tokens per sentence in input order, seconds of search, mean allowed vocabulary
-    per batch): prediction._decode's loop without the text around it."""
+def decode(model, pairs, dcfg, device) -> tuple[list[list[int]], float, float, float]:
+    """(best tokens per sentence in input order, seconds of search, CPU seconds of this process
+    in it, mean allowed vocabulary per batch): prediction._decode's loop without the text
+    around it."""
     lens = [len(x) for x, _ in pairs]
     batches = token_batches(lens, lens, decode_batch_tokens(dcfg.batch_tokens, device), 0, 0,
                             shuffle=False)
@@ -57,18 +59,18 @@ def decode(model, pairs, dcfg, device) -> tuple[list[list[int]], float, float]:
     sizes = []
     cap = max_output_len(model)
     with eval_mode(model), decoding_precision(device, dcfg.amp):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for idx in batches:
             b = collate(pairs, idx)
             for j, h in zip(idx, translate_batch(model, b.src, b.src_len, dcfg, cap)):
                 out[j] = h[0][0]
-        seconds = time.perf_counter() - t0
+        seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
     if dcfg.shortlist and model.shortlist is not None:
         for idx in batches:
             b = collate(pairs, idx)
             sizes.append(model.shortlist.vocabulary(b.src, dcfg.shortlist,
                                                     dcfg.shortlist_frequent).numel())
-    return out, seconds, statistics.mean(sizes) if sizes else float(model.out_size)
+    return out, seconds, cpu, statistics.mean(sizes) if sizes else float(model.out_size)
 
 
 def machine() -> str:
@@ -90,6 +92,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--untrained", action="append", default=[],
                     help="NAME=bahdanau|transformer: random weights, speed only")
+    ap.add_argument("--untrained-only", action="store_true",
+                    help="time only the --untrained models (the --model gives their tokenizer)")
     ap.add_argument("--limit", type=int, default=0, help="the first N sentences only")
     ap.add_argument("--work", default="/tmp/nmt-shortlist-bench")
     args = ap.parse_args()
@@ -130,20 +134,24 @@ def main() -> None:
             print(f"{name}: shortlist ready in {time.perf_counter() - t0:.1f} s",
                   file=sys.stderr)
             first = first or (tok, recipe, model.shortlist)
+            if args.untrained_only:
+                continue
         model.out_size = tok.tgt_vocab_size
         cap = source_cap(model) - 1
         pairs = [(x[:cap], []) for x in tok.encode_src([s.strip() for s in src_lines])]
         base = replace(recipe.decode, beam=args.beam, nbest=1, sample=False)
         times: dict = {s: [] for s in settings}
+        cpus: dict = {s: [] for s in settings}
         tokens: dict = {}
         sizes: dict = {}
         for r in range(args.rounds):
             for s in settings:
                 dcfg = replace(base, shortlist=s[0], shortlist_frequent=s[1])
-                out, seconds, size = decode(model, pairs, dcfg, device)
+                out, seconds, cpu, size = decode(model, pairs, dcfg, device)
                 times[s].append(seconds)
+                cpus[s].append(cpu)
                 tokens[s], sizes[s] = out, size
-                print(f"{name} round {r + 1} {s}: {seconds:.2f} s (load "
+                print(f"{name} round {r + 1} {s}: {seconds:.2f} s, CPU {cpu:.2f} s (load "
                       f"{os.getloadavg()[0]:.2f})", file=sys.stderr)
         full_bleu = None
         for s in settings:
@@ -151,18 +159,22 @@ def main() -> None:
             bleu = score(hyps, refs)["bleu"]
             full_bleu = bleu if s == (0, 0) else full_bleu
             ratios = [t / f for t, f in zip(times[s], times[(0, 0)])]
+            cpu_ratios = [t / f for t, f in zip(cpus[s], cpus[(0, 0)])]
             same = sum(a == b for a, b in zip(tokens[s], tokens[(0, 0)]))
             rows.append(f"| {name} | {'full' if s == (0, 0) else f'{s[0]},{s[1]}'} | "
                         f"{sizes[s]:,.0f} | {statistics.median(times[s]):.2f} "
                         f"({min(times[s]):.2f}) | {statistics.median(ratios):.2f} | "
+                        f"{statistics.median(cpus[s]):.2f} ({min(cpus[s]):.2f}) | "
+                        f"{statistics.median(cpu_ratios):.2f} | "
                         f"{bleu:.2f} | {bleu - full_bleu:+.2f} | {same:,} |")
     end = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     header.append(f"- `uptime` at end: {end}")
     print("\n".join(header))
     print()
     print("| model | shortlist K,N | allowed pieces per batch (mean) | seconds, median (min) "
-          "| time / full (median of rounds) | BLEU | vs full | sentences as full |")
-    print("|---|---|---|---|---|---|---|---|")
+          "| time / full (median of rounds) | CPU seconds, median (min) | CPU / full | BLEU "
+          "| vs full | sentences as full |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     print("\n".join(rows))
 
 
