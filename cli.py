@@ -631,7 +631,10 @@ def _print_scores(result: dict) -> None:
         out.print(f"teacher-forced perplexity of the references: {result['ppl']:.2f} "
                   f"(NLL {result['nll']:.4f} per token; scores of "
                   + ("sampled translations" if result["decode"]["sample"]
-                     else f"beam {result['beam']}") + ")",
+                     else f"beam {result['beam']}")
+                  + (f", shortlist {result['decode']['shortlist']},"
+                     f"{result['decode']['shortlist_frequent']}"
+                     if result["decode"]["shortlist"] else "") + ")",
                   highlight=False)
     for metric, sig in result["signatures"].items():
         out.print(f"{metric} signature: {sig}", highlight=False, soft_wrap=True)
