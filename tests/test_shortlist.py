@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 from cli import app
 from nmt import checkpoint
 from nmt.config import DecodeConfig, Recipe, to_dict, validate
+from nmt.ensemble import Ensemble
 from nmt.errors import NMTError
 from nmt.search import beam_search, greedy, max_lengths, translate_batch
 from nmt.seq2seq import OutputLayer, output_subset
@@ -43,6 +44,23 @@ def test_a_subset_of_every_piece_decodes_as_the_full_softmax(family):
     assert [s for h in sub for _, s in h] == pytest.approx([s for h in full for _, s in h],
                                                            abs=1e-5)
     assert greedy(model, src, src_len, ml, vocab=EVERY) == greedy(model, src, src_len, ml)
+
+
+def test_an_ensemble_restricts_every_member():
+    members = [tiny_model("transformer", seed=7), tiny_model("rnn-bahdanau", seed=8)]
+    model = Ensemble(members).eval()
+    src, src_len = batch_of(SOURCES)
+    ml = max_lengths(src_len, 1.5, 2)
+    full = beam_search(model, src, src_len, 3, 0.6, ml)
+    sub = beam_search(model, src, src_len, 3, 0.6, ml, vocab=EVERY)
+    assert [h[0][0] for h in sub] == [h[0][0] for h in full]
+    allowed = torch.tensor([0, 1, 2, EOS, 5, 8])
+    with output_subset(model, allowed):
+        layers = [m for m in model.modules() if isinstance(m, OutputLayer)]
+        assert len(layers) == 2 and all(m.rows[0].size(0) == 6 for m in layers)
+    used = {t for h in beam_search(model, src, src_len, 3, 0.6, ml, vocab=allowed)
+            for y, _ in h for t in y}
+    assert used <= {1, 5, 8}
 
 
 @pytest.mark.parametrize("family", ["transformer", "rnn-bahdanau"])
