@@ -90,6 +90,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--beam", type=int, default=5)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batch-tokens", type=int, default=0,
+                    help="decode.batch_tokens (default: the recipe's)")
     ap.add_argument("--untrained", action="append", default=[],
                     help="NAME=bahdanau|transformer: random weights, speed only")
     ap.add_argument("--untrained-only", action="store_true",
@@ -104,7 +106,8 @@ def main() -> None:
     if args.limit:
         src_lines, refs = src_lines[:args.limit], [refs[0][:args.limit]]
     header = [f"- Date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; torch "
-              f"{torch.__version__}, {args.threads} threads; beam {args.beam}; "
+              f"{torch.__version__}, {args.threads} threads; beam {args.beam}; batches of "
+              f"{args.batch_tokens or 'recipe-default'} source tokens; "
               f"{len(src_lines):,} sentences ({args.src})", machine()]
     settings = [(0, 0)] + [tuple(int(v) for v in s.split(",")) for s in args.sizes]
     rows = []
@@ -139,7 +142,8 @@ def main() -> None:
         model.out_size = tok.tgt_vocab_size
         cap = source_cap(model) - 1
         pairs = [(x[:cap], []) for x in tok.encode_src([s.strip() for s in src_lines])]
-        base = replace(recipe.decode, beam=args.beam, nbest=1, sample=False)
+        base = replace(recipe.decode, beam=args.beam, nbest=1, sample=False,
+                       batch_tokens=args.batch_tokens or recipe.decode.batch_tokens)
         times: dict = {s: [] for s in settings}
         cpus: dict = {s: [] for s in settings}
         tokens: dict = {}
