@@ -319,6 +319,15 @@ SEED = typer.Option(None, "--seed", help="With --sample: the seed (same seed and
 AMP = typer.Option(None, "--amp", help="Search under bf16 autocast: auto (where it pays: CPUs "
                    "with AVX512-BF16 but no AMX; on CUDA float32 with TF32 is faster), bf16 "
                    "(always) or false (float32; default: the recipe's decode.amp).")
+SHORTLIST = typer.Option(None, "--shortlist", min=0, help="Vocabulary shortlist: compute the "
+                         "output layer only for the K target pieces that co-occur best with "
+                         "each source piece of a batch in the training data, plus the most "
+                         "frequent ones (built once from the training data, saved beside the "
+                         "checkpoint as shortlist.pt); 0 = the full softmax (default: the "
+                         "recipe's decode.shortlist).")
+SHORTLIST_FREQUENT = typer.Option(None, "--shortlist-frequent", min=0, help="With --shortlist: "
+                                  "the N most frequent target pieces are always allowed "
+                                  "(default: the recipe's decode.shortlist_frequent).")
 ENSEMBLE = typer.Option([], "--ensemble", help="Another checkpoint (run or .pt, same tokenizer) "
                         "to decode together with --checkpoint, averaging log-probabilities "
                         "per step (repeatable; RNN and Transformer may mix).")
@@ -341,7 +350,8 @@ def _decode_config(base, beam: Optional[int], batch_tokens: Optional[int], nbest
                    alpha: Optional[float] = None, max_len: Optional[str] = None,
                    sample: bool = False, temperature: Optional[float] = None,
                    top_k: Optional[int] = None, top_p: Optional[float] = None,
-                   seed: Optional[int] = None, amp: Optional[str] = None):
+                   seed: Optional[int] = None, amp: Optional[str] = None,
+                   shortlist: Optional[int] = None, shortlist_frequent: Optional[int] = None):
     """The checkpoint recipe's decode settings with the command line's changes."""
     from dataclasses import replace
 
@@ -367,7 +377,9 @@ def _decode_config(base, beam: Optional[int], batch_tokens: Optional[int], nbest
                    alpha=pick(alpha, base.alpha), max_len_a=a, max_len_b=b, sample=sample,
                    temperature=pick(temperature, base.temperature), top_k=pick(top_k, base.top_k),
                    top_p=pick(top_p, base.top_p), seed=pick(seed, base.seed),
-                   amp=pick({"false": False, "true": True}.get(amp, amp), base.amp))
+                   amp=pick({"false": False, "true": True}.get(amp, amp), base.amp),
+                   shortlist=pick(shortlist, base.shortlist),
+                   shortlist_frequent=pick(shortlist_frequent, base.shortlist_frequent))
     validate(Recipe(decode=dcfg), where="command line")  # e.g. --top-p 2 names decode.top_p
     return dcfg
 
@@ -412,10 +424,12 @@ def translate_cmd(
         sample: bool = SAMPLE, temperature: Optional[float] = TEMPERATURE,
         top_k: Optional[int] = TOP_K, top_p: Optional[float] = TOP_P,
         seed: Optional[int] = SEED, ensemble: List[Path] = ENSEMBLE,
-        amp: Optional[str] = AMP):
+        amp: Optional[str] = AMP, shortlist: Optional[int] = SHORTLIST,
+        shortlist_frequent: Optional[int] = SHORTLIST_FREQUENT):
     """Translate text: exactly one output line per input line, in order (empty in, empty out;
     a line too long for the model is truncated, with a warning on stderr)."""
     from nmt.prediction import translate_file
+    from nmt.shortlist import use_shortlist
 
     from nmt.export import is_ctranslate2_dir
 
@@ -424,11 +438,15 @@ def translate_cmd(
     if output != "-":
         _output_file(output, "-o")
     if is_ctranslate2_dir(checkpoint):
+        if shortlist or shortlist_frequent is not None:
+            raise NMTError(f"{checkpoint} is a CTranslate2 export: --shortlist applies to .pt "
+                           "checkpoints; drop it, or translate with the .pt")
         return _translate_ctranslate2(checkpoint, input, output, beam, nbest, batch_tokens,
                                       device, alpha, max_len, sample, ensemble, amp)
     model, tok, recipe, dev = _load_for_decoding(checkpoint, device, ensemble)
     dcfg = _decode_config(recipe.decode, beam, batch_tokens, nbest, alpha, max_len, sample,
-                          temperature, top_k, top_p, seed, amp)
+                          temperature, top_k, top_p, seed, amp, shortlist, shortlist_frequent)
+    use_shortlist(model, checkpoint, tok, recipe, dcfg)
     # a person typing at a terminal sees each translation at once; piped input is batched
     interactive = input == "-" and sys.stdin.isatty()
     try:
@@ -502,7 +520,8 @@ def eval_cmd(
         sample: bool = SAMPLE, temperature: Optional[float] = TEMPERATURE,
         top_k: Optional[int] = TOP_K, top_p: Optional[float] = TOP_P,
         seed: Optional[int] = SEED, ensemble: List[Path] = ENSEMBLE,
-        amp: Optional[str] = AMP,
+        amp: Optional[str] = AMP, shortlist: Optional[int] = SHORTLIST,
+        shortlist_frequent: Optional[int] = SHORTLIST_FREQUENT,
         tokenize: str = typer.Option("13a", "--tokenize", help="sacreBLEU's BLEU tokenizer: "
                                      "13a, intl, zh, char, none, ja-mecab, ko-mecab, spm, "
                                      "flores101, flores200 (zh for Chinese, ja-mecab for "
@@ -532,16 +551,22 @@ def eval_cmd(
         if len(src_lines) != len(refs[0]):
             raise NMTError(f"{src} has {len(src_lines)} lines but {ref[0]} has "
                            f"{len(refs[0])}; source and references must be line-aligned")
+        from nmt.shortlist import use_shortlist
+
         model, tok, recipe, dev = _load_for_decoding(checkpoint, device, ensemble)
         dcfg = _decode_config(recipe.decode, beam, batch_tokens, 1, alpha, max_len, sample,
-                              temperature, top_k, top_p, seed, amp)
+                              temperature, top_k, top_p, seed, amp, shortlist,
+                              shortlist_frequent)
+        use_shortlist(model, checkpoint, tok, recipe, dcfg)
         lines, tf = translate_and_score(model, tok, src_lines, refs, dcfg, dev,
                                         progress=sys.stderr.isatty())
         hyps = {str(checkpoint): lines}
         result.update(checkpoint=str(checkpoint), src=str(src), **tf,
                       decode={k: getattr(dcfg, k) for k in ("alpha", "max_len_a", "max_len_b",
                                                             "sample", "temperature", "top_k",
-                                                            "top_p", "seed", "amp")},
+                                                            "top_p", "seed", "amp",
+                                                            "shortlist",
+                                                            "shortlist_frequent")},
                       ensemble=[str(p) for p in ensemble])
     else:
         if not hyp or src is not None:
@@ -550,7 +575,8 @@ def eval_cmd(
         decoding = {"--beam": beam, "--alpha": alpha, "--max-len": max_len,
                     "--sample": sample or None, "--temperature": temperature, "--top-k": top_k,
                     "--top-p": top_p, "--seed": seed, "--ensemble": ensemble or None,
-                    "--amp": amp}
+                    "--amp": amp, "--shortlist": shortlist,
+                    "--shortlist-frequent": shortlist_frequent}
         stray = [k for k, v in decoding.items() if v is not None]
         if stray:
             raise NMTError(f"{', '.join(stray)} control decoding, which needs --checkpoint RUN "
@@ -605,7 +631,10 @@ def _print_scores(result: dict) -> None:
         out.print(f"teacher-forced perplexity of the references: {result['ppl']:.2f} "
                   f"(NLL {result['nll']:.4f} per token; scores of "
                   + ("sampled translations" if result["decode"]["sample"]
-                     else f"beam {result['beam']}") + ")",
+                     else f"beam {result['beam']}")
+                  + (f", shortlist {result['decode']['shortlist']},"
+                     f"{result['decode']['shortlist_frequent']}"
+                     if result["decode"]["shortlist"] else "") + ")",
                   highlight=False)
     for metric, sig in result["signatures"].items():
         out.print(f"{metric} signature: {sig}", highlight=False, soft_wrap=True)

@@ -22,6 +22,7 @@ from nmt.errors import NMTError
 ATTENTIONS = ("none", "bahdanau", "luong-dot", "luong-general", "luong-concat",
               "scaled-dot", "cosine", "luong-local")
 INIT_STEPS = ("zero_bias", "xavier", "orthogonal", "identity_general")  # nmt/initialization.py
+SHORTLIST_MAX = 100  # decode.shortlist: most candidates per source piece (nmt/shortlist.py)
 
 
 @dataclass
@@ -145,6 +146,12 @@ class DecodeConfig:
     # bf16 = on any device; false = float32 (beam 5 on a 2-core Zen 4: 1.3-1.7x the time of
     # bf16, at the same BLEU)
     amp: bool | str = "auto"
+    # vocabulary shortlist for translate and eval --checkpoint (nmt.shortlist): the output
+    # layer computes only, per batch, the K target pieces that co-occur best (Dice) with each
+    # of its source pieces, plus the shortlist_frequent most frequent ones and EOS; 0 = off
+    # (the full softmax; validation and compare always decode so)
+    shortlist: int = 0
+    shortlist_frequent: int = 100   # with shortlist: the N most frequent target pieces too
 
 
 @dataclass
@@ -275,6 +282,11 @@ def _check_decode(dc: DecodeConfig, c: Check) -> None:
     c(not (dc.sample and dc.nbest > 1), "decode.nbest", "sampling draws one translation per "
       "line; use nbest 1")
     _check_amp(dc.amp, "decode.amp", c)
+    c(0 <= dc.shortlist <= SHORTLIST_MAX, "decode.shortlist",
+      f"must be 0 (off) or candidates per source piece, 1 to {SHORTLIST_MAX}, got "
+      f"{dc.shortlist}")
+    c(dc.shortlist_frequent >= 0, "decode.shortlist_frequent",
+      f"must be >= 0, got {dc.shortlist_frequent}")
 
 
 def _check_amp(amp: bool | str, name: str, c: Check) -> None:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from nmt.attention import (Attention, BahdanauScore, ConcatScore, CosineScore, DotScore,
                            GeneralScore, LocalPosition, ScaledDotScore)
 from nmt.encoders import Hidden, run_rnn
+from nmt.seq2seq import OutputLayer
 
 
 def _batch_first(h: Hidden) -> Hidden:
@@ -57,7 +58,7 @@ class RNNDecoder(nn.Module):
         emb = embed.embedding_dim
         self.proj = nn.Linear(readout, emb, bias=False) if tie and readout != emb \
             else nn.Identity()
-        self.out = nn.Linear(emb if tie else readout, embed.num_embeddings)
+        self.out = OutputLayer(emb if tie else readout, embed.num_embeddings)
         if tie:
             self.out.weight = embed.weight
         self.dropout = nn.Dropout(dropout)

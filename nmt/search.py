@@ -30,6 +30,14 @@ the step it finishes, so on a GPU the host reads those flags a step late, from a
 copy, and the GPU never waits for Python; the results are those of dropping at once. Length
 limits are known on the host from the start, so forcing EOS reads nothing.
 
+Vocabulary shortlist (decode.shortlist; Marian's lexical shortlist). When the model carries a
+shortlist (Seq2Seq.shortlist), a batch is decoded with the output layer restricted to `vocab`,
+the union of the candidates of its source pieces (nmt.shortlist): `step` then returns log-probs
+(n, V') over those ids only, normalised over them, and the search maps each chosen column j
+back to the vocabulary id vocab[j] before it is stored or fed back. A subset is sorted and
+holds every id up to EOS, so PAD, BOS and EOS keep their columns and the rules above read the
+same. With every id in it, the search is the full softmax's.
+
 Sampling (for back-translation, and to see what a model believes) runs the greedy loop but draws
 each token from the model's distribution reshaped by a temperature T and optionally cut to the
 k likeliest tokens (top-k; Fan et al. 2018) and to the nucleus, the smallest set of likeliest
@@ -47,6 +55,7 @@ from torch import Tensor
 
 from nmt.batching import to_device
 from nmt.config import DecodeConfig
+from nmt.seq2seq import output_subset
 from nmt.tokenizer import BOS, EOS, PAD
 
 NEG_INF = float("-inf")
@@ -118,6 +127,18 @@ def _topk(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     return values, index.gather(1, pos)
 
 
+def _check_vocabulary(vocab: Tensor | None) -> None:
+    """A vocabulary subset must be sorted and hold every id up to EOS, so that PAD, BOS and
+    EOS keep their columns (the module's docstring); anything else is a caller's bug."""
+    if vocab is None:
+        return
+    v = vocab.cpu()
+    if v.numel() <= EOS or not torch.equal(v[:EOS + 1], torch.arange(EOS + 1)) \
+            or not bool((v[1:] > v[:-1]).all()):
+        raise ValueError("a vocabulary subset must be sorted, without repeats, and begin with "
+                         f"the ids 0..{EOS} (PAD, UNK, BOS, EOS)")
+
+
 def _read_lag(device: torch.device) -> int:
     """Steps between queueing the finished flags for the host and reading them: on a GPU one,
     so the copy overlaps the next step and the GPU never waits for Python; on the CPU none
@@ -166,10 +187,11 @@ def _attention_rows(attn: Tensor, ntok: int, src_len: int) -> Tensor:
 
 @torch.no_grad()  # not inference_mode: see _beam
 def _greedy(model, src: Tensor, src_len: Tensor, max_len: int | Tensor, want_attn: bool,
-            pick: Callable[[Tensor], Tensor] | None = None):
+            pick: Callable[[Tensor], Tensor] | None = None, vocab: Tensor | None = None):
     """Tokens (B, L+1) ending in EOS, summed log-probs (B,), attention (B, L+1, S) or None.
 
     `pick(log_probs (n, V)) -> tokens (n,)` chooses each next token (a sampler); None = argmax.
+    `vocab` (V',): the ids of the columns `step` returns (the output layer restricted to them).
     A row that emitted EOS adds nothing more; the host drops it from the batch when it learns
     of it (_Finished), so later steps only pay for the rest."""
     B, S = src.shape
@@ -194,6 +216,8 @@ def _greedy(model, src: Tensor, src_len: Tensor, max_len: int | Tensor, want_att
         else:
             tok = pick(logp)  # (n,)
             best = logp.gather(1, tok[:, None]).squeeze(1)
+        if vocab is not None:
+            tok = vocab[tok]  # column -> vocabulary id
         tokens[alive, t] = tok  # after a row's EOS: ignored (_strip)
         logprob[alive] += best.masked_fill(ended, 0.0)
         if want_attn and attn is not None:
@@ -213,13 +237,16 @@ def _greedy(model, src: Tensor, src_len: Tensor, max_len: int | Tensor, want_att
 
 
 def greedy(model, src: Tensor, src_len: Tensor, max_len: int | Tensor,
-           return_attention: bool = False):
-    """Greedy decoding. `max_len`: one limit for all, or (B,) per sentence (see max_lengths).
+           return_attention: bool = False, vocab: Tensor | None = None):
+    """Greedy decoding. `max_len`: one limit for all, or (B,) per sentence (see max_lengths);
+    `vocab`: the output layer restricted to these ids (see the module's docstring).
 
     Returns per sentence its tokens; with `return_attention`, also per sentence a (T, S) tensor
     (T = tokens + EOS, S = its source length) or None for a model without attention.
     """
-    tokens, _, attn = _greedy(model, src, src_len, max_len, return_attention)
+    _check_vocabulary(vocab)
+    with output_subset(model, vocab):
+        tokens, _, attn = _greedy(model, src, src_len, max_len, return_attention, vocab=vocab)
     out = [_strip(row) for row in tokens.tolist()]
     if not return_attention:
         return out
@@ -298,15 +325,18 @@ def _pick(x: Tensor, index: Tensor) -> Tensor:
 
 
 def _extend(b: _Beams, logp: Tensor, attn: Tensor | None, t: int, K: int,
-            alpha: float) -> Tensor:
+            alpha: float, vocab: Tensor | None = None) -> Tensor:
     """Step t of the search, in place on `b`: of the K*V extensions of a sentence's live
     hypotheses the top 2K come from one topk; the EOS extensions among the top K finish (the
     K best of old and new finished ones are kept), the K best others live on. logp (N*K, V)
-    is consumed; returns the parent row of each new live hypothesis (N, K)."""
+    is consumed (its columns are the ids `vocab` if given); returns the parent row of each new
+    live hypothesis (N, K)."""
     N, W, V = b.scores.size(0), b.hist.size(1), logp.size(-1)
     # A sentence's top 2K extensions are among the top 2K of each of its rows: rank within
     # rows first (adding a row's score changes no order in it), then among those K*2K.
     row_top, row_tok = _topk(logp, min(2 * K, V))  # (N*K, 2K)
+    if vocab is not None:
+        row_tok = vocab[row_tok]  # columns -> vocabulary ids
     cand = row_top.add_(b.scores.view(-1, 1)).view(N, -1)  # (N, K*2K) log P of each extension
     top, pos = cand.topk(2 * K, dim=1)  # (N, 2K), best first
     tok = row_tok.view(N, -1).gather(1, pos)  # (N, 2K)
@@ -365,7 +395,7 @@ def _store(out: tuple[Tensor, Tensor, Tensor | None], b: _Beams, js: list[int]) 
 # step (its cache skips it there); under no_grad one bf16 copy of each lasts the decoding
 @torch.no_grad()
 def _beam(model, src: Tensor, src_len: Tensor, K: int, alpha: float,
-          max_len: int | Tensor, want_attn: bool):
+          max_len: int | Tensor, want_attn: bool, vocab: Tensor | None = None):
     """Finished hypotheses per sentence: tokens (B, K, L+1), scores (B, K) sorted best first,
     attention (B, K, L+1, S) or None."""
     B, S = src.shape
@@ -394,7 +424,7 @@ def _beam(model, src: Tensor, src_len: Tensor, K: int, alpha: float,
             attn = None if attn is None else attn.repeat_interleave(K, 0)
         logp = _valid_log_probs(logp, [j * K + k for j, i in enumerate(b.ids)
                                        if limits[i] <= t for k in range(K)])
-        parent = _extend(b, logp, attn if want_attn else None, t, K, alpha)  # (N, K)
+        parent = _extend(b, logp, attn if want_attn else None, t, K, alpha, vocab)  # (N, K)
         gone = finished.update(_done(b, t, alpha), b.ids)
         keep = [j for j, i in enumerate(b.ids) if i not in gone]
         shrunk = len(keep) < len(b.ids)
@@ -416,15 +446,20 @@ def _beam(model, src: Tensor, src_len: Tensor, K: int, alpha: float,
 
 
 def beam_search(model, src: Tensor, src_len: Tensor, beam: int, alpha: float,
-                max_len: int | Tensor, nbest: int = 1, return_attention: bool = False):
+                max_len: int | Tensor, nbest: int = 1, return_attention: bool = False,
+                vocab: Tensor | None = None):
     """Per sentence its `nbest` best (tokens, length-normalised log-prob), best first.
 
     With `return_attention`, also per sentence the (T, S) attention of its best hypothesis
-    (None for a model without attention).
+    (None for a model without attention). `vocab`: the output layer restricted to these ids
+    (see the module's docstring).
     """
     if not 1 <= nbest <= beam:
         raise ValueError(f"nbest must be between 1 and the beam size {beam}, got {nbest}")
-    tokens, scores, attn = _beam(model, src, src_len, beam, alpha, max_len, return_attention)
+    _check_vocabulary(vocab)
+    with output_subset(model, vocab):
+        tokens, scores, attn = _beam(model, src, src_len, beam, alpha, max_len,
+                                     return_attention, vocab)
     out: list[list[Hyp]] = []
     for rows, ss in zip(tokens.tolist(), scores.tolist()):
         # -inf only fills slots when the vocabulary is smaller than the beam
@@ -444,18 +479,25 @@ def translate_batch(model, batch_src: Tensor, batch_src_len: Tensor, dcfg: Decod
 
     The score is always log P(y|x) / lp(y) with dcfg.alpha, so greedy (beam 1), sampled and
     beam scores read the same. `cap` bounds the output length (e.g. the model's position
-    table). With dcfg.sample, tokens are drawn with `generator` (decoding_generator).
+    table). With dcfg.sample, tokens are drawn with `generator` (decoding_generator). With
+    dcfg.shortlist and a model that carries a shortlist, the output layer is restricted to the
+    batch's candidates (the scores are then normalised over them).
     """
     maxlen = max_lengths(batch_src_len, dcfg.max_len_a, dcfg.max_len_b, cap)
+    vocab = None
+    if dcfg.shortlist and getattr(model, "shortlist", None) is not None:
+        vocab = model.shortlist.vocabulary(batch_src, dcfg.shortlist, dcfg.shortlist_frequent)
     if dcfg.beam > 1 and not dcfg.sample:
         return beam_search(model, batch_src, batch_src_len, dcfg.beam, dcfg.alpha, maxlen,
-                           dcfg.nbest)
+                           dcfg.nbest, vocab=vocab)
     pick = None
     if dcfg.sample:
         if generator is None:
             raise ValueError("sampling needs a generator (decoding_generator)")
         pick = sampler(dcfg.temperature, dcfg.top_k, dcfg.top_p, generator)
-    tokens, logprob, _ = _greedy(model, batch_src, batch_src_len, maxlen, False, pick)
+    _check_vocabulary(vocab)
+    with output_subset(model, vocab):
+        tokens, logprob, _ = _greedy(model, batch_src, batch_src_len, maxlen, False, pick, vocab)
     out = [_strip(r) for r in tokens.tolist()]
     return [[(y, lp / length_penalty(len(y) + 1.0, dcfg.alpha))]
             for y, lp in zip(out, logprob.tolist())]

@@ -16,7 +16,11 @@ fused attention kernels throughout).
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.batching import to_device
@@ -53,6 +57,11 @@ class Seq2Seq(nn.Module):
     # whether `step` can take G consecutive decoder rows per source-side row (`reorder`'s
     # `sentences`): the source side is then stored once per sentence, not once per hypothesis
     grouped_source = False
+    # candidate target pieces per source piece (nmt.shortlist.Shortlist), set by whoever loads
+    # the model for `nmt translate` / `nmt eval --checkpoint` with decode.shortlist; search
+    # then restricts the output layer per batch (output_subset). None: the full softmax
+    # (validation during training and compare decode so).
+    shortlist = None
 
     def reorder(self, state: dict, index: Tensor, within_sentence: bool = False,
                 sentences: Tensor | None = None) -> dict:
@@ -81,6 +90,42 @@ class Seq2Seq(nn.Module):
             return {k: _select(v, sentences if k in self.source_state else index)
                     for k, v in state.items()}
         return _select(state, index)
+
+
+class OutputLayer(nn.Linear):
+    """The layer from the decoder's last features to the vocabulary: an nn.Linear (the same
+    parameters, state-dict keys and tying) whose rows can be restricted to a subset of the
+    vocabulary for a while (output_subset), so that a decoding step computes logits only for
+    the pieces a shortlist allows: (n, d) x (d, V') instead of (n, d) x (d, V)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True):
+        super().__init__(in_features, out_features, bias)
+        self.rows: tuple[Tensor, Tensor | None] | None = None  # (V', d), (V',) or None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.rows is None:
+            return super().forward(x)
+        return F.linear(x, *self.rows)  # (..., V'): column j is vocabulary id ids[j]
+
+
+@contextlib.contextmanager
+def output_subset(model: nn.Module, ids: Tensor | None) -> Iterator[None]:
+    """Within the block every OutputLayer of `model` (an ensemble's members included) gives
+    logits for the vocabulary ids `ids` (V',) only, in that order, so `step` returns log-probs
+    (n, V') normalised over them; None changes nothing. The rows are selected once here, not
+    at every step, and under autocast kept in its dtype, as its weight cache would."""
+    layers = [m for m in model.modules() if isinstance(m, OutputLayer)] if ids is not None else []
+    try:
+        for m in layers:
+            w = m.weight.detach().index_select(0, ids)               # (V', d)
+            b = None if m.bias is None else m.bias.detach().index_select(0, ids)  # (V',)
+            if torch.is_autocast_enabled(w.device.type):
+                w = w.to(torch.get_autocast_dtype(w.device.type))
+            m.rows = (w, b)
+        yield
+    finally:
+        for m in layers:
+            m.rows = None
 
 
 def _select(x, index: Tensor):

@@ -35,7 +35,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from nmt.config import ModelConfig
 from nmt.errors import NMTError
-from nmt.seq2seq import Seq2Seq, embedding, source_mask
+from nmt.seq2seq import OutputLayer, Seq2Seq, embedding, source_mask
 
 KV = tuple[Tensor, Tensor]  # keys, values: (B, heads, length, d_head) each
 Buffers = tuple[Tensor, Tensor]  # decoding buffers of keys, values: (B, h, t + 1, dh) each
@@ -198,7 +198,7 @@ class Transformer(Seq2Seq):
         # post-norm already ends each layer in a LayerNorm; pre-norm needs one on top
         self.enc_norm = nn.LayerNorm(d) if cfg.pre_norm else nn.Identity()
         self.dec_norm = nn.LayerNorm(d) if cfg.pre_norm else nn.Identity()
-        self.out = nn.Linear(d, tgt_vocab, bias=False)
+        self.out = OutputLayer(d, tgt_vocab, bias=False)
         self.drop = nn.Dropout(cfg.dropout)
         for m in self.modules():
             if isinstance(m, nn.Linear):                        # xavier for every linear map

@@ -2,10 +2,13 @@
 
 A run killed with SIGKILL mid-epoch, or stopped with Ctrl-C, and resumed from last.pt must end
 with bit-identical weights to the same run left alone (dropout on, so RNG states matter too).
-Two torchrun ranks must match one process accumulating the same two batches per update.
+Two torchrun ranks, on one machine or as two nodes, must match one process accumulating the same
+two batches per update.
 """
+import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -94,6 +97,20 @@ def test_ctrl_c_saves_last_and_says_how_to_resume(tmp_path, env, uninterrupted):
     assert_same_weights(weights(out), uninterrupted)
 
 
+# 20 updates of 2 batches each, dropout off: what data-parallel ranks must end equal to
+PARALLEL = [*TINY[1:-2], "train.max_steps=20", "model.dropout=0"]
+
+
+@pytest.fixture(scope="module")
+def accumulating(tmp_path_factory, env):
+    """last.pt of one CPU process accumulating two batches per update (PARALLEL)."""
+    out = tmp_path_factory.mktemp("accumulating") / "single"
+    subprocess.run(cli("--out", str(out), sets=["train.device=cpu", *PARALLEL,
+                                                 "train.accum_steps=2"]),
+                   env=env, check=True, capture_output=True, cwd=ROOT)
+    return weights(out)
+
+
 @pytest.mark.parametrize("device", [
     "cpu",
     # two GPUs over NCCL, under deterministic kernels: runs where a machine has two (the GPU
@@ -101,23 +118,68 @@ def test_ctrl_c_saves_last_and_says_how_to_resume(tmp_path, env, uninterrupted):
     pytest.param("cuda", marks=pytest.mark.skipif(torch.cuda.device_count() < 2,
                                                   reason="needs 2 CUDA GPUs")),
 ])
-def test_two_ranks_match_one_process_accumulating(tmp_path, env, device):
+def test_two_ranks_match_one_process_accumulating(tmp_path, env, device, request):
     """Same global batch per update (2 ranks x 1 batch vs 1 rank x 2 batches), dropout off: the
     loss normalisation by the update's total target tokens makes the gradients equal."""
-    sets = [f"train.device={device}", *TINY[1:-2], "train.max_steps=20", "model.dropout=0"]
+    sets = [f"train.device={device}", *PARALLEL]
     if device == "cuda":
         sets.append("train.deterministic=true")
     single, ddp = tmp_path / "single", tmp_path / "ddp"
-    subprocess.run(cli("--out", str(single), sets=sets + ["train.accum_steps=2"]), env=env,
-                   check=True, capture_output=True, cwd=ROOT)
+    if device == "cuda":
+        subprocess.run(cli("--out", str(single), sets=sets + ["train.accum_steps=2"]), env=env,
+                       check=True, capture_output=True, cwd=ROOT)
     run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
                           "--nproc_per_node=2", *cli("--out", str(ddp), sets=sets)[1:]],
                          env=env, capture_output=True, text=True, cwd=ROOT)
     assert run.returncode == 0, run.stderr[-3000:]
-    a, b = weights(single), weights(ddp)
+    a = weights(single) if device == "cuda" else request.getfixturevalue("accumulating")
+    b = weights(ddp)
     sa, sb = a["state"], b["state"]
     assert sa["step"] == sb["step"] == 20 and b["world"] == 2 and len(b["rng"]) == 2
     assert sa["epoch"] == sb["epoch"] > 1  # an epoch end, where a rank may run short, was crossed
     for k in a["model"]:
         assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5 if device == "cpu" else 1e-4,
                               rtol=0), k
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch.distributed.run") is None
+                    or not torch.distributed.is_available()
+                    or not torch.distributed.is_gloo_available(),
+                    reason="needs torchrun (torch.distributed.run) with the gloo backend")
+def test_two_nodes_match_one_process_accumulating(tmp_path, env, accumulating):
+    """torchrun's own multi-node launch: two "machines" on 127.0.0.1 (--nnodes 2, one rank
+    each, static rendezvous at --master_addr:--master_port, gloo) writing one run directory on
+    a shared file system, as a SLURM job on two nodes does (docs/multinode.md); they must end
+    where one process accumulating the same two batches per update ends."""
+    ddp = tmp_path / "nodes"
+    port = _free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes=2",
+                               "--nproc_per_node=1", f"--node_rank={k}",
+                               "--master_addr=127.0.0.1", f"--master_port={port}",
+                               *cli("--out", str(ddp), sets=["train.device=cpu", *PARALLEL])[1:]],
+                              env={**env, "GLOO_SOCKET_IFNAME": "lo"}, cwd=ROOT, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for k in (0, 1)]
+    outs = []
+    try:
+        for p in nodes:
+            outs.append(p.communicate(timeout=300))
+    finally:
+        for p in nodes:  # a node left waiting for its peer must not outlive the test
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+    for k, (p, (_, err)) in enumerate(zip(nodes, outs)):
+        assert p.returncode == 0, f"node {k}: {err[-3000:]}"
+    a, b = accumulating, weights(ddp)
+    assert a["state"]["step"] == b["state"]["step"] == 20 and b["world"] == 2
+    assert a["state"]["epoch"] == b["state"]["epoch"] > 1
+    assert len(b["rng"]) == 2  # each node's rank saved its RNG state through rank 0
+    for k in a["model"]:
+        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5, rtol=0), k
