@@ -190,7 +190,8 @@ def validate(r: Recipe, where: str = "recipe", set_keys: frozenset[str] = frozen
     `set_keys` (given with --set) is blamed on --set, not on the recipe file."""
 
     def c(cond: bool, name: str, msg: str) -> None:
-        _check(cond, f"{'--set' if name in set_keys else where}: {name}", msg)
+        cli = "--set/--data" if name.startswith("data.") else "--set"  # --data sets data.*
+        _check(cond, f"{cli if name in set_keys else where}: {name}", msg)
 
     for sec in dataclasses.fields(r):  # no NaN or infinity anywhere: every range test is false
         section = getattr(r, sec.name)

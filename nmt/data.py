@@ -276,7 +276,7 @@ def _hf(cfg: DataConfig, split: str, limit: int) -> tuple[list[str], list[str], 
     """A Hugging Face dataset: a `save_to_disk` directory, local Parquet files, else anything
     `load_dataset` takes (a hub name, a local folder of data files). Pairs come from a
     `translation` column of {lang: text} dicts (as in wmt14) or from two named columns (as in
-    bentrevett/multi30k)."""
+    bentrevett/multi30k; without src_field/tgt_field, the columns named by the languages)."""
     datasets = _import_datasets(cfg)
     name = f"hf:{cfg.path}" + (f"/{cfg.hf_config}" if cfg.hf_config else "") + f":{split}"
     saved, files = Path(cfg.path), ()
@@ -319,7 +319,8 @@ def _hf(cfg: DataConfig, split: str, limit: int) -> tuple[list[str], list[str], 
             raise NMTError(f"{name}: load_dataset failed ({type(e).__name__}: {e})") from None
     if limit:
         ds = ds.select(range(min(limit, len(ds))))
-    if not cfg.src_field:
+    by_lang = {cfg.src_lang, cfg.tgt_lang} <= set(ds.column_names)  # columns named en, fr
+    if not cfg.src_field and ("translation" in ds.column_names or not by_lang):
         if "translation" not in ds.column_names:
             raise NMTError(f"{name}: no `translation` column (columns: "
                            f"{', '.join(ds.column_names)}); set data.src_field / data.tgt_field")

@@ -212,7 +212,11 @@ def test_hf_errors(hf_dirs):
     with pytest.raises(NMTError, match="translation has de, en, not 'fr'"):
         load_split(DataConfig(source="hf", path=wmt, src_lang="fr"), "train")
     with pytest.raises(NMTError, match="no `translation` column.*set data.src_field"):
-        load_split(DataConfig(source="hf", path=str(hf_dirs / "bentrevett")), "train")
+        load_split(DataConfig(source="hf", path=str(hf_dirs / "bentrevett"), src_lang="fr"),
+                   "train")
+    # without fields, columns named by the languages are read
+    c = load_split(DataConfig(source="hf", path=str(hf_dirs / "bentrevett")), "train")
+    assert (c.src, c.tgt) == (DE, EN)
     with pytest.raises(NMTError, match="no column 'german'"):
         load_split(DataConfig(source="hf", path=wmt, src_field="german", tgt_field="en"),
                    "train")

@@ -200,8 +200,7 @@ def test_hf_saved_to_disk_with_train_alone_parquet_and_script_datasets(tmp_path,
     assert len(load_split(saved, "test").src) == 10
     # Parquet: one file is one corpus; a folder's files are split by their names
     pq.write_table(pa.table({"de": de, "en": en}), tmp_path / "corpus.parquet")
-    one = cfg_of(cli_data(str(tmp_path / "corpus.parquet"), "de", "en") |
-                 {"src_field": "de", "tgt_field": "en"})
+    one = cfg_of(cli_data(str(tmp_path / "corpus.parquet"), "de", "en"))  # columns de, en
     c = load_split(one, "train")
     assert len(c.src) + 20 <= len(de) and c.files == (str(tmp_path / "corpus.parquet"),)
     (tmp_path / "pq" / "data").mkdir(parents=True)
