@@ -87,6 +87,7 @@ NOT_DECODING = ("batch_tokens",)
 # fields the shared tokenizer is built from
 TOKENIZER_KEYS = ("tokenizer.", "data.source", "data.path", "data.hf_config", "data.src_lang",
                   "data.tgt_lang", "data.src_field", "data.tgt_field", "data.train",
+                  "data.src_file", "data.tgt_file", "data.header", "data.holdout",
                   "data.max_train_pairs")
 
 
@@ -293,7 +294,8 @@ def _stale_tokenizer(tok_dir: Path, r: Recipe) -> str | None:
             return "it was built without a record of its settings"
         built = _tokenizer_key(read_yaml(trained[0]))
         settings.write_text(json.dumps(built, indent=2))
-    return _changes(built, _tokenizer_key(r)) or None
+    # a field added since it was built counts at its default, which is what it was built with
+    return _changes(_tokenizer_key(Recipe()) | built, _tokenizer_key(r)) or None
 
 
 def _stale_system(run_dir: Path, r: Recipe, tok_dir: Path) -> str | None:

@@ -342,3 +342,17 @@ def test_each_format_trains_and_a_tsv_compares(tmp_path, pairs, tok_dir):
     assert read_lines(tmp_path / "cmp" / "heldout" / "test.en") == \
         load_split(cfg_of(cli_data(str(tmp_path / "c.tsv"), "de", "en")), "test").tgt
     assert not (tmp_path / "cmp" / "systems" / "transformer" / "heldout").exists()
+
+
+def test_a_tokenizer_built_before_the_new_data_fields_is_still_reused(tmp_path):
+    from nmt.compare import _stale_tokenizer, _tokenizer_key
+    from nmt.config import Recipe
+
+    (tmp_path / "spm.model").write_bytes(b"x")
+    old = {k: v for k, v in _tokenizer_key(Recipe()).items()
+           if k not in ("data.src_file", "data.tgt_file", "data.header") and
+           not k.startswith("data.holdout")}
+    (tmp_path / "settings.json").write_text(json.dumps(old))
+    assert _stale_tokenizer(tmp_path, Recipe()) is None
+    r = recipe_from_dict({"data": {"holdout_seed": 7}})  # another training part
+    assert "data.holdout_seed 1234 -> 7" in _stale_tokenizer(tmp_path, r)
