@@ -294,7 +294,7 @@ def train_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (w
         r = resume_recipe(out, sets)  # the run's own recipe, whatever the file says now
     elif recipe is None and data_sets:  # the default recipe (a Transformer) on your data
         r = recipe_from_dict({}, where="default recipe", overrides=sets)
-        r.name = Path(data or src_file).name.split(".")[0] or "default"
+        r.name = Path(data or src_file or "default").name.split(".")[0] or "default"
     elif recipe is None:
         raise NMTError("give a recipe file to train, or --data PATH --src LANG --tgt LANG (or "
                        "--resume --out RUN_DIR to continue a run)")

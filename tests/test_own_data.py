@@ -356,3 +356,14 @@ def test_a_tokenizer_built_before_the_new_data_fields_is_still_reused(tmp_path):
     assert _stale_tokenizer(tmp_path, Recipe()) is None
     r = recipe_from_dict({"data": {"holdout_seed": 7}})  # another training part
     assert "data.holdout_seed 1234 -> 7" in _stale_tokenizer(tmp_path, r)
+
+
+def test_train_without_a_recipe_needs_data_and_names_the_run_after_it(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["train", "--src", "en", "--tgt", "fr", "--set",
+                                   "train.max_steps=-1"])
+    # the default recipe, with its checks (a crash would be exit code 1)
+    assert res.exit_code == 2 and "train.max_steps" in " ".join(res.output.split())
+    res = CliRunner().invoke(app, ["train"])
+    assert res.exit_code == 2 and "--data PATH --src LANG --tgt LANG" in " ".join(
+        res.output.split())
