@@ -312,6 +312,11 @@ def _stale_system(run_dir: Path, r: Recipe, tok_dir: Path) -> str | None:
     change = _changes(_training_key(trained), _training_key(r))
     if change:
         return change
+    # test sets are not part of training, except held out of its corpus: more or other held-out
+    # splits leave another training part (and new test pairs it may have trained on)
+    if held_out(trained.data) != held_out(r.data):
+        return (f"the splits held out of its corpus changed ({', '.join(held_out(trained.data))}"
+                f" -> {', '.join(held_out(r.data))}), and with them its training part")
     if _tokenizer_files(run_dir / "tokenizer") != _tokenizer_files(tok_dir):
         return "it was trained with another tokenizer"
     return None

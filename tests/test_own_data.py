@@ -367,3 +367,20 @@ def test_train_without_a_recipe_needs_data_and_names_the_run_after_it(tmp_path, 
     res = CliRunner().invoke(app, ["train"])
     assert res.exit_code == 2 and "--data PATH --src LANG --tgt LANG" in " ".join(
         res.output.split())
+
+
+def test_another_held_out_test_split_makes_a_trained_system_stale(tmp_path):
+    from nmt.compare import _stale_system
+
+    (tmp_path / "c.tsv").write_text("".join(f"s{i}\tt{i}\n" for i in range(100)))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "last.pt").write_bytes(b"")
+    (run / "recipe.yaml").write_text(f"data: {{source: tsv, path: {tmp_path / 'c.tsv'}, "
+                                     f"src_lang: en, tgt_lang: fr, test: [test]}}\n")
+    same = recipe_from_dict({"data": {"source": "tsv", "path": str(tmp_path / "c.tsv"),
+                                      "src_lang": "en", "tgt_lang": "fr", "test": ["test"]}})
+    assert _stale_system(run, same, tmp_path / "no-tokenizer") is None
+    more = recipe_from_dict({"data": {**vars(same.data), "test": ["test", "test2"]}})
+    assert "held out of its corpus changed (val, test -> val, test, test2)" in \
+        _stale_system(run, more, tmp_path / "no-tokenizer")
