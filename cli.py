@@ -70,6 +70,26 @@ app.add_typer(data_app, name="data")
 app.add_typer(tokenizer_app, name="tokenizer")
 
 
+# your corpus on the command line (nmt.data.cli_data maps them onto data.* fields)
+DATA = typer.Option(None, "--data", help="Your corpus, over the recipe's data: a .tsv/.csv/"
+                    ".jsonl file (.gz ok), a folder of {split}.{lang} or {split}.tsv files, a "
+                    "Hugging Face save_to_disk or Parquet folder, or a hub name (with --format "
+                    "hf). Splits it lacks are held out of train. Needs --src and --tgt.")
+SRC_LANG = typer.Option(None, "--src", help="Source language code of --data, e.g. en.")
+TGT_LANG = typer.Option(None, "--tgt", help="Target language code of --data, e.g. fr.")
+FORMAT = typer.Option(None, "--format", help="Format of --data: tsv, csv, jsonl, files or hf "
+                      "(default: told by its name or contents).")
+SRC_FILE = typer.Option(None, "--src-file", help="Instead of --data: the source side as a "
+                        "plain text file, one sentence a line (any name, .gz ok).")
+TGT_FILE = typer.Option(None, "--tgt-file", help="With --src-file: the target side, aligned.")
+
+
+def _data_sets(data, src, tgt, fmt, src_file, tgt_file) -> List[str]:
+    """--data and friends as --set items, to go before the user's own --set."""
+    from nmt.data import cli_data, data_overrides
+    return data_overrides(cli_data(data, src, tgt, fmt, src_file, tgt_file))
+
+
 def _data_recipe(recipe: Optional[Path], overrides: List[str]):
     """The recipe file with overrides, or the defaults (Multi30k de-en) when none is given."""
     from nmt.config import load_recipe, recipe_from_dict
@@ -86,15 +106,20 @@ def data_stats(
         set_: List[str] = typer.Option([], "--set", help="section.key=value, e.g. "
                                        "data.src_lang=fr."),
         tokenizer: Optional[Path] = typer.Option(None, "--tokenizer", help="Tokenizer directory: "
-                                                 "count subword tokens, not whitespace words.")):
+                                                 "count subword tokens, not whitespace words."),
+        data: Optional[str] = DATA, src: Optional[str] = SRC_LANG, tgt: Optional[str] = TGT_LANG,
+        fmt: Optional[str] = FORMAT, src_file: Optional[str] = SRC_FILE,
+        tgt_file: Optional[str] = TGT_FILE):
     """Print pairs, length percentiles, filter drops and batch padding for each split."""
     from rich.table import Table
 
-    from nmt.data import PERCENTILES, load_split, split_stats
+    from nmt.data import PERCENTILES, held_out, holdout, load_split, split_stats
     from nmt.tokenizer import Tokenizer
 
-    r = _data_recipe(recipe, set_)
+    r = _data_recipe(recipe, _data_sets(data, src, tgt, fmt, src_file, tgt_file) + set_)
     d = r.data
+    if held_out(d):
+        Console().print(holdout(d).summary(), highlight=False, markup=False)
     tok = Tokenizer.load(tokenizer) if tokenizer else None
     limits = {d.train: d.max_train_pairs, d.valid: d.max_valid_pairs}
     splits = list(dict.fromkeys([d.train, d.valid, *d.test]))
@@ -102,7 +127,7 @@ def data_stats(
              for split in splits]
     unit = "subword tokens" if tok else "whitespace words (give --tokenizer for subwords)"
     out = Console()
-    where = " ".join(filter(None, (d.source, d.path, d.hf_config)))
+    where = " ".join(filter(None, (d.source, d.path, d.src_file, d.hf_config)))
     pairs = Table(title=f"{where} {d.src_lang}-{d.tgt_lang}: pairs, and drops by the training "
                         f"filters (max_len {d.max_len}, max_ratio {d.max_ratio:g})",
                   caption=f"lengths in {unit}; valid/test are never filtered"
@@ -133,9 +158,11 @@ def data_stats(
 def tokenizer_build(
         out: Path = typer.Option(..., "--out", help="Directory for spm.model (joint) or "
                                  "src.model + tgt.model."),
-        src: Optional[Path] = typer.Option(None, "--src", help="Source sentences, one per line "
-                                           "(.gz ok)."),
-        tgt: Optional[Path] = typer.Option(None, "--tgt", help="Target sentences, aligned."),
+        src: Optional[str] = typer.Option(None, "--src", help="Source sentences, one per line "
+                                          "(.gz ok); with --data or --src-file: the source "
+                                          "language code."),
+        tgt: Optional[str] = typer.Option(None, "--tgt", help="Target sentences, aligned; with "
+                                          "--data or --src-file: the target language code."),
         recipe: Optional[Path] = typer.Option(None, "--recipe", help="Use its tokenizer settings "
                                               "and (without --src/--tgt) its training split."),
         vocab_size: Optional[int] = typer.Option(None, "--vocab-size", help="Pieces per model."),
@@ -143,7 +170,9 @@ def tokenizer_build(
         separate: bool = typer.Option(False, "--separate", help="One model per language "
                                       "instead of a joint one."),
         character_coverage: Optional[float] = typer.Option(None, "--character-coverage",
-                                                           help="Share of characters covered.")):
+                                                           help="Share of characters covered."),
+        data: Optional[str] = DATA, fmt: Optional[str] = FORMAT,
+        src_file: Optional[str] = SRC_FILE, tgt_file: Optional[str] = TGT_FILE):
     """Train a SentencePiece tokenizer on parallel text or a recipe's training split."""
     import time
 
@@ -152,14 +181,17 @@ def tokenizer_build(
 
     if out.exists() and not out.is_dir():
         raise NMTError(f"--out {out}: is a file; give a directory for the tokenizer model(s)")
-    if (src is None) != (tgt is None):
+    corpus_given = data is not None or src_file is not None or tgt_file is not None
+    if (src is None) != (tgt is None) and not corpus_given:
         raise NMTError("tokenizer build: give both --src and --tgt, or neither (then the "
                        "recipe's training split is used)")
     given = {"vocab_size": vocab_size, "model_type": model_type,
              "character_coverage": character_coverage, "joint": False if separate else None}
-    r = _data_recipe(recipe, [f"tokenizer.{k}={v}" for k, v in given.items() if v is not None])
-    if src is not None:
-        src_lines, tgt_lines = read_parallel(src, tgt)
+    data_sets = _data_sets(data, src, tgt, fmt, src_file, tgt_file) if corpus_given else []
+    r = _data_recipe(recipe, data_sets + [f"tokenizer.{k}={v}" for k, v in given.items()
+                                          if v is not None])
+    if src is not None and not corpus_given:
+        src_lines, tgt_lines = read_parallel(Path(src), Path(tgt))
         what = f"{src} + {tgt}"
     else:
         corpus = load_split(r.data, r.data.train, r.data.max_train_pairs)
@@ -234,13 +266,16 @@ def train_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (w
               init_from: Optional[Path] = typer.Option(None, "--init-from", help="Fine-tune: "
                                                        "start from this run's best.pt (or a "
                                                        ".pt file) and its tokenizer; optimizer, "
-                                                       "schedule and steps start fresh.")):
+                                                       "schedule and steps start fresh."),
+              data: Optional[str] = DATA, src: Optional[str] = SRC_LANG,
+              tgt: Optional[str] = TGT_LANG, fmt: Optional[str] = FORMAT,
+              src_file: Optional[str] = SRC_FILE, tgt_file: Optional[str] = TGT_FILE):
     """Train a model: best.pt, last.pt, metrics.jsonl and recipe.yaml go into the run directory.
 
     For several GPUs: torchrun --nproc_per_node=N cli.py train RECIPE ..."""
     import tempfile
 
-    from nmt.config import load_recipe
+    from nmt.config import load_recipe, recipe_from_dict
     from nmt.finetune import load_init
     from nmt.rundir import resume_recipe
     from nmt.training import train
@@ -248,14 +283,21 @@ def train_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (w
     if init_from is not None and resume:
         raise NMTError("--resume continues the run in --out, --init-from starts a new one from "
                        "a checkpoint's weights; pick one")
-    sets = set_ + ([f"train.device={device}"] if device else [])
+    data_sets = _data_sets(data, src, tgt, fmt, src_file, tgt_file)
+    sets = data_sets + set_ + ([f"train.device={device}"] if device else [])
+    if resume and data_sets:
+        raise NMTError("--resume continues with the run's own data; drop --data/--src/--tgt")
     if resume:
         if out is None and recipe is None:
             raise NMTError("--resume needs --out RUN_DIR: the run to continue")
         out = out or Path("runs") / load_recipe(recipe).name
         r = resume_recipe(out, sets)  # the run's own recipe, whatever the file says now
+    elif recipe is None and data_sets:  # the default recipe (a Transformer) on your data
+        r = recipe_from_dict({}, where="default recipe", overrides=sets)
+        r.name = Path(data or src_file or "default").name.split(".")[0] or "default"
     elif recipe is None:
-        raise NMTError("give a recipe file to train (or --resume --out RUN_DIR to continue a run)")
+        raise NMTError("give a recipe file to train, or --data PATH --src LANG --tgt LANG (or "
+                       "--resume --out RUN_DIR to continue a run)")
     else:
         r = load_recipe(recipe, sets)
     out = out or Path("runs") / r.name
@@ -661,13 +703,17 @@ def compare(recipe: Path = typer.Argument(..., help="Comparison recipe (YAML wit
             jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Train N systems at once, "
                                      "each in its own process with its share of the CPU cores "
                                      "(on one GPU: compare.yaml's six at once in 9.2 minutes "
-                                     "on an H200).")):
+                                     "on an H200)."),
+            data: Optional[str] = DATA, src: Optional[str] = SRC_LANG,
+            tgt: Optional[str] = TGT_LANG, fmt: Optional[str] = FORMAT,
+            src_file: Optional[str] = SRC_FILE, tgt_file: Optional[str] = TGT_FILE):
     """Train, decode and score every system of a comparison, then write its report.
 
     Re-running continues where it stopped and reuses only what matches the recipe now."""
     from nmt.compare import load_comparison, run
 
-    cmp = load_comparison(recipe, set_, seeds=seeds)
+    sets = _data_sets(data, src, tgt, fmt, src_file, tgt_file) + set_
+    cmp = load_comparison(recipe, sets, seeds=seeds)
     run(cmp, out or Path("runs") / cmp.name, only=only, device=device, quiet=quiet,
         retrain=retrain, jobs=jobs)
 

@@ -16,7 +16,7 @@ the table gives per setting the median and minimum seconds and the median of the
 ratios to the full output layer of the same round; also the CPU time of the process (with one
 thread, what the search itself cost, less sensitive to others' load than the wall time). BLEU
 (sacreBLEU, cased 13a) of each setting's output, which is the same in every round, and the mean
-size of the allowed vocabulary per batch. Prints a markdown section for a benchmark log (bench/log/).
+size of the allowed vocabulary per batch. Prints a markdown section for a log in bench/log/.
 
 --untrained NAME=bahdanau|transformer adds a model of that architecture at the CPU-budget
 comparison's sizes with random weights (seeded), the first --model's tokenizer and shortlist:

@@ -2,10 +2,15 @@
 
 A comparison recipe names `systems`, each a recipe file and/or `set:` overrides. A system's
 recipe is, from lowest to highest priority: the comparison's `base`, the system's `recipe:` file,
-its `set:`, the comparison's `overrides`, and `--set` from the command line. The work is laid out so
-that re-running after an interruption loses nothing already done:
+its `set:`, the comparison's `overrides`, and `--set` from the command line. Data is the
+exception, as every system must train and be scored on the same data: whatever data the
+comparison gives (its `data:`, `base: {data: ...}`, `overrides: {data: ...}`, `--set data.*`,
+`--data`) wins over every system's recipe file, and a system's `set:` that gives another value
+for it is refused. The work is laid out so that re-running after an interruption loses nothing
+already done:
 
     DIR/tokenizer/                    built once, shared by every system (+ settings.json)
+    DIR/heldout/                      valid/test pairs held out of a corpus without such splits
     DIR/systems/NAME/                 a normal `nmt train` run directory (+ done.json when finished)
     DIR/systems/NAME/SPLIT.hyp        decoded test sets (+ SPLIT.json: what was decoded, how, time)
     DIR/systems/NAME-seedK/           with `seeds: N` (or --seeds N), runs K = 1..N-1 of NAME
@@ -54,8 +59,9 @@ from rich.console import Console
 
 from nmt import report, training
 from nmt.checkpoint import load_for_inference
-from nmt.config import DecodeConfig, Recipe, coerce, read_yaml, recipe_from_dict, to_dict
-from nmt.data import load_split, read_lines
+from nmt.config import (DecodeConfig, Recipe, apply_overrides, coerce, read_yaml,
+                        recipe_from_dict, to_dict)
+from nmt.data import held_out, holdout, load_split, read_lines
 from nmt.distributed import cpu_count, decode_batch_tokens, resolve_device
 from nmt.errors import NMTError
 from nmt.evaluation import bleu_interval, paired_bootstrap, score, seed_bootstrap, seed_interval
@@ -81,6 +87,7 @@ NOT_DECODING = ("batch_tokens",)
 # fields the shared tokenizer is built from
 TOKENIZER_KEYS = ("tokenizer.", "data.source", "data.path", "data.hf_config", "data.src_lang",
                   "data.tgt_lang", "data.src_field", "data.tgt_field", "data.train",
+                  "data.src_file", "data.tgt_file", "data.header", "data.holdout",
                   "data.max_train_pairs")
 
 
@@ -94,6 +101,7 @@ class Comparison:
     length_buckets: list[int] = field(default_factory=list)  # or explicit edges, in source words
     seeds: int = 1                  # training runs per system, seed K with train.seed + K
     base: dict = field(default_factory=dict)      # recipe sections under every system's own
+    data: dict = field(default_factory=dict)      # data fields over every system's own
     overrides: dict = field(default_factory=dict)  # recipe sections over every system's own
     systems: dict = field(default_factory=dict)   # NAME -> {recipe: FILE, set: {overrides}}
     recipes: dict = field(default_factory=dict)   # NAME -> resolved Recipe (filled on load)
@@ -153,6 +161,7 @@ def load_comparison(path: str | Path, overrides: list[str] | None = None,
     if not cmp.systems:
         raise NMTError(f"{path}: no systems listed under `systems:`")
     base = cmp.base or {}
+    given = _given_data(cmp, path, overrides or [])
     for name, spec in cmp.systems.items():
         where = f"{path}: systems.{name}"
         if not isinstance(name, str) or not NAME.fullmatch(name):
@@ -169,7 +178,15 @@ def load_comparison(path: str | Path, overrides: list[str] | None = None,
             if not isinstance(spec["recipe"], str):
                 raise NMTError(f"{where}: recipe must be a file name, got {spec['recipe']!r}")
             values = _merge(values, read_yaml(path.parent / spec["recipe"]))
+        own = (spec.get("set") or {}).get("data") if isinstance(spec.get("set"), dict) else None
+        for key, value in (own or {}).items() if isinstance(own, dict) else ():
+            if key in given and given[key][0] != value:
+                raise NMTError(f"{where}: set: data.{key} is {value!r}, but the comparison's "
+                               f"{given[key][1]} gives data.{key} {given[key][0]!r}; every system "
+                               f"trains and is scored on the comparison's data: remove one")
         values = _merge(values, spec.get("set") or {})
+        if given:  # the comparison's data over the system's own recipe file
+            values = _merge(values, {"data": {k: v for k, (v, _) in given.items()}})
         values = _merge(values, cmp.overrides or {})
         values.setdefault("name", name)
         r = recipe_from_dict(values, where=where, overrides=list(overrides or []))
@@ -192,6 +209,23 @@ def load_comparison(path: str | Path, overrides: list[str] | None = None,
                 raise NMTError(f"{path}: system {sr.dir!r} has the directory of {name!r}'s "
                                f"seed {sr.k} (seeds: {cmp.seeds}); rename it")
     return cmp
+
+
+def _given_data(cmp: Comparison, path: Path, overrides: list[str]) -> dict:
+    """data field -> (value, where the comparison gives it) for every data field given by the
+    comparison, from lowest to highest priority."""
+    sets = [o for o in overrides if o.strip().startswith("data.")]
+    given: dict = {}
+    for what, values in (("base", (cmp.base or {}).get("data")), ("data:", cmp.data),
+                         ("overrides", (cmp.overrides or {}).get("data")),
+                         ("--set/--data", apply_overrides({}, sets).get("data"))):
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise NMTError(f"{path}: {what.rstrip(':')} data must be a mapping of data fields, "
+                           f"got {values!r}")
+        given.update({k: (v, what) for k, v in values.items()})
+    return given
 
 
 @dataclass
@@ -227,11 +261,13 @@ def _training_key(r: Recipe | dict) -> dict:
     return _pick(r, lambda k: not k.startswith(NOT_TRAINING))
 
 
-def build_tokenizer(first: Recipe, tok_dir: Path) -> None:
+def build_tokenizer(first: Recipe, tok_dir: Path, heldout: Path | None = None) -> None:
     """The comparison's shared tokenizer, trained on the first system's training split, with
     the settings it was built from (settings.json: what later runs check it against)."""
-    console.print(f"[bold]tokenizer[/] building on {first.data.source}:{first.data.train}")
-    train = load_split(first.data, first.data.train, limit=first.data.max_train_pairs)
+    console.print(f"[bold]tokenizer[/] building on {first.data.source}:{first.data.train}",
+                  highlight=False, markup=False)
+    train = load_split(first.data, first.data.train, limit=first.data.max_train_pairs,
+                       heldout=heldout)
     Tokenizer.train(train.src, train.tgt, tok_dir, first.tokenizer)
     (tok_dir / "settings.json").write_text(json.dumps(_tokenizer_key(first), indent=2))
 
@@ -258,7 +294,8 @@ def _stale_tokenizer(tok_dir: Path, r: Recipe) -> str | None:
             return "it was built without a record of its settings"
         built = _tokenizer_key(read_yaml(trained[0]))
         settings.write_text(json.dumps(built, indent=2))
-    return _changes(built, _tokenizer_key(r)) or None
+    # a field added since it was built counts at its default, which is what it was built with
+    return _changes(_tokenizer_key(Recipe()) | built, _tokenizer_key(r)) or None
 
 
 def _stale_system(run_dir: Path, r: Recipe, tok_dir: Path) -> str | None:
@@ -275,6 +312,11 @@ def _stale_system(run_dir: Path, r: Recipe, tok_dir: Path) -> str | None:
     change = _changes(_training_key(trained), _training_key(r))
     if change:
         return change
+    # test sets are not part of training, except held out of its corpus: more or other held-out
+    # splits leave another training part (and new test pairs it may have trained on)
+    if held_out(trained.data) != held_out(r.data):
+        return (f"the splits held out of its corpus changed ({', '.join(held_out(trained.data))}"
+                f" -> {', '.join(held_out(r.data))}), and with them its training part")
     if _tokenizer_files(run_dir / "tokenizer") != _tokenizer_files(tok_dir):
         return "it was trained with another tokenizer"
     return None
@@ -342,14 +384,18 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
         raise NMTError(f"{out} holds results for another recipe ({what}). Pass --retrain to "
                        f"train {'them' if stale_tok or len(stale) > 1 else 'it'} again, or "
                        f"choose another --out")
-    tests = {s: load_split(first.data, s, limit=first.data.max_test_pairs) for s in first.data.test}
+    heldout = out / "heldout"  # one held-out split, shared by every system
+    if held_out(first.data):
+        console.print(holdout(first.data, heldout).summary(), highlight=False, markup=False)
+    tests = {s: load_split(first.data, s, limit=first.data.max_test_pairs, heldout=heldout)
+             for s in first.data.test}
     if stale_tok:
         console.print(f"[bold]tokenizer[/] settings changed ({stale_tok}): rebuilding it and "
                       f"retraining every system")
         shutil.rmtree(tok_dir)
         stale = {sr.dir: "tokenizer changed" for sr in todo}
     if not any(tok_dir.glob("*.model")):
-        build_tokenizer(first, tok_dir)
+        build_tokenizer(first, tok_dir, heldout)
     tok = Tokenizer.load(tok_dir)
 
     if jobs > 1 and len(todo) > 1:
@@ -455,7 +501,8 @@ def _train_and_decode(sr: SeedRun, run_dir: Path, tok_dir: Path, tests: dict,
         if device != "auto":
             r.train.device = device
         summary = training.train(r, run_dir, resume=resume, overwrite=bool(stale),
-                                 quiet=quiet, tokenizer_dir=tok_dir)
+                                 quiet=quiet, tokenizer_dir=tok_dir,
+                                 heldout_dir=run_dir.parent.parent / "heldout")
         if summary.get("interrupted"):
             raise NMTError(f"interrupted while training {sr.dir}; run the same command again "
                            "to resume")

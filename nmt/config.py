@@ -23,17 +23,29 @@ ATTENTIONS = ("none", "bahdanau", "luong-dot", "luong-general", "luong-concat",
               "scaled-dot", "cosine", "luong-local")
 INIT_STEPS = ("zero_bias", "xavier", "orthogonal", "identity_general")  # nmt/initialization.py
 SHORTLIST_MAX = 100  # decode.shortlist: most candidates per source piece (nmt/shortlist.py)
+SOURCES = ("multi30k", "files", "tsv", "csv", "jsonl", "hf")  # data.source, read by nmt/data.py
 
 
 @dataclass
 class DataConfig:
-    source: str = "multi30k"        # multi30k | files | tsv | jsonl | hf
-    path: str = ""                  # files/tsv/jsonl: directory; hf: hub name or save_to_disk dir
+    source: str = "multi30k"        # multi30k | files | tsv | csv | jsonl | hf (docs/own-data.md)
+    # files: a directory of {split}.{lang}[.gz]; tsv/csv/jsonl: one file (the whole corpus,
+    # valid/test held out) or a directory of {split}.tsv etc.; hf: hub name, save_to_disk
+    # directory, or a Parquet file or folder
+    path: str = ""
+    src_file: str = ""              # files: two aligned plain files with any names (the whole
+    tgt_file: str = ""              # corpus, valid/test held out), instead of path
     hf_config: str = ""             # hf: dataset config name (e.g. "de-en" for wmt14)
     src_lang: str = "de"            # source language code (also the file suffix for `files`)
     tgt_lang: str = "en"            # target language code
-    src_field: str = ""             # tsv/jsonl/hf column of the source ("": hf `translation`)
-    tgt_field: str = ""             # tsv/jsonl/hf column of the target
+    # tsv/csv/jsonl/hf column of the source: a name (text) or, for tsv/csv, a 1-based column
+    # number (an integer: src_field: 1); "" = the column named src_lang if the header has one,
+    # else tsv/csv column 1 (hf: the `translation` column)
+    src_field: int | str = ""
+    tgt_field: int | str = ""       # likewise for the target; "" = tgt_lang's column, else 2
+    # tsv/csv: is the first row a header? auto = yes when it holds the columns asked for by name
+    # (for numbered or default columns: both language codes, e.g. `en<TAB>fr`)
+    header: bool | str = "auto"
     train: str = "train"            # split names; files: {path}/{split}.{lang}[.gz]
     valid: str = "val"
     test: list[str] = field(default_factory=lambda: ["test_2016_flickr"])
@@ -42,6 +54,12 @@ class DataConfig:
     max_test_pairs: int = 0         # likewise for each test set (0 = all)
     max_len: int = 100              # drop training pairs with more tokens than this on either side
     max_ratio: float = 3.0          # drop training pairs whose token-length ratio exceeds this
+    # a corpus without a valid or test split (one file, or a directory with only train): hold out
+    # this many pairs for each missing split, at most holdout_share of the corpus each, chosen
+    # with holdout_seed; duplicates and sources seen in training are removed from them
+    holdout: int = 1000
+    holdout_share: float = 0.05
+    holdout_seed: int = 1234        # same seed and corpus, same held-out pairs
 
 
 @dataclass
@@ -179,7 +197,8 @@ def validate(r: Recipe, where: str = "recipe", set_keys: frozenset[str] = frozen
     `set_keys` (given with --set) is blamed on --set, not on the recipe file."""
 
     def c(cond: bool, name: str, msg: str) -> None:
-        _check(cond, f"{'--set' if name in set_keys else where}: {name}", msg)
+        cli = "--set/--data" if name.startswith("data.") else "--set"  # --data sets data.*
+        _check(cond, f"{cli if name in set_keys else where}: {name}", msg)
 
     for sec in dataclasses.fields(r):  # no NaN or infinity anywhere: every range test is false
         section = getattr(r, sec.name)
@@ -196,9 +215,37 @@ def validate(r: Recipe, where: str = "recipe", set_keys: frozenset[str] = frozen
 
 
 def _check_data(d: DataConfig, t: TokenizerConfig, c: Check) -> None:
-    c(d.source in ("multi30k", "files", "tsv", "jsonl", "hf"), "data.source",
-      f"unknown source {d.source!r}; use multi30k, files, tsv, jsonl or hf")
-    c(d.source == "multi30k" or d.path, "data.path", f"source {d.source!r} needs a path")
+    c(d.source in SOURCES, "data.source",
+      f"unknown source {d.source!r}; use {', '.join(SOURCES)}")
+    two_files = bool(d.src_file or d.tgt_file)
+    c(not two_files or d.source == "files", "data.src_file",
+      f"src_file/tgt_file are read by source files, not {d.source!r}")
+    c(not two_files or (d.src_file and d.tgt_file), "data.tgt_file" if d.src_file else
+      "data.src_file", "give both src_file and tgt_file")
+    c(not two_files or not d.path, "data.path", "give either path or src_file/tgt_file")
+    c(d.source == "multi30k" or d.path or two_files, "data.path",
+      f"source {d.source!r} needs a path")
+    c(not two_files or d.src_file != d.tgt_file, "data.tgt_file",
+      f"is data.src_file ({d.src_file!r}): both sides would be the same text")
+    for name in ("src_field", "tgt_field"):
+        v = getattr(d, name)
+        c(not isinstance(v, int) or (v >= 1 and d.source in ("tsv", "csv")), f"data.{name}",
+          f"a column number must be >= 1 and is for tsv/csv only, got {v!r}")
+    c(d.src_field == "" or d.src_field != d.tgt_field, "data.tgt_field",
+      f"is data.src_field ({d.src_field!r}): both sides would read the same column and the "
+      f"model would learn to copy")
+    # the same language on both sides reads the same text unless two fields or files are named
+    # (a monolingual task such as simplification names them: then it is meant)
+    distinct = two_files or (d.src_field != "" and d.tgt_field != "")
+    c(d.src_lang != d.tgt_lang or distinct, "data.tgt_lang",
+      f"is data.src_lang ({d.src_lang!r}): both sides would read the same text and the model "
+      f"would learn to copy; for a monolingual task name two columns (src_field/tgt_field) or "
+      f"files (src_file/tgt_file)")
+    c(d.header in (True, False, "auto"), "data.header",
+      f"must be auto, true or false, got {d.header!r}")
+    c(d.holdout >= 1, "data.holdout", f"must be >= 1, got {d.holdout}")
+    c(0 < d.holdout_share < 0.5, "data.holdout_share",
+      f"must be in (0, 0.5), got {d.holdout_share}")
     for name in ("max_train_pairs", "max_valid_pairs", "max_test_pairs"):
         c(getattr(d, name) >= 0, f"data.{name}", "must be >= 0 (0 = all)")
     c(d.max_len > 0, "data.max_len", "must be > 0")
@@ -329,7 +376,11 @@ def coerce(value: Any, tp: Any, name: str, where: str) -> Any:
         _check(ok, where, f"{name} must be an integer, got {value!r}")
         return value
     if tp is str:
-        _check(isinstance(value, str), where, f"{name} must be a string, got {value!r}")
+        # YAML 1.1 reads unquoted no/yes/on/off/true/false as booleans: `src_lang: no` (Norwegian)
+        hint = (f"; YAML reads an unquoted no, yes, on, off, true or false as {value}: quote "
+                f"it, e.g. {name}: \"no\" (on the command line: --set '{name}=\"no\"')"
+                if isinstance(value, bool) else "")
+        _check(isinstance(value, str), where, f"{name} must be a string, got {value!r}{hint}")
         return value
     raise TypeError(f"unsupported field type {tp}")  # a bug in this file, not in a recipe
 
@@ -337,7 +388,8 @@ def coerce(value: Any, tp: Any, name: str, where: str) -> Any:
 def _fill(obj: Any, values: dict, prefix: str, where: str) -> None:
     hints = typing.get_type_hints(type(obj))
     names = [f.name for f in dataclasses.fields(obj)]
-    _check(isinstance(values, dict), where, f"{prefix or 'recipe'} must be a mapping")
+    _check(isinstance(values, dict), where,
+           f"{prefix.rstrip('.') or 'recipe'} must be a mapping of fields, got {values!r}")
     for key, value in values.items():
         full = f"{prefix}{key}"
         if key not in names:
@@ -347,7 +399,8 @@ def _fill(obj: Any, values: dict, prefix: str, where: str) -> None:
             raise NMTError(f"{where}: unknown key {full!r}{hint}")
         current = getattr(obj, key)
         if dataclasses.is_dataclass(current):
-            _fill(current, value or {}, f"{full}.", where)
+            # only an empty section (`data:`) means defaults; `data: 0` or `[]` is a mistake
+            _fill(current, {} if value is None else value, f"{full}.", where)
         else:
             setattr(obj, key, coerce(value, hints[key], full, where))
 

@@ -1,20 +1,28 @@
 """Parallel text in, token-id pairs out.
 
-`load_split` reads one split from any source (Multi30k, plain/gzip files, TSV, JSONL, Hugging Face
-datasets) into aligned, validated sentence lists; `encode_pairs` tokenizes them and, for training
+`load_split` reads one split from any source (Multi30k, plain/gzip files, TSV, CSV, JSONL, Hugging
+Face datasets and Parquet) into aligned, validated sentence lists, holding valid and test pairs out
+of a corpus that has no such splits (`holdout`); `cli_data` maps `--data PATH --src L --tgt L`
+onto the data.* fields; `encode_pairs` tokenizes them and, for training
 only, drops the pairs that would hurt it. Bad input is an NMTError that names the file, the line
 when there is one, and what to do.
 """
 from __future__ import annotations
 
+import csv
+import dataclasses
+import errno
 import gzip
+import io
 import json
+import os
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from nmt.atomic import atomic_write
 from nmt.batching import padding_fraction, token_batches
 from nmt.config import DataConfig
 from nmt.errors import NMTError
@@ -27,6 +35,9 @@ class Corpus:            # raw parallel text of one split, aligned, validated
     src: list[str]
     tgt: list[str]
     name: str            # like "multi30k:train" or a file path
+    # absolute paths of the files read for this split (for a held-out split: the whole corpus's);
+    # empty for a Hugging Face hub dataset, whose identity is its fingerprint/revision
+    files: tuple[str, ...] = ()
 
 
 @dataclass
@@ -50,6 +61,9 @@ def read_lines(path: Path) -> list[str]:
     except IsADirectoryError:
         raise NMTError(f"{path}: is a directory, not a text file") from None
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise NMTError(f"{path}: is a symbolic link loop (it points back at itself); "
+                           f"point it at the data file") from None
         raise NMTError(f"{path}: cannot read it ({e.strerror or e})") from None
     if path.name.endswith(".gz"):
         try:
@@ -69,18 +83,45 @@ def read_lines(path: Path) -> list[str]:
     return [s.removesuffix("\r") for s in lines]
 
 
+def _no_bad_link(path: Path) -> None:
+    """A symbolic link that leads nowhere is named as such, not as a missing file."""
+    if path.is_symlink() and not path.exists():
+        try:
+            path.resolve(strict=True)
+        except RuntimeError:  # Python 3.11-3.12 report a loop so
+            raise NMTError(f"{path}: is a symbolic link loop (it points back at itself); "
+                           f"point it at the data file") from None
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise NMTError(f"{path}: is a symbolic link loop (it points back at itself); "
+                               f"point it at the data file") from None
+            raise NMTError(f"{path}: is a symbolic link to {os.readlink(path)}, which does not "
+                           f"exist") from None
+
+
 def _find(path: Path) -> Path:
-    """path, or path.gz when only the compressed file exists."""
+    """path, or path.gz when only the compressed file exists; both is an error, as they may
+    differ and reading one silently would hide the other."""
     gz = path.with_name(path.name + ".gz")
+    _no_bad_link(path)
+    _no_bad_link(gz)
     if path.is_dir():
         raise NMTError(f"{path}: is a directory, not a text file; check data.path and the split "
                        f"and language names")
+    if path.is_file() and gz.is_file():
+        raise NMTError(f"{path} and {gz} both exist and may differ; remove or rename one so "
+                       f"that it is clear which to read")
     if not path.is_file() and gz.is_file():
         return gz
     if not path.is_file():
         raise NMTError(f"{path}: file not found (nor {gz.name}); check data.path and the "
                        f"split and language names")
     return path
+
+
+def _exists(path: Path) -> bool:
+    gz = path.with_name(path.name + ".gz")
+    return path.is_file() or gz.is_file() or path.is_symlink() or gz.is_symlink()
 
 
 def read_parallel(src_path: Path, tgt_path: Path) -> tuple[list[str], list[str]]:
@@ -97,7 +138,7 @@ def read_parallel(src_path: Path, tgt_path: Path) -> tuple[list[str], list[str]]
 
 
 def _fields(cfg: DataConfig) -> tuple[str, str]:
-    # tsv/jsonl without named fields use the language codes as column names
+    # jsonl/hf without named fields use the language codes as column names
     return cfg.src_field or cfg.src_lang, cfg.tgt_field or cfg.tgt_lang
 
 
@@ -109,28 +150,76 @@ def _text(value, where: str, field: str) -> str:
     return value.strip()
 
 
-def _tsv(path: Path, cfg: DataConfig) -> tuple[list[str], list[str]]:
+def _rows(path: Path, delimiter: str) -> list[tuple[int, list[str]]]:
+    """(line number, fields) of each non-blank row. TSV splits on tabs alone, so quotes are
+    text (sentences quote speech); CSV goes through the csv module (quoted fields may hold
+    commas, quotes and newlines; a newline inside a field becomes a space)."""
     lines = read_lines(path)
-    if not lines:
-        raise NMTError(f"{path}: empty; a TSV needs a header row naming its columns")
-    header = lines[0].split("\t")
+    if delimiter == "\t":
+        return [(n, line.split("\t")) for n, line in enumerate(lines, 1) if line.strip()]
+    rows, n = [], 1
+    reader = csv.reader(io.StringIO("\n".join(lines) + "\n"), strict=True)
+    try:
+        for row in reader:
+            if any(c.strip() for c in row):
+                rows.append((n, [c.replace("\n", " ") for c in row]))
+            n = reader.line_num + 1
+    except csv.Error as e:
+        raise NMTError(f"{path}: line {reader.line_num} is not valid CSV ({e}); quote a field "
+                       f"that holds a comma or a quote, doubling the quotes inside it") from None
+    return rows
+
+
+def _table(path: Path, cfg: DataConfig, delimiter: str) -> tuple[list[str], list[str]]:
+    """Two columns of a TSV or CSV file, chosen by name (from a header) or by number."""
+    kind = "tab" if delimiter == "\t" else "comma"
+    rows = _rows(path, delimiter)
+    if not rows:
+        raise NMTError(f"{path}: holds no rows; check that it is the right file")
+    first_n, first = rows[0]
+    cells = [c.strip() for c in first]
+    named = [f for f in (cfg.src_field, cfg.tgt_field) if isinstance(f, str) and f]
+    wanted = named or [cfg.src_lang, cfg.tgt_lang]
+    header = all(w in cells for w in wanted) if cfg.header == "auto" else cfg.header
     cols = []
-    for f in _fields(cfg):
-        if f not in header:
-            raise NMTError(f"{path}: no column {f!r} in the header ({', '.join(header)}); "
-                           f"set data.src_field / data.tgt_field")
-        cols.append(header.index(f))
+    for f, lang, default in ((cfg.src_field, cfg.src_lang, 1), (cfg.tgt_field, cfg.tgt_lang, 2)):
+        if isinstance(f, int):
+            cols.append(f - 1)
+        elif f and not header:
+            how = ("data.header is false" if cfg.header is False else
+                   f"line {first_n} ({', '.join(cells)}) does not name it, so it is no header")
+            raise NMTError(f"{path}: no column {f!r}: {how}; set data.src_field / "
+                           f"data.tgt_field to a header's column name, or to a column number "
+                           f"(1 = the first) for a file without a header")
+        elif f and f not in cells:
+            raise NMTError(f"{path}: no column {f!r} in the header ({', '.join(cells)}); set "
+                           f"data.src_field / data.tgt_field")
+        else:
+            cols.append(cells.index(f or lang) if header and (f or lang) in cells else
+                        default - 1)
+    width = len(first)
+    for which, col in zip(("src_field", "tgt_field"), cols):
+        if col >= width:
+            raise NMTError(f"{path}: data.{which} is column {col + 1}, but line {first_n} has "
+                           f"{width} {kind}-separated field{'s' * (width > 1)}")
     src, tgt = [], []
-    for n, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        row = line.split("\t")
-        if len(row) != len(header):
-            raise NMTError(f"{path}: line {n} has {len(row)} tab-separated fields, the header "
-                           f"has {len(header)} (a tab inside a sentence?)")
+    for n, row in rows[1:] if header else rows:
+        if len(row) != width:
+            what = "the header" if header else f"line {first_n}"
+            raise NMTError(f"{path}: line {n} has {len(row)} {kind}-separated fields, {what} has "
+                           f"{width}" + (" (a tab inside a sentence?)" if kind == "tab" else
+                                         " (an unquoted comma or quote?)"))
         src.append(row[cols[0]].strip())
         tgt.append(row[cols[1]].strip())
     return src, tgt
+
+
+def _tsv(path: Path, cfg: DataConfig) -> tuple[list[str], list[str]]:
+    return _table(path, cfg, "\t")
+
+
+def _csv(path: Path, cfg: DataConfig) -> tuple[list[str], list[str]]:
+    return _table(path, cfg, ",")
 
 
 def _jsonl(path: Path, cfg: DataConfig) -> tuple[list[str], list[str]]:
@@ -152,39 +241,86 @@ def _jsonl(path: Path, cfg: DataConfig) -> tuple[list[str], list[str]]:
     return src, tgt
 
 
-def _hf(cfg: DataConfig, split: str, limit: int) -> tuple[list[str], list[str], str]:
-    """A Hugging Face dataset: a `save_to_disk` directory, else anything `load_dataset` takes (a
-    hub name, a local folder of data files). Pairs come from a `translation` column of
-    {lang: text} dicts (as in wmt14) or from two named columns (as in bentrevett/multi30k)."""
+READERS = {"tsv": _tsv, "csv": _csv, "jsonl": _jsonl}
+
+
+def _import_datasets(cfg: DataConfig):
     try:
         import datasets  # slow to import; only this source needs it
     except ImportError:
         raise NMTError(f"data.source hf needs the `datasets` package, which is not "
                        f"installed (pip install datasets); or save {cfg.path!r} as files, tsv "
                        f"or jsonl and set data.source to match") from None
+    return datasets
 
+
+def _parquet_splits(path: Path, train: str) -> dict[str, list[Path]]:
+    """Local Parquet files by split: a file's split is its name up to the first '-' or '.'
+    (train.parquet, data/train-00000-of-00002.parquet as the hub lays them out). Without a
+    file of the training split, every file is one corpus, read as `train`."""
+    files = [path] if path.is_file() else sorted(path.rglob("*.parquet"))
+    groups: dict[str, list[Path]] = {}
+    for f in files:
+        groups.setdefault(f.name.split("-")[0].split(".")[0], []).append(f)
+    return groups if train in groups else {train: files}
+
+
+def _is_parquet(cfg: DataConfig) -> bool:
+    p = Path(cfg.path)
+    return p.suffix == ".parquet" and p.is_file() or p.is_dir() and not (
+        (p / "dataset_dict.json").is_file() or (p / "state.json").is_file()) and any(
+        p.rglob("*.parquet"))
+
+
+def _hf(cfg: DataConfig, split: str, limit: int) -> tuple[list[str], list[str], str, tuple]:
+    """A Hugging Face dataset: a `save_to_disk` directory, local Parquet files, else anything
+    `load_dataset` takes (a hub name, a local folder of data files). Pairs come from a
+    `translation` column of {lang: text} dicts (as in wmt14) or from two named columns (as in
+    bentrevett/multi30k; without src_field/tgt_field, the columns named by the languages)."""
+    datasets = _import_datasets(cfg)
     name = f"hf:{cfg.path}" + (f"/{cfg.hf_config}" if cfg.hf_config else "") + f":{split}"
-    saved = Path(cfg.path)
+    saved, files = Path(cfg.path), ()
     if (saved / "dataset_dict.json").is_file() or (saved / "state.json").is_file():
         try:
             ds = datasets.load_from_disk(cfg.path)
         except (FileNotFoundError, ValueError) as e:
             raise NMTError(f"{cfg.path}: cannot read this save_to_disk dataset ({e})") from None
         if not isinstance(ds, datasets.DatasetDict):
-            raise NMTError(f"{cfg.path}: holds a single Dataset; save a DatasetDict with "
-                           f"{split!r} among its splits")
+            ds = datasets.DatasetDict({cfg.train: ds})  # one Dataset: the whole corpus
         if split not in ds:
             raise NMTError(f"{cfg.path}: no split {split!r}; it has {', '.join(ds)}; "
                            f"set data.train / data.valid / data.test")
         ds = ds[split]
+        files = tuple(str(p.resolve()) for p in sorted(saved.rglob("*.arrow")))
+    elif _is_parquet(cfg):
+        groups = _parquet_splits(saved, cfg.train)
+        if split not in groups:
+            raise NMTError(f"{cfg.path}: no Parquet files of split {split!r}; it has "
+                           f"{', '.join(groups)}; set data.train / data.valid / data.test")
+        try:  # read in memory: no cache files beside the user's data or in ~/.cache
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+            table = pa.concat_tables([pq.read_table(f) for f in groups[split]])
+            ds = datasets.Dataset(datasets.table.InMemoryTable(table))
+        except Exception as e:  # a broken or foreign file: the user's to fix
+            raise NMTError(f"{cfg.path}: cannot read its Parquet files ({type(e).__name__}: "
+                           f"{e})") from None
+        files = tuple(str(f.resolve()) for f in groups[split])
     else:
         try:
             ds = datasets.load_dataset(cfg.path, cfg.hf_config or None, split=split)
         except Exception as e:  # network, unknown name/config/split: all the user's to fix
+            if "scripts are no longer supported" in str(e):
+                raise NMTError(
+                    f"{name}: this dataset is a loading script, which datasets "
+                    f"{datasets.__version__} no longer runs; use its Parquet files instead "
+                    f"(many hub datasets have them on the refs/convert/parquet branch): "
+                    f"download them and give the folder as data.path (--data FOLDER)") from None
             raise NMTError(f"{name}: load_dataset failed ({type(e).__name__}: {e})") from None
     if limit:
         ds = ds.select(range(min(limit, len(ds))))
-    if not cfg.src_field:
+    by_lang = {cfg.src_lang, cfg.tgt_lang} <= set(ds.column_names)  # columns named en, fr
+    if not cfg.src_field and ("translation" in ds.column_names or not by_lang):
         if "translation" not in ds.column_names:
             raise NMTError(f"{name}: no `translation` column (columns: "
                            f"{', '.join(ds.column_names)}); set data.src_field / data.tgt_field")
@@ -197,46 +333,325 @@ def _hf(cfg: DataConfig, split: str, limit: int) -> tuple[list[str], list[str], 
                                f"data.tgt_lang")
             src.append(_text(pair[cfg.src_lang], f"{name}: row {n}", cfg.src_lang))
             tgt.append(_text(pair[cfg.tgt_lang], f"{name}: row {n}", cfg.tgt_lang))
-        return src, tgt, name
+        return src, tgt, name, files
     fs, ft = _fields(cfg)
     for f in (fs, ft):
         if f not in ds.column_names:
             raise NMTError(f"{name}: no column {f!r} (columns: {', '.join(ds.column_names)})")
     src = [_text(v, f"{name}: row {n}", fs) for n, v in enumerate(ds[fs])]
     tgt = [_text(v, f"{name}: row {n}", ft) for n, v in enumerate(ds[ft])]
-    return src, tgt, name
+    return src, tgt, name, files
 
 
-def load_split(cfg: DataConfig, split: str, limit: int = 0) -> Corpus:
-    """One split of the configured source, aligned and validated, each sentence stripped of
-    surrounding whitespace; the first `limit` pairs if limit > 0. Nothing is filtered here (see
-    encode_pairs)."""
+def _hf_splits(cfg: DataConfig) -> list[str] | None:
+    """The split names of a local Hugging Face dataset (None: not known without the hub)."""
+    p = Path(cfg.path)
+    if (p / "dataset_dict.json").is_file():
+        return list(json.loads((p / "dataset_dict.json").read_text())["splits"])
+    if (p / "state.json").is_file():
+        return [cfg.train]
+    if _is_parquet(cfg):
+        return list(_parquet_splits(p, cfg.train))
+    if p.is_dir():
+        try:
+            return list(_import_datasets(cfg).get_dataset_split_names(str(p), cfg.hf_config or
+                                                                      None))
+        except Exception:  # load_split says what is wrong, if anything
+            return None
+    return None
+
+
+def is_one_corpus(cfg: DataConfig) -> bool:
+    """The source is one corpus (a single file or two aligned files): valid and test are
+    held out of it."""
+    return bool(cfg.src_file) or (cfg.source in READERS and cfg.path != "" and
+                                  not Path(cfg.path).is_dir())
+
+
+def held_out(cfg: DataConfig) -> list[str]:
+    """The valid and test splits to hold out of the training split: all of them for one
+    corpus, or for a directory or dataset that holds the training split alone. One that holds
+    other splits too holds out nothing: a split name it lacks is then more likely a typo (val
+    for validation) and reads as an error naming the splits it has."""
+    wanted = list(dict.fromkeys([cfg.valid, *cfg.test]))
+    if is_one_corpus(cfg):
+        return wanted
+    d = Path(cfg.path)
+    if cfg.source in ("files", *READERS) and d.is_dir():
+        ext = cfg.src_lang if cfg.source == "files" else cfg.source
+        have = {f.name.removesuffix(".gz").removesuffix(f".{ext}") for f in d.iterdir()
+                if f.name.removesuffix(".gz").endswith(f".{ext}")}
+    elif cfg.source == "hf":
+        have = set(_hf_splits(cfg) or ())
+    else:
+        return []
+    return wanted if have == {cfg.train} else []
+
+
+def _read(cfg: DataConfig, split: str, limit: int) -> Corpus:
+    """One split as the source holds it (no held-out splits here)."""
     src_lang, tgt_lang = cfg.src_lang, cfg.tgt_lang
     if cfg.source == "multi30k":
         files = split_files(split, (src_lang, tgt_lang))
         d = multi30k_dir(files=files)  # only this split's two languages are fetched
-        src, tgt = read_parallel(d / files[0], d / files[1])
+        paths = (d / files[0], d / files[1])
+        src, tgt = read_parallel(*paths)
         name = f"multi30k:{split}"
+    elif cfg.src_file:  # the whole corpus in two files: is_one_corpus
+        paths = (_find(Path(cfg.src_file)), _find(Path(cfg.tgt_file)))
+        src, tgt = read_parallel(*paths)
+        name = f"{paths[0]} + {paths[1].name}"
     elif cfg.source == "files":
         d = Path(cfg.path)
-        src, tgt = read_parallel(_find(d / f"{split}.{src_lang}"),
-                                 _find(d / f"{split}.{tgt_lang}"))
+        paths = (_find(d / f"{split}.{src_lang}"), _find(d / f"{split}.{tgt_lang}"))
+        src, tgt = read_parallel(*paths)
         name = f"{d / split}.{{{src_lang},{tgt_lang}}}"
-    elif cfg.source in ("tsv", "jsonl"):
-        path = _find(Path(cfg.path) / f"{split}.{cfg.source}")
-        src, tgt = (_tsv if cfg.source == "tsv" else _jsonl)(path, cfg)
+    elif cfg.source in READERS:
+        p = Path(cfg.path)
+        path = _find(p / f"{split}.{cfg.source}" if p.is_dir() else p)
+        paths = (path,)
+        src, tgt = READERS[cfg.source](path, cfg)
         name = str(path)
     elif cfg.source == "hf":
-        src, tgt, name = _hf(cfg, split, limit)
+        src, tgt, name, paths = _hf(cfg, split, limit)
     else:  # validate() rejects this already; here for recipes built without it
         raise NMTError(f"data.source: unknown source {cfg.source!r}")
+    return Corpus(src, tgt, name, tuple(str(Path(p).resolve()) for p in paths))
+
+
+def load_split(cfg: DataConfig, split: str, limit: int = 0, heldout: Path | None = None) -> Corpus:
+    """One split of the configured source, aligned and validated, each sentence stripped of
+    surrounding whitespace; the first `limit` pairs if limit > 0. Nothing is filtered here (see
+    encode_pairs). A valid or test split the source lacks is held out of its training split
+    (holdout); `heldout` is the directory its files are written to (None: not written)."""
+    missing = held_out(cfg)
+    if split in missing or missing and split == cfg.train:
+        c = holdout(cfg, heldout).parts[split]
+    elif is_one_corpus(cfg):  # every configured split is held out, so this is none of them
+        raise NMTError(f"{cfg.src_file or cfg.path}: no split {split!r}: this one corpus is "
+                       f"split into {cfg.train}, {', '.join(missing)} (data.train / data.valid "
+                       f"/ data.test)")
+    else:
+        c = _read(cfg, split, limit)
     if limit:
-        src, tgt = src[:limit], tgt[:limit]
-    for side, lines in ((src_lang, src), (tgt_lang, tgt)):
+        c = Corpus(c.src[:limit], c.tgt[:limit], c.name, c.files)
+    for side, lines in ((cfg.src_lang, c.src), (cfg.tgt_lang, c.tgt)):
         if not any(lines):  # a blank-only split would train, validate or score on nothing
-            raise NMTError(f"{name}: the {side} side holds no text (empty or blank lines only); "
-                           f"check data.path, the split names and the fields")
-    return Corpus(src, tgt, name)
+            raise NMTError(f"{c.name}: the {side} side holds no text (empty or blank lines "
+                           f"only); check data.path, the split names and the fields")
+    return c
+
+
+# ----------------------------------------------------------------------------- held-out splits
+
+@dataclass
+class Holdout:
+    """A corpus split into training and held-out valid/test parts (see holdout)."""
+    parts: dict[str, Corpus]        # split name -> its pairs; cfg.train: what is left
+    source: str                     # the corpus they came from
+    total: int                      # pairs in the corpus
+    per_split: int                  # pairs drawn for each held-out split
+    duplicates: int                 # drawn pairs dropped: the same pair drawn already
+    in_train: int                   # drawn pairs dropped: their source occurs in training
+    seed: int
+    written: Path | None            # the directory holding the held-out files, if written
+
+    def summary(self) -> str:
+        held = [s for s in self.parts if s != self.train]
+        sizes = ", ".join(f"{s} {len(self.parts[s].src):,}" for s in held)
+        where = f"; files in {self.written}" if self.written else ""
+        return (f"held out of {self.source} ({self.total:,} pairs; seed {self.seed}): {sizes} "
+                f"pairs ({self.per_split:,} drawn for each; removed {self.duplicates:,} exact "
+                f"duplicate{'s' * (self.duplicates != 1)} and {self.in_train:,} whose source "
+                f"also occurs in training); training keeps the other "
+                f"{len(self.parts[self.train].src):,}{where}")
+
+    @property
+    def train(self) -> str:
+        return next(iter(self.parts))
+
+
+_HOLDOUTS: dict[str, tuple[tuple, Holdout]] = {}  # one split per corpus and settings a process
+
+
+def _stat(files: tuple[str, ...]) -> tuple:
+    out = []
+    for f in files:
+        try:
+            st = os.stat(f)
+        except OSError:
+            return ()
+        out.append((f, st.st_size, st.st_mtime_ns))
+    return tuple(out)
+
+
+def holdout(cfg: DataConfig, heldout: Path | None = None) -> Holdout:
+    """Valid and test pairs held out of a corpus that has no such splits, the same for the same
+    corpus, settings and holdout_seed: each missing split gets min(holdout, holdout_share of the
+    corpus) pairs drawn at random. From those drawn, an exact repeat of a pair drawn before and
+    a pair whose source sentence also occurs in the training part are removed (the first kind is
+    dropped, the second goes back to training), so nothing scored was trained on; the training
+    split is every pair not held out, in corpus order. With `heldout`, each held-out split is
+    written there as {split}.{lang} plain files, with holdout.json saying how they were made."""
+    missing = held_out(cfg)
+    key = json.dumps([dataclasses.asdict(cfg)[k] for k in (
+        "source", "path", "src_file", "tgt_file", "hf_config", "src_lang", "tgt_lang",
+        "src_field", "tgt_field", "header", "train", "valid", "test", "holdout",
+        "holdout_share", "holdout_seed")])
+    cached = _HOLDOUTS.get(key)
+    if cached and cached[0] and cached[0] == _stat(cached[1].parts[cfg.train].files):
+        h = cached[1]
+    else:
+        h = _split_off(cfg, missing)
+        _HOLDOUTS[key] = (_stat(h.parts[cfg.train].files), h)
+    if heldout is not None:
+        _write_heldout(h, cfg, Path(heldout))
+        h = dataclasses.replace(h, written=Path(heldout))
+    return h
+
+
+def _split_off(cfg: DataConfig, missing: list[str]) -> Holdout:
+    whole = _read(cfg, cfg.train, 0)
+    n_pairs = len(whole.src)
+    per_split = min(cfg.holdout, int(n_pairs * cfg.holdout_share))
+    if per_split < 1:
+        raise NMTError(f"{whole.name}: {n_pairs} pairs are too few to hold out "
+                       f"{', '.join(missing)} ({cfg.holdout_share:g} of them is less than one "
+                       f"pair); give a larger corpus or its own valid/test splits")
+    order = np.random.default_rng(cfg.holdout_seed).permutation(n_pairs)
+    drawn = order[:per_split * len(missing)]
+    held = set(int(i) for i in drawn)
+    train_src = {whole.src[i] for i in range(n_pairs) if i not in held}
+    seen: set[tuple[str, str]] = set()
+    chosen: dict[str, list[int]] = {s: [] for s in missing}
+    duplicates = in_train = 0
+    back: list[int] = []  # drawn pairs whose source is trained on anyway: training keeps them
+    for k, i in enumerate(int(i) for i in drawn):
+        pair = (whole.src[i], whole.tgt[i])
+        if pair in seen:
+            duplicates += 1
+        elif pair[0] in train_src:
+            in_train += 1
+            back.append(i)
+        else:
+            seen.add(pair)
+            chosen[missing[k // per_split]].append(i)
+    dropped = held - set(back)
+    train = [i for i in range(n_pairs) if i not in dropped]
+    parts = {cfg.train: Corpus([whole.src[i] for i in train], [whole.tgt[i] for i in train],
+                               f"{whole.name} (training part)", whole.files)}
+    for s, idx in chosen.items():
+        idx.sort()
+        parts[s] = Corpus([whole.src[i] for i in idx], [whole.tgt[i] for i in idx],
+                          f"{whole.name} (held out: {s})", whole.files)
+    return Holdout(parts, whole.name, n_pairs, per_split, duplicates, in_train,
+                   cfg.holdout_seed, None)
+
+
+def _write_heldout(h: Holdout, cfg: DataConfig, d: Path) -> None:
+    """Each held-out split as two plain files (rewritten only when they differ, so that
+    concurrent runs of one comparison agree), and holdout.json."""
+    d.mkdir(parents=True, exist_ok=True)
+    for s, c in h.parts.items():
+        if s == h.train:
+            continue
+        for lang, lines in ((cfg.src_lang, c.src), (cfg.tgt_lang, c.tgt)):
+            text = "".join(x + "\n" for x in lines)
+            path = d / f"{s}.{lang}"
+            if not path.is_file() or path.read_text(encoding="utf-8") != text:
+                with atomic_write(path) as f:
+                    f.write(text)
+    info = {"source": h.source, "files": list(h.parts[h.train].files), "pairs": h.total,
+            "seed": h.seed, "drawn_per_split": h.per_split, "removed_duplicates": h.duplicates,
+            "removed_source_in_training": h.in_train,
+            "splits": {s: len(c.src) for s, c in h.parts.items()},
+            "summary": h.summary()}
+    text = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
+    path = d / "holdout.json"
+    if not path.is_file() or path.read_text(encoding="utf-8") != text:
+        with atomic_write(path) as f:
+            f.write(text)
+
+
+# ----------------------------------------------------------------------------- the command line
+
+FORMATS = ("tsv", "csv", "jsonl", "files", "hf")  # --format: a data.source other than multi30k
+
+
+def detect_format(path: Path) -> str:
+    """The data.source a path holds, from its name or (a directory) its files."""
+    _no_bad_link(path)
+    name = path.name.removesuffix(".gz")
+    if path.is_file():
+        ext = name.rpartition(".")[2]
+        if ext in ("tsv", "csv", "jsonl"):
+            return ext
+        if ext == "json":
+            return "jsonl"
+        if name.endswith(".parquet"):
+            return "hf"
+        raise NMTError(f"--data {path}: cannot tell its format from the name; name it .tsv, "
+                       f".csv, .jsonl or .parquet, or give --format tsv|csv|jsonl, or give two "
+                       f"aligned plain files as --src-file and --tgt-file")
+    if not path.is_dir():
+        raise NMTError(f"--data {path}: not found (for a Hugging Face hub dataset, add "
+                       f"--format hf)")
+    if (path / "dataset_dict.json").is_file() or (path / "state.json").is_file() or \
+            any(path.rglob("*.parquet")):
+        return "hf"
+    names = [p.name.removesuffix(".gz") for p in path.iterdir() if p.is_file()]
+    for ext in ("tsv", "csv", "jsonl"):
+        if any(n.endswith(f".{ext}") for n in names):
+            return ext
+    if names:
+        return "files"
+    raise NMTError(f"--data {path}: an empty directory; it should hold {{split}}.{{lang}} "
+                   f"files (train.en, train.fr), {{split}}.tsv files, or a Hugging Face dataset")
+
+
+def cli_data(data: str | None = None, src: str | None = None, tgt: str | None = None,
+             fmt: str | None = None, src_file: str | None = None,
+             tgt_file: str | None = None) -> dict:
+    """The data.* fields that `--data PATH --src LANG --tgt LANG [--format F]` or
+    `--src-file F --tgt-file F` stand for ({} when none is given). The corpus is read with
+    split names train/valid/test; those it lacks are held out of train (holdout)."""
+    if data is None and src_file is None and tgt_file is None:
+        if fmt is not None:
+            raise NMTError("--format names the format of --data PATH; give --data too")
+        if src is not None or tgt is not None:
+            return {k: v for k, v in (("src_lang", src), ("tgt_lang", tgt)) if v is not None}
+        return {}
+    if data is not None and (src_file or tgt_file):
+        raise NMTError("give either --data PATH or --src-file F --tgt-file F, not both")
+    if (src_file is None) != (tgt_file is None):
+        raise NMTError("give both --src-file and --tgt-file: two aligned plain files, line i of "
+                       "one the translation of line i of the other")
+    if src is None or tgt is None:
+        raise NMTError("give the languages too: --src LANG --tgt LANG (e.g. --src en --tgt fr); "
+                       "they name the sides, the files of a folder and the held-out files")
+    values = {"src_lang": src, "tgt_lang": tgt, "path": "", "src_file": "", "tgt_file": "",
+              "hf_config": "", "src_field": "", "tgt_field": "", "header": "auto",
+              "train": "train", "valid": "valid", "test": ["test"]}
+    if src_file is not None:
+        if fmt not in (None, "files"):
+            raise NMTError(f"--format {fmt}: --src-file and --tgt-file are plain text files")
+        return values | {"source": "files", "src_file": str(Path(src_file).resolve()),
+                         "tgt_file": str(Path(tgt_file).resolve())}
+    if fmt is not None and fmt not in FORMATS:
+        raise NMTError(f"--format {fmt}: unknown; use {', '.join(FORMATS)}")
+    path = Path(data)
+    if fmt == "hf" and not path.exists():  # a hub name
+        return values | {"source": "hf", "path": data}
+    if not path.exists():
+        _no_bad_link(path)
+        raise NMTError(f"--data {data}: not found (for a Hugging Face hub dataset, add "
+                       f"--format hf)")
+    return values | {"source": fmt or detect_format(path), "path": str(path.resolve())}
+
+
+def data_overrides(values: dict) -> list[str]:
+    """cli_data's fields as --set items (JSON is YAML, so every value keeps its type)."""
+    return [f"data.{k}={json.dumps(v)}" for k, v in values.items()]
 
 
 # ----------------------------------------------------------------------------- encoding

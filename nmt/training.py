@@ -40,7 +40,7 @@ from nmt import distributed as dist
 from nmt.average import average_at_end
 from nmt.batching import BATCHERS, Batch, Prefetch, collate
 from nmt.config import Recipe, TrainConfig, save_recipe
-from nmt.data import Corpus, encode_pairs, load_split
+from nmt.data import Corpus, encode_pairs, held_out, holdout, load_split
 from nmt.errors import NMTError
 from nmt.evaluation import score
 from nmt.model import build_model
@@ -128,14 +128,16 @@ def _finished(st: RunState, cfg: TrainConfig, out_of_time: bool = False) -> str 
 
 def train(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool = False,
           quiet: bool = False, tokenizer_dir: Path | None = None,
-          batcher: Batcher | None = None, init_weights: dict | None = None) -> dict:
+          batcher: Batcher | None = None, init_weights: dict | None = None,
+          heldout_dir: Path | None = None) -> dict:
     """Train `recipe` into `out_dir`; returns a summary (best_bleu, steps, time, tokens/s, ...).
 
     Run under torchrun for data parallelism: every rank computes the same batch list and takes
     its share of each update; rank 0 alone validates and writes files. `batcher` makes an
     epoch's batches instead of train.batching's (bench/ swaps in JoeyNMT's to compare
     toolkits). `init_weights`: start from these weights instead of a random initialisation
-    (fine-tuning, finetune.py).
+    (fine-tuning, finetune.py). `heldout_dir`: where the valid/test pairs held out of a corpus
+    without such splits are written (default out_dir/heldout; compare shares one).
     """
     out_dir = Path(out_dir)
     if resume and overwrite:
@@ -146,7 +148,7 @@ def train(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool =
         with dist.kept_determinism(), rundir.claim(out_dir, resume, overwrite,
                                                    active=d.main) as run:
             trainer = _start(recipe, out_dir, resume, tokenizer_dir, d, batcher, run,
-                             init_weights)
+                             init_weights, heldout_dir)
             return _loop(trainer, quiet)
     finally:
         torch.set_num_threads(threads)  # a caller (tests, compare) keeps its own setting
@@ -219,7 +221,7 @@ def _loop(t: Trainer, quiet: bool) -> dict:
 
 def _start(recipe: Recipe, out_dir: Path, resume: bool, tokenizer_dir: Path | None,
            d: dist.Dist, batcher: Batcher | None, run: rundir.RunDir,
-           init_weights: dict | None = None) -> Trainer:
+           init_weights: dict | None = None, heldout_dir: Path | None = None) -> Trainer:
     """In the claimed run directory (a fresh run, or the recipe and state of the one being
     resumed): load the data, build the model, commit the claim: a ready Trainer."""
     ckpt = None
@@ -245,7 +247,7 @@ def _start(recipe: Recipe, out_dir: Path, resume: bool, tokenizer_dir: Path | No
     log.info(f"{'resuming' if resume else 'training'} {recipe.name or 'recipe'} in {out_dir} on "
              f"{device}" + (f" ({where})" if where else ""))
     tok, train_pairs, valid_corpus, valid_pairs = _load_data(recipe, out_dir, ckpt,
-                                                             tokenizer_dir, d, log)
+                                                             tokenizer_dir, d, log, heldout_dir)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model = build_model(recipe.model, tok.src_vocab_size, tok.tgt_vocab_size,
@@ -261,12 +263,17 @@ def _start(recipe: Recipe, out_dir: Path, resume: bool, tokenizer_dir: Path | No
 
 
 def _load_data(recipe: Recipe, out_dir: Path, ckpt: dict | None, tokenizer_dir: Path | None,
-               d: dist.Dist, log: RunLog) -> tuple[Tokenizer, Pairs, Corpus, Pairs]:
+               d: dist.Dist, log: RunLog,
+               heldout_dir: Path | None = None) -> tuple[Tokenizer, Pairs, Corpus, Pairs]:
     """The tokenizer (the checkpoint's, a given one, or trained now), then the filtered
     training pairs and every validation pair."""
     dc = recipe.data
-    train_corpus = load_split(dc, dc.train, limit=dc.max_train_pairs)
-    valid_corpus = load_split(dc, dc.valid, limit=dc.max_valid_pairs)
+    # a corpus without valid/test splits: the held-out pairs, written by rank 0 alone
+    heldout = (heldout_dir or out_dir / "heldout") if d.main else None
+    if held_out(dc):
+        log.info(holdout(dc, heldout).summary())
+    train_corpus = load_split(dc, dc.train, limit=dc.max_train_pairs, heldout=heldout)
+    valid_corpus = load_split(dc, dc.valid, limit=dc.max_valid_pairs, heldout=heldout)
     if ckpt is not None:
         tok = Tokenizer.from_state(ckpt["tokenizer"])
     elif tokenizer_dir is not None:

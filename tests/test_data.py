@@ -62,6 +62,7 @@ def test_multi30k_rejects_unknown_language_and_split():
 # ----------------------------------------------------------------------------- files
 
 def test_files_plain_and_gzip_with_limit(tmp_path):
+    write(tmp_path / "val.de", DE)  # a folder with train alone gets held-out splits instead
     write(tmp_path / "train.de", DE)
     write(tmp_path / "train.en.gz", EN, gz=True)
     c = load_split(files_cfg(tmp_path), "train")
@@ -71,6 +72,7 @@ def test_files_plain_and_gzip_with_limit(tmp_path):
 
 def test_files_whitespace_crlf_and_unicode_separators(tmp_path):
     raw = "  Ein Hund.  \r\nA\u2028B\x85C\t\r\n\r\n".encode("utf-8")
+    write(tmp_path / "val.de", DE)
     write(tmp_path / "train.de", [], raw=raw)
     write(tmp_path / "train.en", ["x", "y", ""])
     c = load_split(files_cfg(tmp_path), "train")
@@ -120,6 +122,7 @@ def test_corrupt_and_truncated_gzip(tmp_path):
 def test_tsv_named_and_default_fields(tmp_path):
     rows = ["id\tgerman\tenglish"] + [f"{i}\t{d}\t{e}" for i, (d, e) in enumerate(zip(DE, EN))]
     write(tmp_path / "train.tsv", rows + [""])  # a blank last line is no row
+    write(tmp_path / "test.tsv", rows)
     c = load_split(DataConfig(source="tsv", path=str(tmp_path), src_field="german",
                               tgt_field="english"), "train")
     assert (c.src, c.tgt) == (DE, EN)
@@ -141,6 +144,7 @@ def test_jsonl_fields_and_errors(tmp_path):
     rows = [json.dumps({"source": d, "target": e, "id": i}, ensure_ascii=False)
             for i, (d, e) in enumerate(zip(DE, EN))]
     write(tmp_path / "train.jsonl.gz", rows, gz=True)
+    write(tmp_path / "val.jsonl", rows)
     cfg = DataConfig(source="jsonl", path=str(tmp_path), src_field="source", tgt_field="target")
     c = load_split(cfg, "train")
     assert (c.src, c.tgt) == (DE, EN)
@@ -208,7 +212,11 @@ def test_hf_errors(hf_dirs):
     with pytest.raises(NMTError, match="translation has de, en, not 'fr'"):
         load_split(DataConfig(source="hf", path=wmt, src_lang="fr"), "train")
     with pytest.raises(NMTError, match="no `translation` column.*set data.src_field"):
-        load_split(DataConfig(source="hf", path=str(hf_dirs / "bentrevett")), "train")
+        load_split(DataConfig(source="hf", path=str(hf_dirs / "bentrevett"), src_lang="fr"),
+                   "train")
+    # without fields, columns named by the languages are read
+    c = load_split(DataConfig(source="hf", path=str(hf_dirs / "bentrevett")), "train")
+    assert (c.src, c.tgt) == (DE, EN)
     with pytest.raises(NMTError, match="no column 'german'"):
         load_split(DataConfig(source="hf", path=wmt, src_field="german", tgt_field="en"),
                    "train")
