@@ -15,6 +15,7 @@ from nmt.config import recipe_from_dict
 from nmt.errors import NMTError
 from nmt.evaluation import (bleu_interval, length_unit, resolve_tokenize, score, scoring,
                             sentence_length)
+from nmt.rundir import resume_recipe
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -62,7 +63,7 @@ def write_corpus(d, lang):
 def comparison_yaml(d, lang, **extra) -> str:
     path = d / "cmp.yaml"
     path.write_text(json.dumps({
-        "baseline": "plain", "examples": 1, "heatmaps": 1, "length_bins": 2, **extra,
+        "baseline": "plain", "examples": 1, "heatmaps": 0, "length_bins": 2, **extra,
         "base": {"data": {"source": "files", "path": str(d), "src_lang": "en", "tgt_lang": lang,
                           "test": ["test"]},
                  "tokenizer": {"vocab_size": 120, "model_type": "bpe"},
@@ -224,6 +225,9 @@ def test_comparison_scores_with_the_target_languages_tokenizer(tmp_path, lang, t
         run(load_comparison(path, overrides=["eval.tokenize=char"]), out, quiet=True)
     named = load_comparison(path, overrides=[f"eval.tokenize={tokenizer}"]).recipes["plain"]
     assert _stale_system(out / "systems" / "plain", named, out / "tokenizer") is None
+    # nor does --resume carry on under another tokenizer
+    with pytest.raises(NMTError, match=r"cannot change eval\.tokenize: 'auto' -> 'char'"):
+        resume_recipe(out / "systems" / "plain", overrides=["eval.tokenize=char"])
 
 
 def test_systems_of_a_comparison_share_eval(tmp_path):
