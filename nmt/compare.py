@@ -234,7 +234,8 @@ def _training_key(r: Recipe | dict) -> dict:
     key = _pick(r, lambda k: not k.startswith(NOT_TRAINING))
     # validation scores with the tokenizer `auto` stands for: the same tokenizer named outright
     # is the same training
-    key["eval.tokenize"] = resolve_tokenize(key["eval.tokenize"], key["data.tgt_lang"])
+    if "eval.tokenize" in key:
+        key["eval.tokenize"] = resolve_tokenize(key["eval.tokenize"], key["data.tgt_lang"])
     return key
 
 
