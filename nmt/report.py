@@ -119,7 +119,8 @@ def _significance(results: dict, split: str, baseline: str) -> list[str]:
                   f"Test-set sampling and seed-to-seed variation both count.", ""]
     chrf = all("chrf" in row for row in bs.values())  # the one-seed test has chrF's too
     lines += ["| system | BLEU (mean ± 95% CI) | vs baseline | p-value | "
-              + ("chrF (mean ± 95% CI) | chrF p-value | " if chrf else "") + "verdict at 0.05 |",
+              + ("chrF (mean ± 95% CI) | chrF p-value | " if chrf else "")
+              + "BLEU verdict at 0.05 |",
               "|---|---|---|---|---|" + ("---|---|" if chrf else "")]
     base = bs[baseline]["score"]
     for name, row in bs.items():
