@@ -186,8 +186,8 @@ def load_comparison(path: str | Path, overrides: list[str] | None = None,
         for section in SHARED:
             if getattr(r, section) != getattr(first, section):
                 raise NMTError(f"{path}: system {name!r} changes `{section}`; every system must "
-                               f"share data, tokenizer and eval, or their BLEU scores do not "
-                               f"compare")
+                               f"share data and tokenizer (and eval: how BLEU is scored), or "
+                               f"their BLEU scores do not compare")
     if not first.data.test:
         raise NMTError(f"{path}: data.test lists no test split; a comparison scores at least one")
     if cmp.baseline not in cmp.recipes:
