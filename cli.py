@@ -516,8 +516,8 @@ def eval_cmd(
                                        "case-insensitively, as papers that score lower-cased "
                                        "text do (with --checkpoint also when its recipe's "
                                        "eval.lowercase says so).")):
-    """Score translations with sacreBLEU: BLEU (13a, cased unless asked), chrF and TER, with
-    signatures.
+    """Score translations with sacreBLEU: BLEU (tokenized for the target language, see
+    --tokenize; cased unless asked), chrF and TER, with signatures.
 
     nmt eval --hyp H --ref R; several --hyp: paired bootstrap vs the first. nmt eval
     --checkpoint RUN --src S --ref R: translate S, score it, and report the teacher-forced
