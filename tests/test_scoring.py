@@ -234,6 +234,13 @@ def test_comparison_scores_with_the_target_languages_tokenizer(tmp_path, lang, t
     report = (out / "report.md").read_text(encoding="utf-8")
     assert f"sacreBLEU's `{tokenizer}` tokenizer" in report and f"tok:{tokenizer}" in report
 
+    # nmt eval --checkpoint: --tokenize auto follows the run's recipe
+    res = CliRunner().invoke(app, ["eval", "--checkpoint", str(out / "systems" / "plain"),
+                                   "--src", str(tmp_path / "test.en"), "--ref",
+                                   str(tmp_path / f"test.{lang}"), "--beam", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["tokenize"] == tokenizer
+
     # another eval.tokenize: what validation chose (best.pt, early stopping) is not reused
     # silently; the same tokenizer named outright is the same run
     with pytest.raises(NMTError, match=rf"eval\.tokenize '{tokenizer}' -> 'char'.*--retrain"):
