@@ -71,5 +71,16 @@ bench-joeynmt-level: install $(JOEY)
 	.joey/bin/pip install -q "$(TORCH)"
 	.joey/bin/pip install -q joeynmt==2.3.0 sentencepiece==0.2.0 importlib_metadata
 
+# fonts for figure text in every script (CJK, Devanagari, Thai, ...: nmt/plots.py picks them up);
+# Debian/Ubuntu packages, so root (or sudo) and apt-get are needed: elsewhere it says what to do
+FONTS ?= fonts-noto-cjk fonts-noto-core
+.PHONY: fonts
+fonts:
+	@if ! command -v apt-get >/dev/null; then \
+	  echo "make fonts: no apt-get here; install Noto CJK and Noto Sans fonts with your system's tools"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -q && apt-get install -y -q $(FONTS); \
+	elif command -v sudo >/dev/null; then sudo apt-get update -q && sudo apt-get install -y -q $(FONTS); \
+	else echo "make fonts: run as root: apt-get install -y $(FONTS)"; fi
+
 clean:
 	rm -rf $(VENV) .joey runs .pytest_cache site

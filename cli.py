@@ -564,24 +564,32 @@ def eval_cmd(
         seed: Optional[int] = SEED, ensemble: List[Path] = ENSEMBLE,
         amp: Optional[str] = AMP, shortlist: Optional[int] = SHORTLIST,
         shortlist_frequent: Optional[int] = SHORTLIST_FREQUENT,
-        tokenize: str = typer.Option("13a", "--tokenize", help="sacreBLEU's BLEU tokenizer: "
+        tokenize: str = typer.Option("auto", "--tokenize", help="sacreBLEU's BLEU tokenizer: "
                                      "13a, intl, zh, char, none, ja-mecab, ko-mecab, spm, "
-                                     "flores101, flores200 (zh for Chinese, ja-mecab for "
-                                     "Japanese)."),
+                                     "flores101, flores200, or auto: the one for --tgt-lang "
+                                     "(ja-mecab for ja, zh for zh, ko-mecab for ko, char for "
+                                     "th/lo/km/my, else 13a), with --checkpoint its recipe's "
+                                     "eval.tokenize, else 13a."),
+        tgt_lang: Optional[str] = typer.Option(None, "--tgt-lang", help="The references' "
+                                               "language, for --tokenize auto (default: the "
+                                               "checkpoint recipe's data.tgt_lang)."),
         lowercase: bool = typer.Option(False, "--lowercase", help="Score BLEU and chrF "
                                        "case-insensitively, as papers that score lower-cased "
-                                       "text do.")):
-    """Score translations with sacreBLEU: BLEU (13a, cased unless asked), chrF and TER, with
-    signatures.
+                                       "text do (with --checkpoint also when its recipe's "
+                                       "eval.lowercase says so).")):
+    """Score translations with sacreBLEU: BLEU (tokenized for the target language, see
+    --tokenize; cased unless asked), chrF and TER, with signatures.
 
     nmt eval --hyp H --ref R; several --hyp: paired bootstrap vs the first. nmt eval
     --checkpoint RUN --src S --ref R: translate S, score it, and report the teacher-forced
     perplexity of R given S."""
     import json
 
-    from nmt.evaluation import metrics, read_aligned, read_text
+    from nmt.evaluation import metrics, read_aligned, read_text, resolve_tokenize
 
-    metrics(tokenize, lowercase)  # a bad --tokenize fails before anything is decoded
+    if tokenize != "auto" or checkpoint is None:  # else the checkpoint's recipe says, below
+        tokenize = resolve_tokenize(tokenize, tgt_lang or "")
+        metrics(tokenize, lowercase)  # a bad --tokenize fails before anything is decoded
     result: dict = {"refs": [str(p) for p in ref]}
     if checkpoint is not None:
         if hyp or src is None:
@@ -596,6 +604,10 @@ def eval_cmd(
         from nmt.shortlist import use_shortlist
 
         model, tok, recipe, dev = _load_for_decoding(checkpoint, device, ensemble)
+        if tokenize == "auto":
+            tokenize = resolve_tokenize(recipe.eval.tokenize, tgt_lang or recipe.data.tgt_lang)
+            lowercase = lowercase or recipe.eval.lowercase
+            metrics(tokenize, lowercase)
         dcfg = _decode_config(recipe.decode, beam, batch_tokens, 1, alpha, max_len, sample,
                               temperature, top_k, top_p, seed, amp, shortlist,
                               shortlist_frequent)
@@ -624,6 +636,7 @@ def eval_cmd(
             raise NMTError(f"{', '.join(stray)} control decoding, which needs --checkpoint RUN "
                            "--src FILE; --hyp files are scored as they are")
         hyps, refs = read_aligned([str(p) for p in hyp], [str(p) for p in ref])
+    result["tokenize"] = tokenize
     _score_systems(hyps, refs, result, tokenize, lowercase)
     if json_out:
         print(json.dumps(result, indent=2))

@@ -31,7 +31,9 @@ settings and training data are the same, a trained system only when its resolved
 decoding, test sets and device) equals the one it was trained with, a hypothesis file only when
 it was decoded from the same source lines with the same decoding settings. A changed tokenizer or
 system is an error naming the change unless --retrain is given; changed decoding or test sets
-are simply decoded again.
+are simply decoded again. eval (the BLEU tokenizer, docs/scoring.md) counts as training, since
+validation BLEU chose best.pt and when to stop; the test scores are computed afresh from the
+hypothesis files on every run.
 """
 from __future__ import annotations
 
@@ -64,13 +66,15 @@ from nmt.config import (DecodeConfig, Recipe, apply_overrides, coerce, read_yaml
 from nmt.data import held_out, holdout, load_split, read_lines
 from nmt.distributed import cpu_count, decode_batch_tokens, resolve_device
 from nmt.errors import NMTError
-from nmt.evaluation import bleu_interval, paired_bootstrap, score, seed_bootstrap, seed_interval
+from nmt.evaluation import (bleu_interval, length_unit, paired_bootstrap, resolve_tokenize, score,
+                            scoring, seed_bootstrap, seed_interval, sentence_length)
 from nmt.prediction import translate_lines
 from nmt.rundir import flat
 from nmt.tokenizer import Tokenizer
 
 console = Console(stderr=True)
-SHARED = ("data", "tokenizer")  # sections every system must share, or BLEU is not comparable
+# sections every system must share, or BLEU is not comparable
+SHARED = ("data", "tokenizer", "eval")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a system name is also a directory name
 # recipe fields that do not change what training computes: a finished system is reused across
 # changes to them (decoding and test sets are redone as needed)
@@ -98,7 +102,9 @@ class Comparison:
     examples: int = 5               # test sentences shown from every system beside the reference
     heatmaps: int = 3               # test sentences whose attention is drawn for every system
     length_bins: int = 5            # BLEU by length: buckets at source-length quantiles
-    length_buckets: list[int] = field(default_factory=list)  # or explicit edges, in source words
+    # or explicit edges, in source words (characters for an unspaced source language:
+    # evaluation.length_unit)
+    length_buckets: list[int] = field(default_factory=list)
     seeds: int = 1                  # training runs per system, seed K with train.seed + K
     base: dict = field(default_factory=dict)      # recipe sections under every system's own
     data: dict = field(default_factory=dict)      # data fields over every system's own
@@ -141,7 +147,7 @@ def _typed(raw: dict, path: Path) -> Comparison:
         raise NMTError(f"{path}: seeds must be >= 1, got {cmp.seeds}")
     edges = cmp.length_buckets
     if any(e <= 0 for e in edges) or any(a >= b for a, b in zip(edges, edges[1:])):
-        raise NMTError(f"{path}: length_buckets must be increasing positive word counts, got "
+        raise NMTError(f"{path}: length_buckets must be increasing positive lengths, got "
                        f"{edges}")
     return cmp
 
@@ -197,7 +203,8 @@ def load_comparison(path: str | Path, overrides: list[str] | None = None,
         for section in SHARED:
             if getattr(r, section) != getattr(first, section):
                 raise NMTError(f"{path}: system {name!r} changes `{section}`; every system must "
-                               f"share data and tokenizer, or their BLEU scores do not compare")
+                               f"share data and tokenizer (and eval: how BLEU is scored), or "
+                               f"their BLEU scores do not compare")
     if not first.data.test:
         raise NMTError(f"{path}: data.test lists no test split; a comparison scores at least one")
     if cmp.baseline not in cmp.recipes:
@@ -258,7 +265,12 @@ def _pick(r: Recipe | dict, keep) -> dict:
 
 
 def _training_key(r: Recipe | dict) -> dict:
-    return _pick(r, lambda k: not k.startswith(NOT_TRAINING))
+    key = _pick(r, lambda k: not k.startswith(NOT_TRAINING))
+    # validation scores with the tokenizer `auto` stands for: the same tokenizer named outright
+    # is the same training
+    if "eval.tokenize" in key:
+        key["eval.tokenize"] = resolve_tokenize(key["eval.tokenize"], key["data.tgt_lang"])
+    return key
 
 
 def build_tokenizer(first: Recipe, tok_dir: Path, heldout: Path | None = None) -> None:
@@ -306,7 +318,10 @@ def _stale_system(run_dir: Path, r: Recipe, tok_dir: Path) -> str | None:
     # read as a Recipe, so that a field added since the run was trained counts at its default,
     # which is what the run trained with (as `nmt train --resume` reads it)
     try:
-        trained = recipe_from_dict(read_yaml(saved), where=str(saved))
+        values = read_yaml(saved)
+        # a run trained before the eval section existed validated with 13a, whatever its target
+        values.setdefault("eval", {"tokenize": "13a"})
+        trained = recipe_from_dict(values, where=str(saved))
     except NMTError as e:
         return f"its recipe cannot be read any more: {e}"
     change = _changes(_training_key(trained), _training_key(r))
@@ -368,6 +383,7 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
     first = cmp.recipes[names[0]]
     if out.exists() and not out.is_dir():
         raise NMTError(f"--out {out}: is a file, not a directory")
+    scoring(first)  # a package eval.tokenize needs and lacks: an error before any training
     tok_dir = out / "tokenizer"
 
     # ---- everything that would be reused must be what is asked for now, checked up front
@@ -551,13 +567,14 @@ def _metrics(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def quantile_edges(src: list[str], bins: int) -> list[int]:
-    """Source-length edges (words) that split `src` into `bins` buckets of about equal size.
+def quantile_edges(src: list[str], bins: int, unit: str = "words") -> list[int]:
+    """Source-length edges (in `unit`: evaluation.length_unit) that split `src` into `bins`
+    buckets of about equal size.
 
     Multi30k captions are short: fixed edges leave a handful of sentences in the top buckets,
     whose BLEU then swings by many points. Equal-count buckets hold ~len/bins sentences each
     (ties at an edge make them somewhat uneven); an edge that would repeat is dropped."""
-    lengths = sorted(len(s.split()) for s in src)
+    lengths = sorted(sentence_length(s, unit) for s in src)
     edges: list[int] = []
     for k in range(1, bins):
         e = lengths[round(k * len(lengths) / bins)] if lengths else 0
@@ -566,14 +583,16 @@ def quantile_edges(src: list[str], bins: int) -> list[int]:
     return edges
 
 
-def length_buckets(src: list[str], edges: list[int]) -> list[tuple[str, list[int]]]:
-    """Group sentence indices by source length in words: [<e0, e0-e1, ..., >=eN]."""
+def length_buckets(src: list[str], edges: list[int],
+                   unit: str = "words") -> list[tuple[str, list[int]]]:
+    """Group sentence indices by source length in `unit` (evaluation.length_unit): [<e0,
+    e0-e1, ..., >=eN]."""
     bounds = [0, *edges, math.inf]
     out = []
     for lo, hi in zip(bounds, bounds[1:]):
         label = f"<{hi}" if lo == 0 else f"{lo}+" if hi == math.inf else \
             f"{lo}" if hi == lo + 1 else f"{lo}-{hi - 1}"
-        idx = [i for i, s in enumerate(src) if lo <= len(s.split()) < hi]
+        idx = [i for i, s in enumerate(src) if lo <= sentence_length(s, unit) < hi]
         if idx:
             out.append((label, idx))
     return out
@@ -599,11 +618,16 @@ def collect(cmp: Comparison, out: Path, tests: dict) -> dict:
     entry is its run's; with several, the same keys hold the aggregate over the seeds (means,
     *_sd the sample standard deviations, the learning curve with its band) and `seeds` lists
     each run's own numbers."""
+    first = next(iter(cmp.recipes.values()))
+    tokenize, lowercase = scoring(first)  # shared by every system (SHARED)
+    unit = length_unit(first.data.src_lang)
+    # how every BLEU and chrF below was scored; the signatures say it too
+    ev = {"tokenize": tokenize, "lowercase": lowercase, "length_unit": unit}
     results: dict = {"name": cmp.name, "baseline": cmp.baseline, "seeds": cmp.seeds,
-                     "systems": {}, "tests": {}, "left_out": {}}
+                     "eval": ev, "systems": {}, "tests": {}, "left_out": {}}
     hyps: dict[str, dict[str, list[list[str]]]] = {}  # split -> system -> hypotheses per seed
     for name in cmp.recipes:
-        runs = [_run_result(sr, out, tests, results["left_out"]) for sr in seed_runs(cmp, name)]
+        runs = [_run_result(sr, out, tests, results["left_out"], ev) for sr in seed_runs(cmp, name)]
         finished = [x for x in runs if x is not None]
         if len(finished) < len(runs):  # a system is scored once every seed of it is
             if finished:
@@ -612,21 +636,21 @@ def collect(cmp: Comparison, out: Path, tests: dict) -> dict:
         splits = [split for split in tests if all(split in x["hyps"] for x in runs)]
         for split in splits:
             hyps.setdefault(split, {})[name] = [x["hyps"][split] for x in runs]
-        edges = {split: cmp.length_buckets or quantile_edges(tests[split].src, cmp.length_bins)
-                 for split in splits}
+        edges = {split: cmp.length_buckets or quantile_edges(tests[split].src, cmp.length_bins,
+                                                             unit) for split in splits}
         if len(runs) == 1:
             sys = runs[0]["result"]
             for split in splits:
                 sys["tests"][split]["by_length"] = _by_length(
-                    [runs[0]["hyps"][split]], tests[split], edges[split])
+                    [runs[0]["hyps"][split]], tests[split], edges[split], ev)
         else:
             sys = _aggregate([x["result"] for x in runs], splits)
             for split in splits:
                 runs_hyps = [x["hyps"][split] for x in runs]
-                interval = seed_interval(runs_hyps, tests[split].tgt)
+                interval = seed_interval(runs_hyps, tests[split].tgt, tokenize, lowercase)
                 sys["tests"][split]["ci"] = interval["ci"]
                 sys["tests"][split]["by_length"] = _by_length(runs_hyps, tests[split],
-                                                              edges[split])
+                                                              edges[split], ev)
         results["systems"][name] = sys
     for split, by_sys in hyps.items():
         info: dict = {"n": len(tests[split].src)}
@@ -636,20 +660,25 @@ def collect(cmp: Comparison, out: Path, tests: dict) -> dict:
             if cmp.seeds == 1:
                 info["bootstrap"] = paired_bootstrap(by_sys[cmp.baseline][0],
                                                      {n: h[0] for n, h in others.items()},
-                                                     refs, baseline_name=cmp.baseline)
+                                                     refs, baseline_name=cmp.baseline,
+                                                     tokenize=tokenize, lowercase=lowercase)
             else:
                 info["bootstrap"] = seed_bootstrap(by_sys[cmp.baseline], others, refs,
-                                                   baseline_name=cmp.baseline)
+                                                   baseline_name=cmp.baseline,
+                                                   tokenize=tokenize, lowercase=lowercase)
             info["test"] = "paired bootstrap" if cmp.seeds == 1 else \
                 "paired bootstrap over sentences and seeds"
         results["tests"][split] = info
     return results
 
 
-def _run_result(sr: SeedRun, out: Path, tests: dict, left_out: dict) -> dict | None:
+def _run_result(sr: SeedRun, out: Path, tests: dict, left_out: dict,
+                ev: dict) -> dict | None:
     """One finished run's numbers: {"result": its results.json entry (no BLEU by length yet),
     "hyps": {split: hypotheses}}; None while it is not finished, or when it was trained for
-    another recipe (then noted in left_out, as is a test set decoded for other settings)."""
+    another recipe (then noted in left_out, as is a test set decoded for other settings). The
+    test sets are scored now, with the scoring `ev` (collect's) asks for, from the hypothesis
+    files: a change of eval.tokenize re-scores them without decoding again."""
     r, run_dir = sr.recipe, out / "systems" / sr.dir
     done = run_dir / "done.json"
     if not done.is_file():
@@ -667,7 +696,9 @@ def _run_result(sr: SeedRun, out: Path, tests: dict, left_out: dict) -> dict | N
     result = {"arch": r.model.arch, "attention": r.model.attention if r.model.arch == "rnn"
               else "multi-head self + cross", "design": design(r), "summary": summary,
               "val_ppl": best.get("val_ppl"), "val_bleu": best.get("val_bleu"),
-              "curve": [{k: m.get(k) for k in ("step", "wall", "val_bleu", "val_ppl")}
+              "val_chrf": best.get("val_chrf"), "val_signature": best.get("bleu_signature"),
+              "curve": [{k: m.get(k) for k in ("step", "wall", "val_bleu", "val_chrf",
+                                                "val_ppl")}
                         for m in valid], "tests": {}}
     hyps = {}
     for split, corpus in tests.items():
@@ -681,23 +712,26 @@ def _run_result(sr: SeedRun, out: Path, tests: dict, left_out: dict) -> dict | N
                               f"to decode it again")
             continue
         hyps[split] = read_lines(hyp_path)
-        result["tests"][split] = score(hyps[split], [corpus.tgt])
+        result["tests"][split] = score(hyps[split], [corpus.tgt], ev["tokenize"],
+                                       ev["lowercase"])
         result["tests"][split]["decode"] = json.loads(hyp_path.with_suffix(".json").read_text())
     return {"result": result, "hyps": hyps}
 
 
-def _by_length(runs: list[list[str]], corpus, edges: list[int]) -> list[dict]:
+def _by_length(runs: list[list[str]], corpus, edges: list[int], ev: dict) -> list[dict]:
     """BLEU per source-length bucket with its 95% bootstrap interval (of the mean over seeds,
-    and the seeds' standard deviation, when there are several)."""
+    and the seeds' standard deviation, when there are several), scored and measured as `ev`
+    (collect's) says: the buckets by source length in ev["length_unit"], BLEU with
+    ev["tokenize"] (and chrF, with one seed)."""
     rows = []
-    for label, idx in length_buckets(corpus.src, edges):
+    for label, idx in length_buckets(corpus.src, edges, ev["length_unit"]):
         refs = [corpus.tgt[i] for i in idx]
         bucket = [[hyps[i] for i in idx] for hyps in runs]
         row = {"bucket": label, "n": len(idx)}
         if len(runs) == 1:
-            row.update(bleu_interval(bucket[0], refs))
+            row.update(bleu_interval(bucket[0], refs, ev["tokenize"], ev["lowercase"]))
         else:
-            row.update(seed_interval(bucket, refs))
+            row.update(seed_interval(bucket, refs, ev["tokenize"], ev["lowercase"]))
             row["sd"] = statistics.stdev(row["seeds"])
         rows.append(row)
     return rows
@@ -716,6 +750,7 @@ def _aggregate(runs: list[dict], splits: list[str]) -> dict:
     agg.update(summary=summary, val_ppl=_mean_sd(runs, "val_ppl")[0],
                curve=curve_band([x["curve"] for x in runs]), tests={})
     agg["val_bleu"], agg["val_bleu_sd"] = _mean_sd(runs, "val_bleu")
+    agg["val_chrf"] = _mean_sd(runs, "val_chrf")[0]
     for split in splits:
         per_seed = [x["tests"][split] for x in runs]
         t = agg["tests"][split] = {"signatures": per_seed[0]["signatures"]}

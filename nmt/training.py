@@ -42,7 +42,7 @@ from nmt.batching import BATCHERS, Batch, Prefetch, collate
 from nmt.config import Recipe, TrainConfig, save_recipe
 from nmt.data import Corpus, encode_pairs, held_out, holdout, load_split
 from nmt.errors import NMTError
-from nmt.evaluation import score
+from nmt.evaluation import score, scoring
 from nmt.model import build_model
 from nmt.prediction import teacher_forced_loss, translate_lines
 from nmt.seq2seq import count_parameters
@@ -142,6 +142,7 @@ def train(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool =
     out_dir = Path(out_dir)
     if resume and overwrite:
         raise NMTError("--resume continues the run in --out, --overwrite replaces it; pick one")
+    scoring(recipe)  # a package eval.tokenize needs and lacks: an error now, not at validation
     d = dist.setup(recipe.train.device)
     threads = torch.get_num_threads()
     try:
@@ -500,10 +501,13 @@ class Trainer:
             self.save("best")
         self._info(f"valid step {st.step} epoch {st.epoch}: loss {rec['val_loss']:.3f} "
                    f"ppl {rec['val_ppl']:.2f} BLEU {rec['val_bleu']:.2f} "
+                   + (f"chrF {rec['val_chrf']:.2f} " if "val_chrf" in rec else "")
                    + ("(new best)" if improved else
                       f"(best {st.best_bleu:.2f}, {st.bad_validations} without gain)")
                    + f" lr {self.optimizer.param_groups[0]['lr']:.2e} [{time.time() - t0:.0f}s]"
-                   + ("" if len(self.valid_records) > 1 else f"\n  {rec['bleu_signature']}"))
+                   + ("" if len(self.valid_records) > 1 else
+                      "".join(f"\n  {rec[k]}" for k in ("bleu_signature", "chrf_signature")
+                              if k in rec)))
         return rec
 
     def save(self, which: str) -> None:
@@ -659,12 +663,14 @@ def _validate(model, tok, corpus, pairs, recipe: Recipe, device) -> dict:
             nll, ppl = teacher_forced_loss(model, pairs, recipe.decode.batch_tokens, device)
             greedy = replace(recipe.decode, beam=1, nbest=1, sample=False)
             hyps = translate_lines(model, tok, corpus.src, greedy, device)
-        s = score(hyps, [corpus.tgt])
+        tokenize, lowercase = scoring(recipe)
+        s = score(hyps, [corpus.tgt], tokenize, lowercase, names=("bleu", "chrf"))
     finally:
         model.train()
         _set_rng(rng, device)
     return {"val_loss": round(nll, 5), "val_ppl": round(ppl, 3), "val_bleu": round(s["bleu"], 3),
-            "bleu_signature": str(s["signatures"]["bleu"])}
+            "val_chrf": round(s["chrf"], 3), "bleu_signature": str(s["signatures"]["bleu"]),
+            "chrf_signature": str(s["signatures"]["chrf"])}
 
 
 # ----------------------------------------------------------------------------- run directory
