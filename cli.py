@@ -631,6 +631,28 @@ def attention(checkpoint: Path = typer.Option(..., "--checkpoint", help="Run dir
     err.print(f"wrote {out}")
 
 
+@app.command()
+@user_errors
+def serve(runs: List[str] = typer.Argument(..., help="Run directories (or .pt files) to serve, "
+                                           "each named by its folder, or NAME=RUN."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: "
+                                   "every interface; the API has no authentication)."),
+          port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
+          device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+          max_texts: int = typer.Option(64, "--max-texts", min=1, help="Texts per request."),
+          max_chars: int = typer.Option(2000, "--max-chars", min=1, help="Characters per text."),
+          window_ms: float = typer.Option(5.0, "--window-ms", min=0.0, help="How long a lone "
+                                          "request waits for others to be decoded with it.")):
+    """Serve trained runs over HTTP, with a page at / that shows each system's translation and
+    attention (pip install 'nmt[serve]'). POST /translate, GET /systems, GET /health."""
+    from nmt.serve import Limits, require_serve
+    from nmt.serve import serve as run_server
+
+    require_serve()  # before minutes of loading
+    run_server(runs, host, port, device, Limits(max_texts=max_texts, max_chars=max_chars,
+                                                window_ms=window_ms))
+
+
 # Typer's command lists keep the docstrings' line breaks ("... into one that / translate, eval
 # and / attention accept"); each command's summary there is its first paragraph on one line
 for typer_app in (app, data_app, tokenizer_app):

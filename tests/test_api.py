@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers_ckpt import make_checkpoint, multi30k_lines
+from helpers_ckpt import multi30k_lines
 from typer.testing import CliRunner
 
 import nmt
@@ -20,10 +20,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def rnn_run(tmp_path_factory, data_dir):
-    d = tmp_path_factory.mktemp("rnn")
-    make_checkpoint(d, data_dir, "rnn", train_steps=20)  # Bahdanau attention (the default)
-    return d
+def rnn_run(trained_rnn_run):
+    return trained_rnn_run
 
 
 @pytest.fixture(scope="module")
