@@ -195,7 +195,7 @@ class Batcher:
             texts = [x for job in batch for x in job.texts]
             try:
                 out = await self.run(lambda: t.translate(texts, **first.options))
-            except Exception as e:  # noqa: BLE001: answered to its clients, the loop goes on
+            except Exception as e:  # any failure is answered to its clients; the loop goes on
                 for job in batch:
                     if not job.future.done():
                         job.future.set_exception(e)
