@@ -96,6 +96,7 @@ def _hover_changes_highlights(d, card) -> None:
 def _screenshot(d, name: str) -> None:
     where = os.environ.get("NMT_SCREENSHOTS")
     if where:
+        d.execute_script("window.scrollTo(0, 0)")
         d.save_screenshot(str(Path(where) / name))
 
 
