@@ -648,7 +648,13 @@ def serve(runs: List[str] = typer.Argument(..., help="Run directories (or .pt fi
     from nmt.serve import Limits, require_serve
     from nmt.serve import serve as run_server
 
-    require_serve()  # before minutes of loading
+    try:
+        require_serve()  # before minutes of loading
+    except NMTError as e:  # printed here: its text names the extra in brackets, nmt[serve]
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        raise typer.Exit(2)
     run_server(runs, host, port, device, Limits(max_texts=max_texts, max_chars=max_chars,
                                                 window_ms=window_ms))
 

@@ -179,3 +179,17 @@ def test_sigterm_finishes_the_request_in_flight(trained_run, lines):
         if p.poll() is None:
             p.kill()
             p.wait()
+
+
+def test_without_fastapi_the_error_says_what_to_install(monkeypatch):
+    from nmt.serve import require_serve
+
+    monkeypatch.setitem(sys.modules, "fastapi", None)  # import fastapi now raises ImportError
+    with pytest.raises(NMTError, match=r"pip install 'nmt\[serve\]'"):
+        require_serve()
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    r = CliRunner().invoke(app, ["serve", "some/run"])
+    assert r.exit_code == 2 and "pip install 'nmt[serve]'" in " ".join(r.output.split())
