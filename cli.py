@@ -639,6 +639,9 @@ def serve(runs: List[str] = typer.Argument(..., help="Run directories (or .pt fi
                                    "every interface; the API has no authentication)."),
           port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
           device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+          threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads "
+                                                "for decoding (default: torch's, one per "
+                                                "core)."),
           max_texts: int = typer.Option(64, "--max-texts", min=1, help="Texts per request."),
           max_chars: int = typer.Option(2000, "--max-chars", min=1, help="Characters per text."),
           window_ms: float = typer.Option(5.0, "--window-ms", min=0.0, help="How long a lone "
@@ -655,6 +658,10 @@ def serve(runs: List[str] = typer.Argument(..., help="Run directories (or .pt fi
 
         err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(2)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     run_server(runs, host, port, device, Limits(max_texts=max_texts, max_chars=max_chars,
                                                 window_ms=window_ms))
 

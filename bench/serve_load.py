@@ -48,9 +48,13 @@ def conditions() -> str:
     return "\n".join(out)
 
 
-def batch_rate(run: str, lines: list[str], beam: int) -> dict:
+def batch_rate(run: str, lines: list[str], beam: int, threads: int | None) -> dict:
+    import torch
+
     from nmt.api import Translator
 
+    if threads:
+        torch.set_num_threads(threads)
     t = Translator.load(run, device="cpu")
     t.translate(lines[:20], beam=beam)  # warm-up: first-call allocations and autotuning
     t0 = time.perf_counter()
@@ -119,6 +123,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=30.0, help="per level, at most")
     ap.add_argument("--max-requests", type=int, default=1000, help="per level, at most")
     ap.add_argument("--window-ms", type=float, default=5.0)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads, batch and "
+                    "server alike (default: torch's)")
     ap.add_argument("--out", default="bench/serve_load.json")
     a = ap.parse_args()
     lines = read_lines(a.src, a.sentences)
@@ -127,14 +133,16 @@ def main() -> None:
     runs = dict(spec.split("=", 1) for spec in a.run)
     batch = {}
     for name, run in runs.items():
-        batch[name] = batch_rate(run, lines, a.beam)
+        batch[name] = batch_rate(run, lines, a.beam, a.threads)
         print(f"{name}: batch of {len(lines)} in {batch[name]['seconds']:.1f} s "
               f"({batch[name]['sent_per_s']:.1f} sent/s)", flush=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    threads = ["--threads", str(a.threads)] if a.threads else []
     server = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "serve", *a.run,
                                "--port", str(port), "--device", "cpu", "--window-ms",
-                               str(a.window_ms)], env={**os.environ, "PYTHONPATH": str(ROOT)})
+                               str(a.window_ms), *threads],
+                              env={**os.environ, "PYTHONPATH": str(ROOT)})
     rows = []
     try:
         import httpx
