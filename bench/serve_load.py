@@ -58,9 +58,12 @@ def batch_rate(run: str, lines: list[str], beam: int, threads: int | None) -> di
     t = Translator.load(run, device="cpu")
     t.translate(lines[:20], beam=beam)  # warm-up: first-call allocations and autotuning
     t0 = time.perf_counter()
-    t.translate(lines, beam=beam)
+    out = t.translate(lines, beam=beam)
     s = time.perf_counter() - t0
-    return {"seconds": s, "sent_per_s": len(lines) / s, "threads": _threads()}
+    # output length drives decoding time: a barely trained model that runs to max_len is slow
+    words = sum(len(x.split()) for x in out) / max(1, len(out))
+    return {"seconds": s, "sent_per_s": len(lines) / s, "threads": _threads(),
+            "output_words": words, "source_words": sum(len(x.split()) for x in lines) / len(lines)}
 
 
 def _threads() -> int:
@@ -135,7 +138,8 @@ def main() -> None:
     for name, run in runs.items():
         batch[name] = batch_rate(run, lines, a.beam, a.threads)
         print(f"{name}: batch of {len(lines)} in {batch[name]['seconds']:.1f} s "
-              f"({batch[name]['sent_per_s']:.1f} sent/s)", flush=True)
+              f"({batch[name]['sent_per_s']:.1f} sent/s, {batch[name]['output_words']:.1f} "
+              f"output words per sentence, source {batch[name]['source_words']:.1f})", flush=True)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     threads = ["--threads", str(a.threads)] if a.threads else []
