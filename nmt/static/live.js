@@ -8,7 +8,8 @@
 
   function meta(s) {
     var bits = [s.family === "transformer" ? "Transformer" : "RNN, attention: " + s.attention,
-                (s.params / 1e6).toFixed(1) + "M parameters"];
+                (s.params >= 1e6 ? (s.params / 1e6).toFixed(1) + "M"
+                                 : Math.round(s.params / 1e3) + "k") + " parameters"];
     Object.keys(s.bleu || {}).forEach(function (k) { bits.push(k + " BLEU " + s.bleu[k]); });
     return bits.join(" \u00b7 ");
   }
