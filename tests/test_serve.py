@@ -193,3 +193,18 @@ def test_without_fastapi_the_error_says_what_to_install(monkeypatch):
 
     r = CliRunner().invoke(app, ["serve", "some/run"])
     assert r.exit_code == 2 and "pip install 'nmt[serve]'" in " ".join(r.output.split())
+
+
+def test_systems_show_the_bleu_the_run_recorded(tmp_path):
+    from nmt.serve import recorded_bleu
+
+    run = tmp_path / "cmp" / "systems" / "bahdanau"
+    run.mkdir(parents=True)
+    (run / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in (
+        {"kind": "train", "step": 1}, {"kind": "valid", "val_bleu": 20.0},
+        {"kind": "valid", "val_bleu": 25.5})) + "\n")
+    (tmp_path / "cmp" / "results.json").write_text(json.dumps(
+        {"systems": {"bahdanau": {"tests": {"test_2016_flickr": {"bleu": 30.123}}}}}))
+    assert recorded_bleu(run) == {"validation": 25.5, "test_2016_flickr": 30.12}
+    assert recorded_bleu(run / "best.pt") == recorded_bleu(run)
+    assert recorded_bleu(tmp_path / "nothing") == {}
