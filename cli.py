@@ -631,6 +631,7 @@ def attention(checkpoint: Path = typer.Option(..., "--checkpoint", help="Run dir
     err.print(f"wrote {out}")
 
 
+# the help is rich markup: the backslash before [serve] keeps the brackets shown
 @app.command()
 @user_errors
 def serve(runs: List[str] = typer.Argument(..., help="Run directories (or .pt files) to serve, "
@@ -647,7 +648,7 @@ def serve(runs: List[str] = typer.Argument(..., help="Run directories (or .pt fi
           window_ms: float = typer.Option(5.0, "--window-ms", min=0.0, help="How long a lone "
                                           "request waits for others to be decoded with it.")):
     """Serve trained runs over HTTP, with a page at / that shows each system's translation and
-    attention (pip install 'nmt[serve]'). POST /translate, GET /systems, GET /health."""
+    attention (pip install 'nmt\\[serve]'). POST /translate, GET /systems, GET /health."""
     from nmt.serve import Limits, require_serve
     from nmt.serve import serve as run_server
 
