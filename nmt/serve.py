@@ -160,11 +160,26 @@ class Batcher:
         self.pool.shutdown(wait=True)
 
     async def translate(self, system: str, texts: list[str], options: dict) -> list[str]:
+        """The texts' translations. A request larger than one batch goes to the queue one
+        batch-sized part at a time, each part queued once the previous one is done, so the
+        requests that arrive meanwhile are decoded between its parts instead of after all."""
         t = self.systems[system].translator
-        job = _Job(system, texts, options, asyncio.get_running_loop().create_future(),
-                   sum(len(x) + 1 for x in t.tok.encode_src(texts)))
-        await self.queue.put(job)
-        return await job.future
+        budget, out = _budget(t), []
+        sizes = [len(x) + 1 for x in t.tok.encode_src(texts)]  # source tokens with EOS
+        start = 0
+        while start < len(texts) or not texts:
+            end, tokens = start, 0
+            while end < len(texts) and (end == start or tokens + sizes[end] <= budget):
+                tokens += sizes[end]
+                end += 1
+            job = _Job(system, texts[start:end], options,
+                       asyncio.get_running_loop().create_future(), tokens)
+            await self.queue.put(job)
+            out += await job.future
+            if not texts:
+                break
+            start = end
+        return out
 
     async def run(self, fn, *args):
         """Run fn in the decoding thread (between batches), e.g. an attention request."""

@@ -208,3 +208,38 @@ def test_systems_show_the_bleu_the_run_recorded(tmp_path):
     assert recorded_bleu(run) == {"validation": 25.5, "test_2016_flickr": 30.12}
     assert recorded_bleu(run / "best.pt") == recorded_bleu(run)
     assert recorded_bleu(tmp_path / "nothing") == {}
+
+
+def test_a_large_request_does_not_hold_back_the_others_beyond_one_batch(systems, lines):
+    """A request of many batches goes one batch at a time, and a sentence sent meanwhile is
+    answered before that request ends; both get the translations they would get alone."""
+    from dataclasses import replace
+
+    t = systems["rnn"].translator
+    big = lines * 3                              # 12 sentences, about 4 batches at 60 tokens
+    alone_big, alone_one = t.translate(big, beam=1), t.translate([lines[1]], beam=1)
+    finished = []
+
+    async def main():
+        b = Batcher(systems, Limits(window_ms=0))
+        b.start()
+
+        async def send(name, texts, delay):
+            await asyncio.sleep(delay)
+            out = await b.translate("rnn", texts, {"beam": 1})
+            finished.append(name)
+            return out
+
+        try:
+            return await asyncio.gather(send("big", big, 0), send("one", [lines[1]], 0))
+        finally:
+            await b.stop()
+
+    old = t.decode
+    t.decode = replace(old, batch_tokens=60)
+    try:
+        got_big, got_one = asyncio.run(main())
+    finally:
+        t.decode = old
+    assert got_big == alone_big and got_one == alone_one
+    assert finished == ["one", "big"]
