@@ -12,7 +12,8 @@ Each run is loaded once. Requests for the same system and options that arrive to
 decoded as one batch (`Batcher`: the first waits `window_ms` for company, then the batch takes
 what is queued up to decode.batch_tokens source tokens), so many single-sentence clients get
 close to the throughput of one big batch; decoding runs in one worker thread, one batch at a
-time, so a large request delays others by its own batch only. Every bad request is answered with
+time, and a request larger than one batch is queued a batch at a time, so others that arrive
+meanwhile wait for one of its batches, not for all of it. Every bad request is answered with
 a JSON {"error": ..., "field": ...} and a 413 (too large) or 422 (not valid) status; nothing a
 client sends stops the server. SIGTERM (uvicorn's graceful shutdown) stops accepting, finishes
 the requests in flight, then exits.
