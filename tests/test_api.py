@@ -114,3 +114,26 @@ def test_import_nmt_is_light_and_compare_stays_the_module():
             "== 'nmt.api'; print(nmt.Translator.__name__)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0 and r.stdout.strip() == "Translator", r.stderr
+
+
+def test_compare_entry_point_reads_the_recipe_and_returns_the_results(monkeypatch, tmp_path):
+    """nmt.api.compare loads the comparison as `nmt compare` does and returns what run()
+    returns (results.json's content); run() itself is test_compare's."""
+    import nmt.compare
+    from nmt.api import compare
+
+    seen = {}
+
+    def fake_run(cmp, out, **kw):
+        seen.update(cmp=cmp, out=out, **kw)
+        return {"systems": {n: {} for n in cmp.recipes}}
+
+    monkeypatch.setattr(nmt.compare, "run", fake_run)
+    r = compare(ROOT / "recipes" / "smoke.yaml", out=tmp_path / "o", sets=["train.max_steps=3"],
+                only=["bahdanau"])
+    assert set(r["systems"]) == set(seen["cmp"].recipes) and seen["only"] == ["bahdanau"]
+    assert seen["out"] == tmp_path / "o"
+    assert all(x.train.max_steps == 3 for x in seen["cmp"].recipes.values())
+    assert compare(seen["cmp"])["systems"] == r["systems"]  # a loaded Comparison works too
+    with pytest.raises(NMTError, match="sets="):
+        compare(seen["cmp"], sets=["train.max_steps=1"])
