@@ -6,7 +6,7 @@ with a page at `/` that shows every system's translation and attention side by s
                      -> {"systems": [...], "translations": {name: [str per text]},
                          "attention": {name: [per text {source, target, kind, weights}]}}
     GET  /systems    -> [{name, family, attention, params, bleu, path}]
-    GET  /health     -> {"status": "ok", "systems": n, "queued": n}
+    GET  /health     -> {"status": "ok", "systems": n, "in_flight": n, "queued": n}
 
 Each run is loaded once. Requests for the same system and options that arrive together are
 decoded as one batch (`Batcher`: the first waits `window_ms` for company, then the batch takes
@@ -316,7 +316,7 @@ def create_app(systems: dict[str, System], limits: Limits | None = None):
     from fastapi.staticfiles import StaticFiles
 
     limits = limits or Limits()
-    state: dict = {}
+    state: dict = {"in_flight": 0}  # /translate requests being answered
 
     @asynccontextmanager
     async def lifespan(app):
@@ -342,7 +342,8 @@ def create_app(systems: dict[str, System], limits: Limits | None = None):
     @app.get("/health")
     async def health():
         b = state.get("batcher")
-        return {"status": "ok", "systems": len(systems), "queued": b.queue.qsize() if b else 0}
+        return {"status": "ok", "systems": len(systems), "in_flight": state["in_flight"],
+                "queued": b.queue.qsize() if b else 0}
 
     @app.get("/systems")
     async def list_systems():
@@ -350,6 +351,13 @@ def create_app(systems: dict[str, System], limits: Limits | None = None):
 
     @app.post("/translate")
     async def translate(request: Request):
+        state["in_flight"] += 1
+        try:
+            return await _translate(request)
+        finally:
+            state["in_flight"] -= 1
+
+    async def _translate(request):
         body = bytearray()
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > limits.max_body:

@@ -153,7 +153,7 @@ def test_sigterm_finishes_the_request_in_flight(trained_run, lines):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     # a long batching window keeps the request in flight while SIGTERM arrives
     p = subprocess.Popen([sys.executable, str(ROOT / "cli.py"), "serve", str(trained_run),
-                          "--port", str(port), "--device", "cpu", "--window-ms", "1500"],
+                          "--port", str(port), "--device", "cpu", "--window-ms", "500"],
                          env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         url = f"http://127.0.0.1:{port}"
@@ -167,7 +167,10 @@ def test_sigterm_finishes_the_request_in_flight(trained_run, lines):
         thread = threading.Thread(target=lambda: result.update(r=httpx.post(
             url + "/translate", json={"texts": lines, "beam": 2}, timeout=60)))
         thread.start()
-        time.sleep(0.5)
+        for _ in range(300):  # until the server holds the request
+            if httpx.get(url + "/health", timeout=5).json()["in_flight"]:
+                break
+            time.sleep(0.02)
         p.send_signal(signal.SIGTERM)
         thread.join(60)
         # uvicorn re-raises the signal once it has drained, so the exit says what ended it
