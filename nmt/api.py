@@ -251,7 +251,7 @@ def _recipe(recipe: str | Path | Recipe, sets: Sequence[str]) -> Recipe:
     if isinstance(recipe, Recipe):
         if sets:
             raise NMTError("sets= changes a recipe file as it is read; with a Recipe object, "
-                       "change its fields instead")
+                           "change its fields instead")
         return validate(recipe, where=f"recipe {recipe.name or '(object)'}")
     return load_recipe(recipe, list(sets))
 
