@@ -377,15 +377,9 @@ ENSEMBLE = typer.Option([], "--ensemble", help="Another checkpoint (run or .pt, 
 
 def _parse_max_len(text: str) -> tuple[float, int]:
     """--max-len N -> (a, b) = (0, N); Rx -> (R, 0); Rx+N -> (R, N): at most a * |x| + b."""
-    import re
+    from nmt.api import _parse_max_len as parse
 
-    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d*)?)\s*x\s*(?:\+\s*(\d+))?|(\d+))\s*", text)
-    if not m:
-        raise NMTError(f"--max-len {text!r}: give a number of tokens (80), a ratio of the "
-                       "source length (1.5x) or both (1.5x+10)")
-    if m.group(3) is not None:
-        return 0.0, int(m.group(3))
-    return float(m.group(1)), int(m.group(2) or 0)
+    return parse(text)
 
 
 def _decode_config(base, beam: Optional[int], batch_tokens: Optional[int], nbest: int = 1,
@@ -394,55 +388,20 @@ def _decode_config(base, beam: Optional[int], batch_tokens: Optional[int], nbest
                    top_k: Optional[int] = None, top_p: Optional[float] = None,
                    seed: Optional[int] = None, amp: Optional[str] = None,
                    shortlist: Optional[int] = None, shortlist_frequent: Optional[int] = None):
-    """The checkpoint recipe's decode settings with the command line's changes."""
-    from dataclasses import replace
+    """The checkpoint recipe's decode settings with the command line's changes (the API's
+    nmt.api.decode_options, so both read options alike)."""
+    from nmt.api import decode_options
 
-    from nmt.config import Recipe, validate
-
-    sample = sample or base.sample
-    given = {"--temperature": temperature, "--top-k": top_k, "--top-p": top_p, "--seed": seed}
-    stray = [k for k, v in given.items() if v is not None]
-    if stray and not sample:
-        raise NMTError(f"{', '.join(stray)} only apply to sampling; add --sample")
-    if sample and (beam or 1) > 1:
-        raise NMTError(f"--sample draws one translation per line; drop --beam {beam}")
-    if sample and nbest > 1:
-        raise NMTError(f"--sample draws one translation per line; drop --nbest {nbest}")
-    beam = base.beam if beam is None else beam
-    if nbest > beam and not sample:
-        raise NMTError(f"--nbest {nbest} needs a beam at least that wide (beam is {beam}); "
-                       f"add --beam {nbest}")
-    a, b = (base.max_len_a, base.max_len_b) if max_len is None else _parse_max_len(max_len)
-    pick = lambda new, old: old if new is None else new  # noqa: E731
-    dcfg = replace(base, beam=1 if sample else beam, nbest=nbest,
-                   batch_tokens=pick(batch_tokens, base.batch_tokens),
-                   alpha=pick(alpha, base.alpha), max_len_a=a, max_len_b=b, sample=sample,
-                   temperature=pick(temperature, base.temperature), top_k=pick(top_k, base.top_k),
-                   top_p=pick(top_p, base.top_p), seed=pick(seed, base.seed),
-                   amp=pick({"false": False, "true": True}.get(amp, amp), base.amp),
-                   shortlist=pick(shortlist, base.shortlist),
-                   shortlist_frequent=pick(shortlist_frequent, base.shortlist_frequent))
-    validate(Recipe(decode=dcfg), where="command line")  # e.g. --top-p 2 names decode.top_p
-    return dcfg
+    return decode_options(base, beam, batch_tokens, nbest, alpha, max_len, sample, temperature,
+                          top_k, top_p, seed, amp, shortlist, shortlist_frequent)
 
 
 def _load_for_decoding(checkpoint: Path, device: str, ensemble: Optional[List[Path]] = None):
-    from nmt.checkpoint import load_for_inference
-    from nmt.ensemble import load_ensemble
-    from nmt.export import is_ctranslate2_dir
-    from nmt.distributed import resolve_device
+    """(model, tokenizer, recipe, device), loaded as the Python API's Translator loads them."""
+    from nmt.api import Translator
 
-    for p in [checkpoint, *(ensemble or [])]:
-        if is_ctranslate2_dir(p):
-            raise NMTError(f"{p} is a CTranslate2 export: only `nmt translate --checkpoint {p}` "
-                           "decodes it (score its output with nmt eval --hyp), or use the .pt "
-                           "it was exported from")
-    dev = resolve_device(device)
-    if ensemble:
-        model, tok, recipe = load_ensemble([checkpoint, *ensemble], dev)
-    else:
-        model, tok, recipe = load_for_inference(checkpoint, dev)
-    return model, tok, recipe, dev
+    t = Translator.load(checkpoint, device, ensemble=ensemble or ())
+    return t.model, t.tok, t.recipe, t.device
 
 
 @app.command("translate", epilog="N-best output: with --nbest N each input line gives N lines "
@@ -756,6 +715,42 @@ def attention(checkpoint: Path = typer.Option(..., "--checkpoint", help="Run dir
         raise NMTError(f"{checkpoint}: this model has no attention to draw (attention: none)")
     heatmaps(maps, src, hyp, out, title=text)
     err.print(f"wrote {out}")
+
+
+# the help is rich markup: the backslash before [serve] keeps the brackets shown
+@app.command()
+@user_errors
+def serve(runs: List[str] = typer.Argument(..., help="Run directories (or .pt files) to serve, "
+                                           "each named by its folder, or NAME=RUN."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: "
+                                   "every interface; the API has no authentication)."),
+          port: int = typer.Option(8000, "--port", min=0, max=65535, help="TCP port."),
+          device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+          threads: Optional[int] = typer.Option(None, "--threads", min=1, help="CPU threads "
+                                                "for decoding (default: torch's, one per "
+                                                "core)."),
+          max_texts: int = typer.Option(64, "--max-texts", min=1, help="Texts per request."),
+          max_chars: int = typer.Option(2000, "--max-chars", min=1, help="Characters per text."),
+          window_ms: float = typer.Option(5.0, "--window-ms", min=0.0, help="How long a lone "
+                                          "request waits for others to be decoded with it.")):
+    """Serve trained runs over HTTP, with a page at / that shows each system's translation and
+    attention (pip install 'nmt\\[serve]'). POST /translate, GET /systems, GET /health."""
+    from nmt.serve import Limits, require_serve
+    from nmt.serve import serve as run_server
+
+    try:
+        require_serve()  # before minutes of loading
+    except NMTError as e:  # printed here: its text names the extra in brackets, nmt[serve]
+        from rich.markup import escape
+
+        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
+        raise typer.Exit(2)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    run_server(runs, host, port, device, Limits(max_texts=max_texts, max_chars=max_chars,
+                                                window_ms=window_ms))
 
 
 # Typer's command lists keep the docstrings' line breaks ("... into one that / translate, eval

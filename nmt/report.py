@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nmt import plots
+from nmt import plots, report_html
 from nmt.checkpoint import load_for_inference
 from nmt.data import read_lines
 from nmt.evaluation import BOOTSTRAP_SAMPLES
@@ -36,8 +36,15 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
         lines += _figures(systems, splits, out, results.get("seeds", 1),
                           results.get("eval", {}).get("length_unit", "words"))
         picks = _examples(tests[splits[0]].src, max(cmp.examples, cmp.heatmaps))
-        lines += _attention(systems, splits[0], tests[splits[0]], picks[:cmp.heatmaps], out)
+        views: dict = {}  # (system, line) -> the attention drawn, for report.html
+        lines += _attention(systems, splits[0], tests[splits[0]], picks[:cmp.heatmaps], out,
+                            views)
         lines += _translations(systems, splits[0], tests[splits[0]], picks[:cmp.examples], out)
+        report_html.write(out / "report.html", cmp.name, splits[0], tests[splits[0]], picks, {
+            n: read_lines(out / "systems" / n / f"{splits[0]}.hyp") for n in systems
+            if splits[0] in systems[n]["tests"]}, views)
+        lines += ["", "The same examples with every system's attention to hover over: "
+                      "[report.html](report.html)."]
     (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
@@ -156,9 +163,11 @@ def _figures(systems: dict, splits: list[str], out: Path, seeds: int,
 FOCUS_PAIRS = 500  # test pairs the attention numbers are computed on (~1 s per system)
 
 
-def _attention(systems: dict, split: str, corpus, picks: list[int], out: Path) -> list[str]:
+def _attention(systems: dict, split: str, corpus, picks: list[int], out: Path,
+               views: dict | None = None) -> list[str]:
     """Where each RNN's attention goes (focus.py: a collapse shows at a glance), then heatmaps
-    of the picked test sentences for every system with attention (its first run)."""
+    of the picked test sentences for every system with attention (its first run). `views`
+    receives (system, line) -> (source pieces, output pieces, maps) of each picked sentence."""
     figures, focus = [], []
     for name in systems:
         model, stok, _ = load_for_inference(out / "systems" / name, "cpu")
@@ -170,6 +179,8 @@ def _attention(systems: dict, split: str, corpus, picks: list[int], out: Path) -
                          f"{f['on_first']:.0%} | {f['entropy']:.2f} |")
         for k, i in enumerate(picks):
             src_p, out_p, maps, _ = plots.sentence_attention(model, stok, corpus.src[i])
+            if views is not None:
+                views[(name, i)] = (src_p, out_p, maps)
             if not maps:
                 continue
             fig = f"attention_{name}_{k + 1}.png"

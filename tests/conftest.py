@@ -55,3 +55,17 @@ def trained_run(tmp_path_factory, data_dir):
     d = tmp_path_factory.mktemp("trained")
     make_checkpoint(d, data_dir, "transformer", max_positions=64, train_steps=60)
     return d
+
+
+@pytest.fixture(scope="session")
+def trained_rnn_run(tmp_path_factory, data_dir):
+    """A tiny RNN with Bahdanau attention (20 updates, otherwise as trained_run), shared
+    read-only by the API, server and browser tests."""
+    d = tmp_path_factory.mktemp("trained-rnn")
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # built before any module's one_thread applies (session scope)
+    try:
+        make_checkpoint(d, data_dir, "rnn", train_steps=20)
+    finally:
+        torch.set_num_threads(n)
+    return d
