@@ -35,7 +35,8 @@ def test_translate_equals_the_cli(which, trained_run, rnn_run, lines, tmp_path):
     src = lines[:3] + [""] + lines[3:]
     (tmp_path / "in.de").write_text("\n".join(src) + "\n", encoding="utf-8")
     for opts, kw in ((["--beam", "3", "--alpha", "1.0"], {"beam": 3, "alpha": 1.0}),
-                     (["--beam", "1", "--max-len", "1x+2"], {"beam": 1, "max_len": "1x+2"})):
+                     (["--beam", "1", "--max-len", "1x+2"], {"beam": 1, "max_len": "1x+2"}),
+                     (["--beam", "3", "--shortlist", "5"], {"beam": 3, "shortlist": 5})):
         r = CliRunner().invoke(app, ["translate", "--checkpoint", str(run), str(tmp_path / "in.de"),
                                      "--device", "cpu", *opts])
         assert r.exit_code == 0, r.output
@@ -43,6 +44,7 @@ def test_translate_equals_the_cli(which, trained_run, rnn_run, lines, tmp_path):
         t = Translator.load(run, device="cpu")
         assert t.translate(src, **kw) == cli_out
         assert Translator.load(run, device="cpu", **kw).translate(src) == cli_out
+        assert (getattr(t.model, "shortlist", None) is not None) == ("shortlist" in kw)
         assert cli_out[3] == ""  # empty in, empty out
 
 
