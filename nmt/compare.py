@@ -52,7 +52,7 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from nmt import report, training
+from nmt import report, rundir, training
 from nmt.checkpoint import load_for_inference
 from nmt.config import DecodeConfig, Recipe, coerce, read_yaml, recipe_from_dict, to_dict
 from nmt.data import load_split, read_lines
@@ -450,6 +450,7 @@ def _train_and_decode(sr: SeedRun, run_dir: Path, tok_dir: Path, tests: dict,
     if done.is_file():
         console.print(f"{head}: trained already, skipping")
     else:
+        rundir.recover(run_dir)  # a run an --overwrite set aside, then was killed: back first
         resume = not stale and (run_dir / "last.pt").is_file()
         console.print(f"{head}: {'resuming' if resume else 'training'}")
         if device != "auto":
