@@ -169,9 +169,14 @@ def translate_lines(model, tok, lines: list[str], dcfg: DecodeConfig, device,
     return [_one_line(h[0][0]) for h in nbest]
 
 
+# every character str.splitlines() breaks a line at (tools reading the output may too: U+0085 is
+# NEL, which SentencePiece keeps as a piece of cp1252 mojibake), and the TSV field separator
+LINE_BREAKS = str.maketrans({c: " " for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029\t"})
+
+
 def _one_line(text: str) -> str:
     """Nothing in a translation may split it into two output lines or TSV fields."""
-    return text.replace("\r", " ").replace("\n", " ").replace("\t", " ")
+    return text.translate(LINE_BREAKS)
 
 
 def read_text_lines(source: str | Path, chunk: int = CHUNK_LINES) -> Iterator[list[str]]:

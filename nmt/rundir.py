@@ -34,6 +34,7 @@ from __future__ import annotations
 import errno
 import fcntl
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -327,6 +328,11 @@ def recover(out_dir: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- resuming
+
+def resume_command(out_dir: Path) -> str:
+    """The one-line command that resumes out_dir, quoted for a POSIX shell (spaces, brackets)."""
+    return f"nmt train --out {shlex.quote(str(out_dir))} --resume"
+
 
 def load_last(out_dir: Path) -> dict:
     """last.pt of out_dir, checked to be a checkpoint training can continue from."""

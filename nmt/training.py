@@ -595,6 +595,7 @@ class Trainer:
                    "time": round(time.time() - self.t_start, 1),
                    "train_time": round(st.train_time, 1), "tokens_per_s": round(tps, 1),
                    "params": count_parameters(self.model), "stopped": stop,
+                   "threads": torch.get_num_threads(),  # what the run used (train.threads)
                    "interrupted": stop == "interrupted"}
         if stop == "interrupted":
             self._info(f"interrupted at step {st.step} (epoch {st.epoch}); saved "
