@@ -160,12 +160,18 @@ def _warn_empty(where: str, empty: int, nonempty: int, beam: int) -> None:
 
 
 def translate_lines(model, tok, lines: list[str], dcfg: DecodeConfig, device,
-                    progress: bool = False) -> list[str]:
-    """One translation per input line, in input order (the best of the n-best)."""
+                    progress: bool = False, check=None) -> list[str]:
+    """One translation per input line, in input order (the best of the n-best). `check()` is
+    called after each batch and may raise to abandon the rest (training's validation does
+    when a stop signal arrives)."""
+    def advance(n: int) -> None:
+        bar.advance(task, n)
+        if check is not None:
+            check()
+
     with _progress(progress) as bar:
         task = bar.add_task("translate", total=len(lines))
-        nbest = _decode(model, tok, lines, dcfg, device,
-                        advance=lambda n: bar.advance(task, n))
+        nbest = _decode(model, tok, lines, dcfg, device, advance=advance)
     return [_one_line(h[0][0]) for h in nbest]
 
 
