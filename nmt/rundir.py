@@ -12,7 +12,8 @@ What a run directory promises (README, "Guarantees"):
 - `--resume` continues from last.pt with the recipe stored in it (the recipe file is not read);
   only when to stop and where to run may change;
 - Ctrl-C and SIGTERM (what `timeout`, `kill` and cluster schedulers send) both finish the
-  current update, write last.pt and stop.
+  current update (or give up the current validation at its next batch: training.Abandoned),
+  write last.pt and stop.
 
 The invariant every step below keeps, whatever kills the process between two of them:
   A run with a checkpoint is never deleted or replaced except by a commit() that has its
@@ -100,13 +101,12 @@ def _uninterrupted():
     """Ctrl-C and SIGTERM wait until the block's steps are done (they arrive right after it);
     only SIGKILL or a power cut can stop it halfway, which recover() then completes."""
     main = threading.current_thread() is threading.main_thread()
-    if main:
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS) if main else None
     try:
         yield
     finally:
-        if main:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+        if before is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _stopped(signum, frame):
