@@ -23,8 +23,7 @@ err = Console(stderr=True)
 
 # what the file system answers about a path the user gave (a name over 255 bytes, a file where
 # a directory is needed, a symlink loop): the path is wrong, not the code
-PATH_ERRORS = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EEXIST,
-               errno.ENOENT)
+PATH_ERRORS = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ELOOP)
 
 
 def error_line(message: str) -> None:
