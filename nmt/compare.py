@@ -331,6 +331,8 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
     tok_dir = out / "tokenizer"
 
     # ---- everything that would be reused must be what is asked for now, checked up front
+    for sr in todo:  # a run an --overwrite (--retrain) set aside and was killed: back first
+        rundir.recover(out / "systems" / sr.dir)
     stale_tok = _stale_tokenizer(tok_dir, first)
     stale: dict[str, str] = {}  # run directory -> what changed since it was trained
     for sr in todo if not stale_tok else []:
@@ -482,7 +484,6 @@ def _train_and_decode(sr: SeedRun, run_dir: Path, tok_dir: Path, tests: dict,
     if done.is_file():
         console.print(f"{head}: trained already, skipping")
     else:
-        rundir.recover(run_dir)  # a run an --overwrite set aside, then was killed: back first
         resume = not stale and (run_dir / "last.pt").is_file()
         console.print(f"{head}: {'resuming' if resume else 'training'}")
         if device != "auto":

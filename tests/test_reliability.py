@@ -5,6 +5,7 @@ per input line whatever separators a translation holds, and the smaller items.""
 import builtins
 import errno
 import io
+import json
 import os
 import shlex
 import shutil
@@ -23,6 +24,7 @@ import cli
 from cli import app
 from nmt import atomic, checkpoint, compare, prediction, rundir
 from nmt.config import load_recipe, recipe_from_dict
+from nmt.data import read_lines
 from nmt.errors import NMTError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -318,6 +320,19 @@ def _alive(pid: int) -> bool:
             return f.read().split(")")[-1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+def test_compare_decodes_with_the_recipes_threads(run, tmp_path):
+    r = recipe_from_dict({"train": {"threads": 1}, "decode": {"beam": 1}})
+    src = ["ein Hund", "zwei Katzen"]
+    torch.set_num_threads(2)
+    try:
+        compare._decode(run, src, tmp_path / "t.hyp", "cpu", r, compare._decode_key(r, src))
+        assert torch.get_num_threads() == 2  # the caller's setting is given back
+    finally:
+        torch.set_num_threads(1)
+    info = json.loads((tmp_path / "t.json").read_text())
+    assert info["device"] == "cpu (1 thread)" and len(read_lines(tmp_path / "t.hyp")) == 2
 
 
 def test_the_device_column_says_the_threads_a_run_used():
