@@ -297,8 +297,7 @@ def claim(out_dir: Path, resume: bool, overwrite: bool, active: bool = True) -> 
     run.lock()
     try:
         if run.recover():
-            print(f"note: {out_dir}: an --overwrite was stopped before the new run had its data "
-                  f"and model; the previous run is back in place", file=sys.stderr)
+            _say_recovered(out_dir)
         if not resume:
             run.claim_fresh(overwrite)
     except BaseException as e:
@@ -321,10 +320,14 @@ def recover(out_dir: Path) -> None:
     run.lock()
     try:
         if run.recover():
-            print(f"note: {out_dir}: an --overwrite was stopped before the new run had its data "
-                  f"and model; the previous run is back in place", file=sys.stderr)
+            _say_recovered(out_dir)
     finally:
         run.release()
+
+
+def _say_recovered(out_dir: Path) -> None:
+    print(f"note: {out_dir}: an --overwrite was stopped before the new run had its data and "
+          f"model; the previous run is back in place", file=sys.stderr)
 
 
 # ----------------------------------------------------------------------------- resuming
