@@ -18,6 +18,7 @@ ours is one per sentence.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import math
 import os
@@ -180,9 +181,27 @@ def export_ctranslate2(source: str | Path, out_dir: str | Path, quantization: st
 
 
 def _is_run_dir(d: Path) -> bool:
-    """A training run directory: a checkpoint, or the lock file beside anything a run writes
-    (a `.lock` alone is too common a name: pytest's temporary directories have one)."""
-    return rundir.has_checkpoint(d) or ((d / rundir.LOCK).exists() and bool(rundir.outputs(d)))
+    """A training run directory: a checkpoint, a lock a training holds, or the lock file beside
+    anything a run writes (a `.lock` alone is too common a name: pytest's temporary directories
+    have one)."""
+    lock = d / rundir.LOCK
+    return rundir.has_checkpoint(d) or (lock.exists() and (bool(rundir.outputs(d)) or
+                                                           _held(lock)))
+
+
+def _held(lock: Path) -> bool:
+    """Whether a process holds the flock training takes on `lock`."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken here
 
 
 def _check_out(out_dir: Path, source: Path, force: bool) -> None:

@@ -108,6 +108,13 @@ def test_export_never_replaces_a_run_directory(run, tmp_path):
         assert res.exit_code == 2 and "run" in text and str(target) in text, text
         assert sorted(p.name for p in run.iterdir()) == before
     assert (run / "best.pt").is_file()
+    starting = tmp_path / "starting"  # a training that holds its lock, nothing written yet
+    held = rundir.claim(starting, resume=False, overwrite=False)
+    try:
+        res, text = invoke("export", run, "-o", starting, "--force")
+        assert res.exit_code == 2 and "training run directory" in text, text
+    finally:
+        held.release()
 
 
 def test_export_to_a_file_or_a_long_name_is_one_error(run, tmp_path):
