@@ -10,6 +10,7 @@ from typing import List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from nmt import __version__
 from nmt.allocator import keep_freed_memory
@@ -20,6 +21,17 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
 err = Console(stderr=True)
 
 
+# what the file system answers about a path the user gave (a name over 255 bytes, a file where
+# a directory is needed, a symlink loop): the path is wrong, not the code
+PATH_ERRORS = (errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ELOOP)
+
+
+def error_line(message: str) -> None:
+    """One error line on stderr; the message is escaped, so `nmt[ctranslate2]` or a path with
+    `[run]` in it is printed as it is, not read as rich markup."""
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+
+
 def user_errors(fn):
     """Print an NMTError as one clear line and exit 2; bugs keep their tracebacks."""
     @wraps(fn)
@@ -27,23 +39,29 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except NMTError as e:
-            err.print(f"[bold red]error:[/] {e}", highlight=False)
+            error_line(str(e))
             raise typer.Exit(2)
         except OSError as e:  # the disk, not the code: say which file, keep it to one line
-            if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+            if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS):
+                error_line(f"{e.filename or 'writing output'}: {e.strerror}; free space or fix "
+                           f"permissions, then run the command again (training: with --resume)")
+            elif e.errno in PATH_ERRORS and e.filename:
+                error_line(f"{e.filename}: {e.strerror}; choose another path")
+            else:
                 raise
-            err.print(f"[bold red]error:[/] {e.filename or 'writing output'}: {e.strerror}; "
-                      f"free space or fix permissions, then run the command again (training: "
-                      f"with --resume)", highlight=False)
             raise typer.Exit(2)
     return wrapper
 
 
 def _output_file(path: Path | str, option: str) -> None:
-    """Check an output file's path before any work is done, so a typo costs nothing."""
+    """Check an output file's path before any work is done, so a typo costs nothing. The one
+    rule of every command that writes a file (translate, average, attention): its directory
+    must exist; a missing one is an error, never created (a typo would hide the output)."""
     path = Path(path)
     if path.is_dir():
         raise NMTError(f"{option} {path}: is a directory; give a file name")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise NMTError(f"{option} {path}: {path.parent} is a file, not a directory")
     if not path.parent.is_dir():
         raise NMTError(f"{option} {path}: directory {path.parent} does not exist; create it "
                        f"first")
@@ -277,7 +295,7 @@ def train_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (w
 
     from nmt.config import load_recipe, recipe_from_dict
     from nmt.finetune import load_init
-    from nmt.rundir import resume_recipe
+    from nmt.rundir import resume_command, resume_recipe
     from nmt.training import train
 
     if init_from is not None and resume:
@@ -307,14 +325,14 @@ def train_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (w
             init.tokenizer.save(Path(tmp) / "tokenizer")
             err.print(f"fine-tuning from {init.path} (step {init.step}): its weights and "
                       "tokenizer; optimizer, schedule and step count start fresh",
-                      highlight=False)
+                      highlight=False, markup=False)
         summary = train(r, out, resume=resume, overwrite=overwrite, quiet=quiet,
                         tokenizer_dir=Path(tmp) / "tokenizer" if init else None,
                         init_weights=init.weights if init else None)
     if summary["interrupted"]:
         # one plain line, never wrapped, so it can be copied whole; the checkpoint holds the
         # recipe, so it needs no recipe file and no --set
-        print(f"resume with: nmt train --out {out} --resume", file=sys.stderr, flush=True)
+        print(f"resume with: {resume_command(out)}", file=sys.stderr, flush=True)
         raise typer.Exit(130)
 
 
@@ -333,9 +351,10 @@ def average_cmd(
     attention accept: nmt average RUN --last 5 -o avg.pt, or nmt average a.pt b.pt -o avg.pt."""
     from nmt.average import average
 
+    _output_file(out, "-o")
     paths = average(run, list(files or []), last, out)
-    print(f"averaged {len(paths)} checkpoints ({', '.join(p.name for p in map(Path, paths))}) "
-          f"-> {out}")
+    print(f"averaged {len(paths)} checkpoint{'s' * (len(paths) != 1)} "
+          f"({', '.join(p.name for p in map(Path, paths))}) -> {out}")
 
 
 # ---- translate and eval ----
@@ -438,6 +457,9 @@ def translate_cmd(
         raise NMTError(f"{input}: input file not found")
     if output != "-":
         _output_file(output, "-o")
+        if input != "-" and Path(output).exists() and os.path.samefile(input, output):
+            raise NMTError(f"-o {output} is the input file; translating it would overwrite "
+                           f"it. Choose another -o")
     if is_ctranslate2_dir(checkpoint):
         if shortlist or shortlist_frequent is not None:
             raise NMTError(f"{checkpoint} is a CTranslate2 export: --shortlist applies to .pt "
@@ -714,7 +736,7 @@ def attention(checkpoint: Path = typer.Option(..., "--checkpoint", help="Run dir
     if not maps:
         raise NMTError(f"{checkpoint}: this model has no attention to draw (attention: none)")
     heatmaps(maps, src, hyp, out, title=text)
-    err.print(f"wrote {out}")
+    err.print(f"wrote {out}", markup=False)
 
 
 # the help is rich markup: the backslash before [serve] keeps the brackets shown

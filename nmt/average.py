@@ -109,7 +109,7 @@ def average(run: Path | None, files: list[Path], last: int | None, out: Path) ->
         raise NMTError(f"-o {out}: the averaged checkpoint is a .pt file")
     if any(Path(out).resolve() == Path(p).resolve() for p in paths):
         raise NMTError(f"-o {out} is one of the checkpoints being averaged; choose another name")
-    checkpoint.save(Path(out), average_checkpoints(paths))
+    checkpoint.save(Path(out), average_checkpoints(paths), then="run nmt average again")
     return paths
 
 
@@ -144,7 +144,7 @@ def average_at_end(run_dir: Path, last: int, validate: Callable[[torch.nn.Module
            "best_bleu": state.best_bleu}
     log.record(rec)
     short = f" (only {len(paths)} were kept)" if len(paths) < last else ""
-    log.info(f"averaged the last {len(paths)} checkpoints{short} (steps "
+    log.info(f"averaged the last {len(paths)} checkpoint{'s' * (len(paths) != 1)}{short} (steps "
              f"{', '.join(map(str, steps))}) -> {AVERAGED}: valid BLEU {rec['val_bleu']:.2f}, "
              f"loss {rec['val_loss']:.3f}; best.pt: BLEU {state.best_bleu:.2f}")
     return rec

@@ -31,8 +31,9 @@ def payload(recipe: Recipe, tok: Tokenizer, model: torch.nn.Module, **extra: Any
             **extra}
 
 
-def save(path: Path, payload: dict[str, Any]) -> None:
-    """Write `payload` (plus format and versions) atomically to `path`."""
+def save(path: Path, payload: dict[str, Any], then: str = "continue with --resume") -> None:
+    """Write `payload` (plus format and versions) atomically to `path`; on a full disk an
+    NMTError says to free space and `then` what to do."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "nmt_version": __version__,
@@ -40,12 +41,17 @@ def save(path: Path, payload: dict[str, Any]) -> None:
     try:
         with atomic_write(path, binary=True) as f:
             torch.save(payload, f)
-    except OSError as e:
-        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+    except (OSError, RuntimeError) as e:
+        # torch's zip writer turns the file's OSError into "RuntimeError: [enforce fail at
+        # inline_container.cc] unexpected pos"; the OSError it met is its __context__
+        cause = e if isinstance(e, OSError) else e.__context__
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
             kept = f"the previous {path.name} is kept" if path.is_file() else "nothing was written"
-            raise NMTError(f"{path}: disk full while writing it ({e.strerror}); {kept}. Free "
-                           f"space (old runs, step-*.pt files), then continue with --resume") \
+            raise NMTError(f"{path}: disk full while writing it ({cause.strerror}); {kept}. Free "
+                           f"space (old runs, step-*.pt files), then {then}") \
                 from None
+        if isinstance(cause, OSError) and cause is not e:
+            raise cause from None  # the file system's error, which the CLI reports in one line
         raise
 
 

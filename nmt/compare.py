@@ -58,8 +58,9 @@ from pathlib import Path
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 
-from nmt import report, training
+from nmt import report, rundir, training
 from nmt.checkpoint import load_for_inference
 from nmt.config import (DecodeConfig, Recipe, apply_overrides, coerce, read_yaml,
                         recipe_from_dict, to_dict)
@@ -276,8 +277,8 @@ def _training_key(r: Recipe | dict) -> dict:
 def build_tokenizer(first: Recipe, tok_dir: Path, heldout: Path | None = None) -> None:
     """The comparison's shared tokenizer, trained on the first system's training split, with
     the settings it was built from (settings.json: what later runs check it against)."""
-    console.print(f"[bold]tokenizer[/] building on {first.data.source}:{first.data.train}",
-                  highlight=False, markup=False)
+    console.print(f"[bold]tokenizer[/] building on "
+                  f"{escape(f'{first.data.source}:{first.data.train}')}")
     train = load_split(first.data, first.data.train, limit=first.data.max_train_pairs,
                        heldout=heldout)
     Tokenizer.train(train.src, train.tgt, tok_dir, first.tokenizer)
@@ -387,6 +388,8 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
     tok_dir = out / "tokenizer"
 
     # ---- everything that would be reused must be what is asked for now, checked up front
+    for sr in todo:  # a run an --overwrite (--retrain) set aside and was killed: back first
+        rundir.recover(out / "systems" / sr.dir)
     stale_tok = _stale_tokenizer(tok_dir, first)
     stale: dict[str, str] = {}  # run directory -> what changed since it was trained
     for sr in todo if not stale_tok else []:
@@ -406,8 +409,8 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
     tests = {s: load_split(first.data, s, limit=first.data.max_test_pairs, heldout=heldout)
              for s in first.data.test}
     if stale_tok:
-        console.print(f"[bold]tokenizer[/] settings changed ({stale_tok}): rebuilding it and "
-                      f"retraining every system")
+        console.print(f"[bold]tokenizer[/] settings changed ({escape(stale_tok)}): rebuilding "
+                      f"it and retraining every system")
         shutil.rmtree(tok_dir)
         stale = {sr.dir: "tokenizer changed" for sr in todo}
     if not any(tok_dir.glob("*.model")):
@@ -425,7 +428,7 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
     results = collect(cmp, out, tests)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     report.write(cmp, out, results, tests, tok)
-    console.print(f"[bold green]report:[/] {out / 'report.md'}")
+    console.print(f"[bold green]report:[/] {escape(str(out / 'report.md'))}")
     return results
 
 
@@ -454,7 +457,7 @@ def _side_by_side(todo: list[SeedRun], out: Path, tok_dir: Path, tests: dict,
                 p.start()
                 running[p.sentinel] = (p, sr, log, time.time())
                 console.print(f"{sr.dir}: started ({threads} CPU thread{'s' * (threads > 1)}; "
-                              f"output in {log})")
+                              f"output in {escape(str(log))})")
             for s in multiprocessing.connection.wait(list(running)):
                 p, sr, log, t0 = running.pop(s)
                 p.join()
@@ -486,7 +489,8 @@ def _run_alone(sr: SeedRun, threads: int, run_dir: Path, tok_dir: Path, tests: d
     """A child process of _side_by_side: one run, its output into `log`, an error as its last
     line and exit status 2."""
     os.setsid()  # a terminal's Ctrl-C reaches the parent only, which passes it on once
-    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    _die_with_parent()
+    fd = _open_log(log, sr.dir)
     os.dup2(fd, 1)
     os.dup2(fd, 2)  # torch's and Python's output alike
     if not sr.recipe.train.threads:
@@ -499,6 +503,35 @@ def _run_alone(sr: SeedRun, threads: int, run_dir: Path, tok_dir: Path, tests: d
         sys.exit(2)
 
 
+def _open_log(log: Path, name: str) -> int:
+    """systems/NAME.log for one more attempt: appended to (an earlier attempt's output is what
+    says why it failed), after a header line naming the attempt. Returns the descriptor."""
+    fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.write(fd, f"==== {name}: attempt started {time.strftime('%Y-%m-%d %H:%M:%S')} "
+                 f"(process {os.getpid()}) ====\n".encode())
+    return fd
+
+
+# prctl(2): PR_SET_PDEATHSIG sends the caller a signal when its parent dies
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """A --jobs child: SIGTERM when the parent dies, however it dies (SIGKILL included), so a
+    child never trains on alone holding its system's lock; SIGTERM stops the run as Ctrl-C does
+    (last.pt saved). Linux only (prctl); elsewhere children outlive a SIGKILLed parent."""
+    parent = os.getppid()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: no prctl
+        return
+    if os.getppid() != parent or parent == 1:  # the parent died before prctl took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def _train_and_decode(sr: SeedRun, run_dir: Path, tok_dir: Path, tests: dict,
                       stale: str | None, head: str, device: str, quiet: bool) -> None:
     """One run of a system: trained (or resumed, or skipped when done.json says it finished),
@@ -507,7 +540,7 @@ def _train_and_decode(sr: SeedRun, run_dir: Path, tok_dir: Path, tests: dict,
     r = sr.recipe
     done = run_dir / "done.json"
     if stale:
-        console.print(f"{head}: recipe changed ({stale}): training again")
+        console.print(f"{head}: recipe changed ({escape(stale)}): training again")
         done.unlink(missing_ok=True)
     if done.is_file():
         console.print(f"{head}: trained already, skipping")
@@ -522,7 +555,8 @@ def _train_and_decode(sr: SeedRun, run_dir: Path, tok_dir: Path, tests: dict,
         if summary.get("interrupted"):
             raise NMTError(f"interrupted while training {sr.dir}; run the same command again "
                            "to resume")
-        summary["device"] = _device_name(resolve_device(r.train.device))
+        summary["device"] = _device_name(resolve_device(r.train.device),
+                                         summary.get("threads"))
         summary["seed"] = r.train.seed
         done.write_text(json.dumps(summary, indent=2, default=str))
     for split, corpus in tests.items():
@@ -539,23 +573,33 @@ def _decode(run_dir: Path, src: list[str], hyp: Path, device: str, r: Recipe,
     """Translate src with run_dir's best.pt and the comparison's decoding settings into hyp."""
     dev = resolve_device(device)
     model, tok, _ = load_for_inference(run_dir, dev)
-    t0 = time.perf_counter()
-    lines = translate_lines(model, tok, src, r.decode, dev)
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
-    seconds = time.perf_counter() - t0
+    threads = torch.get_num_threads()
+    if r.train.threads:  # the recipe's threads decode too (under --jobs: the job's share)
+        torch.set_num_threads(r.train.threads)
+    try:
+        used = torch.get_num_threads()
+        t0 = time.perf_counter()
+        lines = translate_lines(model, tok, src, r.decode, dev)
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - t0
+    finally:
+        torch.set_num_threads(threads)
     hyp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     # batch_tokens: the source tokens per batch it ran at (decode.batch_tokens auto: per device)
     info = {"seconds": seconds, "sentences": len(src), "sent_per_s": len(src) / seconds,
-            "device": _device_name(dev), "beam": r.decode.beam,
+            "device": _device_name(dev, used), "beam": r.decode.beam,
             "batch_tokens": decode_batch_tokens(r.decode.batch_tokens, dev), **key}
     hyp.with_suffix(".json").write_text(json.dumps(info, indent=2))
 
 
-def _device_name(dev: torch.device) -> str:
+def _device_name(dev: torch.device, threads: int | None = None) -> str:
+    """The report's device column; on the CPU with the threads the work used (not this
+    process's setting now: training and decoding set their own)."""
     if dev.type == "cuda":
         return torch.cuda.get_device_name(dev)
-    return f"cpu ({torch.get_num_threads()} threads)"
+    n = threads or torch.get_num_threads()
+    return f"cpu ({n} thread{'s' * (n != 1)})"
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -687,8 +731,8 @@ def _run_result(sr: SeedRun, out: Path, tests: dict, left_out: dict,
     if why:  # trained for another recipe (possible with --only): never scored as this one
         left_out[sr.dir] = why
         console.print(f"[yellow]warning:[/] system {sr.dir} left out of the report: it was "
-                      f"trained for another recipe ({why}); run it (--only {sr.system}, with "
-                      f"--retrain) to include it")
+                      f"trained for another recipe ({escape(why)}); run it (--only "
+                      f"{sr.system}, with --retrain) to include it")
         return None
     summary = json.loads(done.read_text())
     valid = [m for m in _metrics(run_dir) if m.get("kind") == "valid"]
@@ -706,7 +750,7 @@ def _run_result(sr: SeedRun, out: Path, tests: dict, left_out: dict,
         if not _fresh_hyp(hyp_path, _decode_key(r, corpus.src)):
             if hyp_path.is_file():
                 left_out[f"{sr.dir}/{split}"] = "decoded for other settings"
-                console.print(f"[yellow]warning:[/] system {sr.dir}: {hyp_path.name} was "
+                console.print(f"[yellow]warning:[/] system {sr.dir}: {escape(hyp_path.name)} was "
                               f"decoded from other source lines or with other decoding "
                               f"settings; left out of {split}'s scores; run --only {sr.system} "
                               f"to decode it again")

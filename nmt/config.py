@@ -458,7 +458,13 @@ class _StrictLoader(yaml.SafeLoader):
 def _mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen = set()
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be repeated
+            continue
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, typing.Hashable):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be a name, not a {type(key).__name__}",
+                key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark)
@@ -485,6 +491,9 @@ def read_yaml(path: Path) -> dict:
         values = yaml.load(text, Loader=_StrictLoader) or {}
     except yaml.YAMLError as e:
         raise NMTError(f"{path}: not valid YAML: {e}") from None
+    except RecursionError:
+        raise NMTError(f"{path}: nested too deeply to be a recipe (thousands of levels of "
+                       f"brackets or indentation); a recipe is sections of fields") from None
     _check(isinstance(values, dict), str(path), "a recipe must be a mapping of sections")
     return values
 

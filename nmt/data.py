@@ -77,6 +77,9 @@ def read_lines(path: Path) -> list[str]:
         line = raw.count(b"\n", 0, e.start) + 1
         raise NMTError(f"{path}: line {line} is not valid UTF-8 ({e.reason}); convert the file "
                        f"to UTF-8, e.g. with iconv") from None
+    if "\n" not in text and "\r" in text.rstrip("\r"):
+        raise NMTError(f"{path}: its lines end in CR alone (old Mac line endings), so it reads "
+                       f"as one line; convert it, e.g. tr '\\r' '\\n' < {path.name} > new")
     lines = text.removeprefix("\ufeff").split("\n")  # not splitlines(): it also splits on \x85
     if lines[-1] == "":
         lines.pop()
@@ -232,6 +235,9 @@ def _jsonl(path: Path, cfg: DataConfig) -> tuple[list[str], list[str]]:
             obj = json.loads(line)
         except json.JSONDecodeError as e:
             raise NMTError(f"{path}: line {n} is not valid JSON ({e.msg})") from None
+        except RecursionError:
+            raise NMTError(f"{path}: line {n} is nested too deeply to read (thousands of "
+                           f"brackets); each line is an object of text fields") from None
         where = f"{path}: line {n}"
         if not isinstance(obj, dict) or fs not in obj or ft not in obj:
             raise NMTError(f"{where}: expected an object with fields {fs!r} and {ft!r}; "

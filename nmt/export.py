@@ -17,14 +17,18 @@ ours is one per sentence.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import math
+import os
+import shutil
 from pathlib import Path
 
 import sentencepiece as spm
 import torch
 
-from nmt import checkpoint
+from nmt import checkpoint, rundir
 from nmt.config import DecodeConfig, recipe_from_dict
 from nmt.distributed import decode_batch_tokens
 from nmt.errors import NMTError
@@ -136,9 +140,7 @@ def export_ctranslate2(source: str | Path, out_dir: str | Path, quantization: st
                        "CTranslate2 runs Transformers only, so only arch: transformer models "
                        "can be exported")
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()) and not force:
-        raise NMTError(f"{out_dir} is not empty; choose another -o or pass --force to "
-                       "replace it")
+    _check_out(out_dir, Path(ck["path"]), force)
     tok = Tokenizer.from_state(ck["tokenizer"])
     model = build_model(recipe.model, tok.src_vocab_size, tok.tgt_vocab_size, joint=tok.joint)
     checkpoint.load_weights(model, ck["model"], ck["path"])
@@ -148,13 +150,85 @@ def export_ctranslate2(source: str | Path, out_dir: str | Path, quantization: st
         def _load(self):
             return spec
 
-    _Converter().convert(str(out_dir), quantization=quantization, force=True)
-    tok.save(out_dir)
-    manifest = {"from": str(ck["path"]), "step": ck.get("step"), "quantization": quantization,
-                "max_positions": recipe.model.max_positions,
-                "decode": {k: v for k, v in vars(recipe.decode).items()}}
-    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    # written beside -o and renamed onto it once complete: a failure (a full disk) leaves
+    # neither a partial export nor a half-replaced old one
+    tmp = out_dir.parent / f".{out_dir.name}.export-{os.getpid()}"
+    try:
+        _Converter().convert(str(tmp), quantization=quantization, force=True)
+        tok.save(tmp)
+        manifest = {"from": str(ck["path"]), "step": ck.get("step"),
+                    "quantization": quantization, "max_positions": recipe.model.max_positions,
+                    "decode": {k: v for k, v in vars(recipe.decode).items()}}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        if out_dir.is_dir() and any(out_dir.iterdir()):  # --force over an earlier export
+            old = out_dir.parent / f".{out_dir.name}.replaced-{os.getpid()}"
+            os.replace(out_dir, old)
+            os.replace(tmp, out_dir)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise NMTError(f"-o {out_dir}: disk full while writing the export "
+                           f"({e.filename or tmp}: {e.strerror}); nothing was left in "
+                           f"{out_dir.parent}. Free space, then export again") from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     return out_dir
+
+
+def _is_run_dir(d: Path) -> bool:
+    """A training run directory: a checkpoint, a lock a training holds, or the lock file beside
+    anything a run writes (a `.lock` alone is too common a name: pytest's temporary directories
+    have one)."""
+    lock = d / rundir.LOCK
+    return rundir.has_checkpoint(d) or (lock.exists() and (bool(rundir.outputs(d)) or
+                                                           _held(lock)))
+
+
+def _held(lock: Path) -> bool:
+    """Whether a process holds the flock training takes on `lock`."""
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # closing drops a lock taken here
+
+
+def _check_out(out_dir: Path, source: Path, force: bool) -> None:
+    """-o is a new directory, an empty one or (with --force) an earlier export; never a file,
+    a training run directory, a directory inside one, or one that holds the checkpoint."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NMTError(f"-o {out_dir}: is a file; give a directory for the export")
+    if out_dir.parent.exists() and not out_dir.parent.is_dir():
+        raise NMTError(f"-o {out_dir}: {out_dir.parent} is a file, not a directory")
+    if not out_dir.parent.is_dir():
+        raise NMTError(f"-o {out_dir}: directory {out_dir.parent} does not exist; create it "
+                       f"first")
+    resolved = out_dir.resolve()
+    for d in (resolved, *resolved.parents):
+        if _is_run_dir(d):
+            raise NMTError(f"-o {out_dir}: {d} is a training run directory; export into a "
+                           f"directory of its own, outside any run")
+    if resolved in source.resolve().parents:
+        raise NMTError(f"-o {out_dir}: it holds the run being exported ({source}); choose "
+                       f"another -o")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if not force:
+            raise NMTError(f"{out_dir} is not empty; choose another -o or pass --force to "
+                           "replace it")
+        if not (out_dir / MANIFEST).is_file():
+            raise NMTError(f"-o {out_dir}: not empty and not an earlier export (no {MANIFEST}); "
+                           f"--force replaces only an export, choose another -o")
 
 
 class CT2Model:

@@ -72,7 +72,8 @@ def multi30k_dir(root: Path | None = None, files: tuple[str, ...] | list[str] = 
             raise NMTError(f"{d}: cannot create the Multi30k directory ({e}); "
                            f"set NMT_DATA_DIR to a writable place") from None
         console = Console(stderr=True)
-        console.print(f"Multi30k: downloading {len(missing)} file(s) from {base} into {d}")
+        console.print(f"Multi30k: downloading {len(missing)} file(s) from {base} into {d}",
+                      markup=False)
         with Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                       TransferSpeedColumn(), console=console) as progress:
             for name in missing:

@@ -160,18 +160,29 @@ def _warn_empty(where: str, empty: int, nonempty: int, beam: int) -> None:
 
 
 def translate_lines(model, tok, lines: list[str], dcfg: DecodeConfig, device,
-                    progress: bool = False) -> list[str]:
-    """One translation per input line, in input order (the best of the n-best)."""
+                    progress: bool = False, check=None) -> list[str]:
+    """One translation per input line, in input order (the best of the n-best). `check()` is
+    called after each batch and may raise to abandon the rest (training's validation does
+    when a stop signal arrives)."""
+    def advance(n: int) -> None:
+        bar.advance(task, n)
+        if check is not None:
+            check()
+
     with _progress(progress) as bar:
         task = bar.add_task("translate", total=len(lines))
-        nbest = _decode(model, tok, lines, dcfg, device,
-                        advance=lambda n: bar.advance(task, n))
+        nbest = _decode(model, tok, lines, dcfg, device, advance=advance)
     return [_one_line(h[0][0]) for h in nbest]
+
+
+# every character str.splitlines() breaks a line at (tools reading the output may too: U+0085 is
+# NEL, which SentencePiece keeps as a piece of cp1252 mojibake), and the TSV field separator
+LINE_BREAKS = str.maketrans({c: " " for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029\t"})
 
 
 def _one_line(text: str) -> str:
     """Nothing in a translation may split it into two output lines or TSV fields."""
-    return text.replace("\r", " ").replace("\n", " ").replace("\t", " ")
+    return text.translate(LINE_BREAKS)
 
 
 def read_text_lines(source: str | Path, chunk: int = CHUNK_LINES) -> Iterator[list[str]]:

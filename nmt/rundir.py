@@ -6,22 +6,43 @@ What a run directory promises (README, "Guarantees"):
 - a directory without a checkpoint (a run that failed or was stopped before its first one) is
   simply started again: nothing in it is worth keeping;
 - `--overwrite` moves the old run aside and deletes it only once the new run has loaded its data
-  and built its model; if the new run fails before that, the old run is put back as it was;
+  and built its model; if the new run fails, is stopped (Ctrl-C, SIGTERM) or killed (SIGKILL, a
+  power cut) before that, the old run is put back as it was (at once, or by the next claim or
+  `--resume` of the directory);
 - `--resume` continues from last.pt with the recipe stored in it (the recipe file is not read);
   only when to stop and where to run may change;
 - Ctrl-C and SIGTERM (what `timeout`, `kill` and cluster schedulers send) both finish the
-  current update, write last.pt and stop.
+  current update (or give up the current validation at its next batch: training.Abandoned),
+  write last.pt and stop.
+
+The invariant every step below keeps, whatever kills the process between two of them:
+  A run with a checkpoint is never deleted or replaced except by a commit() that has its
+  successor in place (data loaded, model built). Until that commit every file of the old run is
+  either in the directory or in `.replaced/` (or `.replaced.partial/` while files move), never
+  both, never neither, and the next claim or --resume puts it back whole; after the commit (one
+  rename of `.replaced/` to `.replaced.committed-PID`) nothing brings it back over the new run.
+The directory's states, and the step (one rename or one delete) that leaves each:
+  run R                -> .replaced.partial/ filling up with R   (claim_fresh with --overwrite)
+  .replaced.partial/   -> .replaced/ = R complete                 (one rename)
+  .replaced/ + new run without checkpoint -> .replaced.committed-PID/  (commit: one rename; the
+                          delete that follows may fail or be killed: what is left is only
+                          deleted, by this or a later claim)
+  .replaced/ + new run -> new run's files deleted, then .replaced.partial/ (rollback) -> R
+tests/test_rundir_states.py kills a process at every step, by SIGKILL and SIGTERM, and checks it.
 """
 from __future__ import annotations
 
 import errno
 import fcntl
 import os
+import shlex
 import shutil
 import signal
 import sys
 import threading
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Callable
 
 from nmt import checkpoint
 from nmt.config import Recipe, recipe_from_dict, to_dict
@@ -44,6 +65,8 @@ RESUMABLE = ("train.max_steps", "train.max_epochs", "train.max_minutes", "train.
              "decode.temperature", "decode.top_k", "decode.top_p", "decode.seed")
 LOCK = ".lock"
 STASH = ".replaced"  # the old run while --overwrite has not yet committed to the new one
+PARTIAL = ".replaced.partial"  # the old run while its files move into or out of STASH
+TRASH = ".replaced.committed"  # (+ -PID) a committed STASH, only ever deleted
 # keys every checkpoint written by training holds, so that --resume can continue from it
 RESUME_KEYS = ("recipe", "tokenizer", "model", "optimizer", "scheduler", "rng", "state")
 
@@ -62,6 +85,32 @@ def has_checkpoint(out_dir: Path) -> bool:
 
 def _remove(p: Path) -> None:
     shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+
+
+# called between the steps of the state machine with the step's name; tests kill the process there
+_step_hook: Callable[[str], None] | None = None
+
+
+def _step(name: str) -> None:
+    if _step_hook is not None:
+        _step_hook(name)
+
+
+@contextmanager
+def _uninterrupted():
+    """Ctrl-C and SIGTERM wait until the block's steps are done (they arrive right after it);
+    only SIGKILL or a power cut can stop it halfway, which recover() then completes."""
+    main = threading.current_thread() is threading.main_thread()
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS) if main else None
+    try:
+        yield
+    finally:
+        if before is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
+
+
+def _stopped(signum, frame):
+    raise KeyboardInterrupt
 
 
 def _writable_dir(out_dir: Path) -> None:
@@ -85,6 +134,7 @@ class RunDir:
         self.out_dir, self.active = Path(out_dir), active
         self._lock_fd: int | None = None
         self._stash: Path | None = None
+        self._term = None  # SIGTERM's handler before claim_fresh stashed a run
 
     # ---- locking
 
@@ -132,38 +182,96 @@ class RunDir:
             names = ", ".join(sorted(p.name for p in taken))
             raise NMTError(f"{self.out_dir} already holds a run ({names}); pass --resume to "
                            f"continue it, --overwrite to replace it, or choose another --out")
-        stash = self.out_dir / STASH
-        stash.mkdir()
-        for p in taken:
-            os.replace(p, stash / p.name)
-        self._stash = stash
+        partial, stash = self.out_dir / PARTIAL, self.out_dir / STASH
+        with _uninterrupted():
+            _step("stash: make")
+            partial.mkdir()
+            for p in taken:
+                _step(f"stash: move {p.name}")
+                os.replace(p, partial / p.name)
+            _step("stash: complete")
+            os.replace(partial, stash)  # from here the old run is whole in .replaced/
+            self._stash = stash
+            # SIGTERM until commit(): unwind through rollback(), as Ctrl-C does, instead of
+            # dying with the old run set aside
+            if threading.current_thread() is threading.main_thread():
+                self._term = signal.signal(signal.SIGTERM, _stopped)
+        _step("stash: done")
 
     def recover(self) -> bool:
-        """Put back a run that an --overwrite killed (SIGKILL, power cut) before commit() had
-        moved aside; True if there was one."""
-        stash = self.out_dir / STASH
+        """Finish what a killed process (SIGKILL, power cut) left between two steps: delete a
+        committed stash, put back an uncommitted one; True if an old run was put back."""
+        for trash in self.out_dir.glob(f"{TRASH}*"):
+            shutil.rmtree(trash, ignore_errors=True)
+        partial, stash = self.out_dir / PARTIAL, self.out_dir / STASH
+        if partial.is_dir():  # everything of the run in out_dir is the old run's: move the rest
+            with _uninterrupted():
+                self._unstash(partial)
+            return True
         if not stash.is_dir():
             return False
+        if has_checkpoint(self.out_dir):  # cannot happen: a new run saves only after commit
+            raise NMTError(f"{self.out_dir} holds a run with a checkpoint and, in {STASH}/, the "
+                           f"run it replaced; keep the one you want (move the other away), "
+                           f"then run again")
         self._stash = stash
         self.rollback()
         return True
 
     def commit(self) -> None:
         """The new run has its data and model: the old one may go now."""
-        if self._stash is not None:
-            shutil.rmtree(self._stash, ignore_errors=True)
+        if self._stash is None:
+            return
+        trash = self.out_dir / f"{TRASH}-{os.getpid()}"
+        with _uninterrupted():
+            _step("commit: rename")
+            os.replace(self._stash, trash)  # the commit: .replaced/ is never restored again
             self._stash = None
+            self._restore_term()
+        _step("commit: delete")
+        shutil.rmtree(trash, ignore_errors=True)
+        if trash.exists():  # an immutable or busy file; it is never read again
+            print(f"warning: {trash}: could not delete all of the replaced run; delete it "
+                  f"yourself", file=sys.stderr)
 
     def rollback(self) -> None:
         """The new run failed before commit(): drop what it wrote and put the old run back."""
         if self._stash is None:
             return
-        for p in outputs(self.out_dir):
-            _remove(p)
-        for p in self._stash.iterdir():
+        partial = self.out_dir / PARTIAL
+        with _uninterrupted():
+            if has_checkpoint(self.out_dir):  # never delete a checkpoint to make room
+                raise NMTError(f"{self.out_dir} holds a checkpoint and, in {STASH}/, the run "
+                               f"it replaced; keep the one you want (move the other away)")
+            for p in outputs(self.out_dir):  # the new run's: no checkpoint among them
+                _step(f"rollback: delete {p.name}")
+                _remove(p)
+            _step("rollback: unstash")
+            os.replace(self._stash, partial)
+            self._stash = None
+            self._unstash(partial)
+            self._restore_term()
+
+    def _unstash(self, partial: Path) -> None:
+        for p in sorted(partial.iterdir()):
+            _step(f"rollback: move {p.name}")
             os.replace(p, self.out_dir / p.name)
-        self._stash.rmdir()
-        self._stash = None
+        _step("rollback: done")
+        partial.rmdir()
+
+    def _restore_term(self) -> None:
+        if self._term is not None:
+            signal.signal(signal.SIGTERM, self._term)
+            self._term = None
+
+    def abandon(self, exc: BaseException | None) -> None:
+        """The claim ends with `exc` before commit(): put the old run back; a stop signal (Ctrl-C,
+        SIGTERM) is then said as such."""
+        stashed = self._stash is not None
+        self.rollback()
+        if stashed and isinstance(exc, KeyboardInterrupt):
+            raise NMTError(f"{self.out_dir}: stopped before the new run had its data and "
+                           f"model; the previous run is back in place") from None
 
     # ---- as a context manager around a whole training
 
@@ -173,8 +281,9 @@ class RunDir:
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             if exc_type is not None:
-                self.rollback()
+                self.abandon(exc)
         finally:
+            self._restore_term()
             self.release()
 
 
@@ -188,21 +297,50 @@ def claim(out_dir: Path, resume: bool, overwrite: bool, active: bool = True) -> 
     run.lock()
     try:
         if run.recover():
-            print(f"note: {out_dir}: an --overwrite was stopped before the new run had its data "
-                  f"and model; the previous run is back in place", file=sys.stderr)
+            _say_recovered(out_dir)
         if not resume:
             run.claim_fresh(overwrite)
-    except BaseException:
-        run.release()
+    except BaseException as e:
+        try:
+            run.abandon(e)
+        finally:
+            run._restore_term()
+            run.release()
         raise
     return run
 
 
+def recover(out_dir: Path) -> None:
+    """Put back a run an --overwrite set aside and never committed to (it was killed), so that
+    `--resume` finds it; the directory's lock is taken for that moment."""
+    out_dir = Path(out_dir)
+    if not ((out_dir / STASH).is_dir() or (out_dir / PARTIAL).is_dir()):
+        return
+    run = RunDir(out_dir)
+    run.lock()
+    try:
+        if run.recover():
+            _say_recovered(out_dir)
+    finally:
+        run.release()
+
+
+def _say_recovered(out_dir: Path) -> None:
+    print(f"note: {out_dir}: an --overwrite was stopped before the new run had its data and "
+          f"model; the previous run is back in place", file=sys.stderr)
+
+
 # ----------------------------------------------------------------------------- resuming
+
+def resume_command(out_dir: Path) -> str:
+    """The one-line command that resumes out_dir, quoted for a POSIX shell (spaces, brackets)."""
+    return f"nmt train --out {shlex.quote(str(out_dir))} --resume"
+
 
 def load_last(out_dir: Path) -> dict:
     """last.pt of out_dir, checked to be a checkpoint training can continue from."""
     out_dir = Path(out_dir)
+    recover(out_dir)
     path = out_dir / "last.pt"
     if not path.is_file():
         hint = ("start it without --resume (the run stopped before its first checkpoint, so "

@@ -66,6 +66,12 @@ class RunState:
     elapsed: float = 0.0            # wall seconds over all sessions of this run
     train_time: float = 0.0         # of which spent in updates (not validation)
     tokens: int = 0                 # target tokens trained on
+    valid_pending: bool = False     # a stop signal abandoned this step's validation: redo it
+
+
+class Abandoned(Exception):
+    """A stop signal (Ctrl-C, SIGTERM) arrived during a validation: it is given up at the next
+    decoding batch, so the run stops within seconds, not after the whole validation set."""
 
 
 @dataclass
@@ -166,6 +172,9 @@ def _loop(t: Trainer, quiet: bool) -> dict:
     lines = t.progress_lines(quiet)
     try:
         with t.progress(quiet) as bar:
+            # a validation a stop signal abandoned is done first, as the stopped run would have
+            if st.valid_pending:
+                t.validate()
             # one pass per epoch (or the rest of the epoch a resumed run was in)
             while stop is None and not (stop := _finished(st, cfg)):
                 # the epoch's batch list, a pure function of (seed, epoch): the same on resume
@@ -200,8 +209,9 @@ def _loop(t: Trainer, quiet: bool) -> dict:
                     if stop:
                         break
                 else:
-                    # the epoch's batches are used up: validate (if per epoch), next epoch
-                    if not cfg.valid_every:
+                    # the epoch's batches are used up: validate (if per epoch, and not done on
+                    # resuming, just above), next epoch
+                    if not cfg.valid_every and st.last_valid_step != st.step:
                         t.validate()
                     st.epoch, st.batch_in_epoch = st.epoch + 1, 0
                     if not cfg.checkpoint_every and not cfg.valid_every:
@@ -209,6 +219,8 @@ def _loop(t: Trainer, quiet: bool) -> dict:
             # a last validation, so that best.pt has seen the final weights
             if stop != "interrupted" and st.last_valid_step != st.step:
                 t.validate()
+    except Abandoned:  # a stop signal during a validation: last.pt says to redo it
+        stop = "interrupted"
     finally:
         restore_signals()
         t.files.log.tensorboard.close()
@@ -216,7 +228,15 @@ def _loop(t: Trainer, quiet: bool) -> dict:
     t.save("last")
     # the mean of the last K periodic checkpoints, validated beside best.pt
     if cfg.average_last and t.d.main and stop != "interrupted":
-        t.average_last()
+        restore_signals = rundir.catch_stop_signals(t.interrupted)
+        try:
+            t.average_last()
+        except Abandoned:
+            stop = "interrupted"
+            t._info("stopped while validating averaged.pt; last.pt and best.pt are complete, "
+                    "and --resume averages and validates again")
+        finally:
+            restore_signals()
     return t.finish(stop, len(batches))
 
 
@@ -480,10 +500,12 @@ class Trainer:
         t0 = time.time()
         d, st, cfg, f = self.d, self.state, self.cfg, self._files()
         rec = None
+        st.valid_pending = True  # until it is done: a last.pt saved before says to redo it
         if d.main:
             rec = _validate(self.model, f.tok, f.valid_corpus, f.valid_pairs, f.recipe,
-                            self.device)
+                            self.device, self._stop_check)
         rec = dist.broadcast(d, rec)
+        st.valid_pending = False
         improved = rec["val_bleu"] > st.best_bleu
         st.best_bleu = max(st.best_bleu, rec["val_bleu"])
         st.bad_validations = 0 if improved else st.bad_validations + 1
@@ -509,6 +531,12 @@ class Trainer:
                       "".join(f"\n  {rec[k]}" for k in ("bleu_signature", "chrf_signature")
                               if k in rec)))
         return rec
+
+    def _stop_check(self) -> None:
+        """Between validation batches: give the validation up once a stop signal came (one
+        process only: with several ranks the others wait for its result, so it finishes)."""
+        if self.d.world == 1 and self.interrupted.is_set():
+            raise Abandoned
 
     def save(self, which: str) -> None:
         """Write `last` (everything to resume; every rank must call it, RNG states are gathered)
@@ -587,8 +615,8 @@ class Trainer:
         validate it beside best.pt (rank 0)."""
         f = self._files()
         average_at_end(f.out_dir, self.cfg.average_last, lambda m: _validate(
-            m.to(self.device), f.tok, f.valid_corpus, f.valid_pairs, f.recipe, self.device),
-            self.state, f.log)
+            m.to(self.device), f.tok, f.valid_corpus, f.valid_pairs, f.recipe, self.device,
+            self._stop_check), self.state, f.log)
 
     def record_train(self, window: _Window, lr: float) -> None:
         st = self.state
@@ -606,6 +634,7 @@ class Trainer:
                    "time": round(time.time() - self.t_start, 1),
                    "train_time": round(st.train_time, 1), "tokens_per_s": round(tps, 1),
                    "params": count_parameters(self.model), "stopped": stop,
+                   "threads": torch.get_num_threads(),  # what the run used (train.threads)
                    "interrupted": stop == "interrupted"}
         if stop == "interrupted":
             self._info(f"interrupted at step {st.step} (epoch {st.epoch}); saved "
@@ -649,20 +678,23 @@ def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
 
 # ----------------------------------------------------------------------------- validation
 
-def _validate(model, tok, corpus, pairs, recipe: Recipe, device) -> dict:
+def _validate(model, tok, corpus, pairs, recipe: Recipe, device, check=None) -> dict:
     """Teacher-forced loss/perplexity and greedy BLEU on the validation split (rank 0 only),
     in the precision every decoding uses (prediction.decoding_precision), so the BLEU is what
     `nmt translate` gives.
 
     The training RNG state is put back afterwards, so validating never changes what training
-    does next (a resumed run need not repeat validations to stay exact)."""
+    does next (a resumed run need not repeat validations to stay exact). `check()`, called
+    before decoding and after each decoding batch, may raise Abandoned to give it up."""
     rng = _get_rng(device)
     model.eval()
     try:
         with torch.no_grad():
             nll, ppl = teacher_forced_loss(model, pairs, recipe.decode.batch_tokens, device)
             greedy = replace(recipe.decode, beam=1, nbest=1, sample=False)
-            hyps = translate_lines(model, tok, corpus.src, greedy, device)
+            if check is not None:
+                check()
+            hyps = translate_lines(model, tok, corpus.src, greedy, device, check=check)
         tokenize, lowercase = scoring(recipe)
         s = score(hyps, [corpus.tgt], tokenize, lowercase, names=("bleu", "chrf"))
     finally:
