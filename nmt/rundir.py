@@ -62,7 +62,8 @@ RESUMABLE = ("train.max_steps", "train.max_epochs", "train.max_minutes", "train.
              "train.max_bad_steps", "train.device", "train.threads", "train.tensorboard",
              "train.progress_every", "train.progress_seconds",
              "decode.beam", "decode.alpha", "decode.nbest", "decode.batch_tokens", "decode.sample",
-             "decode.temperature", "decode.top_k", "decode.top_p", "decode.seed")
+             "decode.temperature", "decode.top_k", "decode.top_p", "decode.seed",
+             "decode.shortlist", "decode.shortlist_frequent")  # validation decodes without one
 LOCK = ".lock"
 STASH = ".replaced"  # the old run while --overwrite has not yet committed to the new one
 PARTIAL = ".replaced.partial"  # the old run while its files move into or out of STASH

@@ -111,6 +111,9 @@ def test_resume_takes_the_recipe_from_the_checkpoint(tmp_path, tok_dir):
     # system was still training resumes it); what greedy validation depends on may not
     r = rundir.resume_recipe(out, ["decode.beam=3", "decode.alpha=1.0", "train.lr=0.003"])
     assert (r.decode.beam, r.decode.alpha) == (3, 1.0)
+    r = rundir.resume_recipe(out, ["decode.shortlist=10", "decode.shortlist_frequent=50",
+                                   "train.lr=0.003"])  # validation never uses a shortlist
+    assert (r.decode.shortlist, r.decode.shortlist_frequent) == (10, 50)
     r = rundir.resume_recipe(out, ["train.tensorboard=false", "train.progress_every=5",
                                    "train.lr=0.003"])  # what the run reports, not what it learns
     assert (r.train.tensorboard, r.train.progress_every) == (False, 5)
