@@ -696,8 +696,7 @@ def compare(recipe: Path = typer.Argument(..., help="Comparison recipe (YAML wit
                                                 "(default: the recipe's seeds, else 1)."),
             jobs: int = typer.Option(1, "--jobs", "-j", min=1, help="Train N systems at once, "
                                      "each in its own process with its share of the CPU cores "
-                                     "(on one GPU: compare.yaml's six at once in 9.2 minutes "
-                                     "on an H200)."),
+                                     "(on one GPU, all of compare.yaml's six at once)."),
             data: Optional[str] = DATA, src: Optional[str] = SRC_LANG,
             tgt: Optional[str] = TGT_LANG, fmt: Optional[str] = FORMAT,
             src_file: Optional[str] = SRC_FILE, tgt_file: Optional[str] = TGT_FILE):

@@ -6,8 +6,8 @@ at most 32 MiB) with fresh pages from the OS and hands them back when the block 
 step's log-probabilities (rows x vocabulary x 4 bytes: 1,000 x 8,000 x 4 = 32 MB), its
 Transformer key/value buffers and a training update's activations are such blocks, so every step
 faults in and zeroes tens of MB again. With the thresholds raised, glibc keeps the freed blocks
-and reuses them. Measured on a 2-core CPU, beam 5 over test_2016_flickr: the Transformer 7.9 ->
-6.5 s, the Bahdanau RNN 6.8 -> 5.5 s, the same translations (bench/RESULTS.md).
+and reuses them: beam search and training take markedly less time, with the same translations
+(bench/log/2026-11-26-cpu-bench-1.md, the "freed memory back to the OS" rows).
 
 The setting is process-wide: the CLI makes it at start; a program that uses nmt as a library
 may call keep_freed_memory itself. Elsewhere (macOS, musl) it does nothing.

@@ -24,9 +24,9 @@ def additive(query: Tensor, keys: Tensor) -> Tensor:
     tensor of an additive-attention step, built in place.
 
     Without gradients on the CPU (a search) as tanh(a) = 2 sigmoid(2a) - 1: torch's CPU tanh
-    takes ~3x the time of its sigmoid, and was ~13% of a Bahdanau beam step (bench/RESULTS.md,
-    decoding). Training keeps tanh_, whose backward reads its output; the two differ by float
-    rounding (~1e-7 in float32)."""
+    takes several times the time of its sigmoid, and was a visible share of a Bahdanau beam
+    step (bench/RESULTS.md, "Decoding"). Training keeps tanh_, whose backward reads its
+    output; the two differ by float rounding (~1e-7 in float32)."""
     a = query.unsqueeze(2) + keys.unsqueeze(1)                  # (B, T, S, A)
     if a.device.type == "cpu" and not torch.is_grad_enabled():
         return a.mul_(2).sigmoid_().mul_(2).sub_(1)

@@ -120,7 +120,7 @@ def mixed_batches(src_lens: list[int], tgt_lens: list[int], max_tokens: int, see
     """token_batches without bucketing: the pairs in a seeded random order, cut into batches
     under the same budget of padded positions, so a batch mixes lengths. Each batch then holds
     more padding and fewer real tokens; with RNNs some find the mix generalises better
-    (train.batching: mixed, judged by BLEU per minute in bench/RESULTS.md)."""
+    (train.batching: mixed, judged by BLEU per minute in bench/RESULTS.md, "Settings judged")."""
     order = np.random.default_rng([seed % 2**32, epoch]).permutation(len(src_lens)).tolist()
     return _fill(order, [n + 1 for n in src_lens], [n + 1 for n in tgt_lens], max_tokens)
 

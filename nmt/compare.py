@@ -436,8 +436,8 @@ def _side_by_side(todo: list[SeedRun], out: Path, tok_dir: Path, tests: dict,
                   stale: dict[str, str], device: str, jobs: int) -> None:
     """Train and decode the runs `jobs` at a time, each in its own process with its share of the
     cores. These small models leave a GPU waiting on each process's kernel launches, so runs side
-    by side finish in about the time of the slowest one (compare.yaml's six at once: 9.2 minutes
-    on an H200, bench/RESULTS.md). A run's output goes to systems/DIR.log. Ctrl-C or SIGTERM
+    by side finish in about the time of the slowest one (bench/RESULTS.md, "Whole
+    comparisons"). A run's output goes to systems/DIR.log. Ctrl-C or SIGTERM
     reaches each running run once, which stops as `nmt train` stops (last.pt saved): run again
     to resume. Call from the main thread (signal handlers)."""
     ctx = multiprocessing.get_context("spawn")  # CUDA cannot be used in a forked child

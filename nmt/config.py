@@ -161,8 +161,8 @@ class DecodeConfig:
     top_p: float = 1.0              # sample: only from the smallest set holding mass p (nucleus)
     seed: int = 0                   # sample: same seed, same input -> same translations
     # search under bf16 autocast (scores stay float32): auto = where it pays, as train.amp;
-    # bf16 = on any device; false = float32 (beam 5 on a 2-core Zen 4: 1.3-1.7x the time of
-    # bf16, at the same BLEU)
+    # bf16 = on any device; false = float32 (slower where bf16 pays, at the same BLEU:
+    # bench/RESULTS.md, "Decoding")
     amp: bool | str = "auto"
     # vocabulary shortlist for translate and eval --checkpoint (nmt.shortlist): the output
     # layer computes only, per batch, the K target pieces that co-occur best (Dice) with each

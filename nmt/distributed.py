@@ -52,13 +52,11 @@ def resolve_device(name: str) -> torch.device:
 
 
 def bf16_pays(device: torch.device) -> bool:
-    """Whether bf16 autocast pays on `device`: a CPU with AVX512-BF16 but no AMX (AMD Zen 4 on).
-    Measured on 2-core CPUs (bench/RESULTS.md): on a Zen 4 the same number of minutes bought 7%
-    more updates at the same validation BLEU; on an Intel Xeon with AMX 0.81-1.08x the tokens/s;
-    without native bf16 0.26-0.37x (torch emulates it). Not on CUDA: these 7-12M-parameter models
-    leave a GPU waiting on kernel launches, not on arithmetic, and autocast's casts only add
-    launches (an H200: 0.71-0.77x the training tokens/s of float32 with TF32 matmuls, beam 5
-    1.4-1.6x the time; bench/RESULTS.md, GPU)."""
+    """Whether bf16 autocast pays on `device`: a CPU with AVX512-BF16 but no AMX. There the same
+    minutes buy more updates at the same validation BLEU; with AMX it gains nothing, and without
+    native bf16 torch emulates it, several times slower. Not on CUDA: these small models leave a
+    GPU waiting on kernel launches, not on arithmetic, and autocast's casts only add launches
+    (bench/RESULTS.md, "Settings judged")."""
     return device.type == "cpu" and torch.cpu._is_avx512_bf16_supported() and \
         not torch.cpu._is_amx_tile_supported()
 
@@ -80,10 +78,9 @@ def cpu_count() -> int:
 def decode_batch_tokens(batch_tokens: int | str, device: torch.device | str) -> int:
     """decode.batch_tokens on `device`: a number as given; auto = 4,096 source tokens on a CPU,
     where larger batches gain nothing, and 16,384 on a GPU, where a batch of small models'
-    kernels is bound by launches: on an H200 16,384 decoded test_2016_flickr 1.5-2.2x as fast
-    as 4,096 at the same BLEU (greedy and beam 5, Transformer and RNN; 65,536 2.5-3.8x), and a
-    full beam-5 batch of the Transformer recipe stays under 4 GiB (65,536: 9.4), within a small
-    GPU (bench/RESULTS.md, GPU)."""
+    kernels is bound by launches, so larger batches decode faster at the same BLEU; 16,384 and
+    not more because a full beam-5 batch of the Transformer recipe then still fits a small GPU
+    (bench/log/2026-12-04-gpu-h200-comparison.md)."""
     if batch_tokens != "auto":
         return int(batch_tokens)
     return 16384 if torch.device(device).type == "cuda" else 4096

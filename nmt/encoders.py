@@ -23,9 +23,9 @@ def run_rnn(rnn: nn.RNNBase, x: Tensor | PackedSequence, h: Hidden | None = None
 
     On the CPU one position at a time (the decoder's loop over target positions, in training as
     in a search) goes through `step_cells` instead: its two matrix products under the autocast
-    dtype (bf16), its gates and state in float32. There torch's float32 cell was ~40% of a
-    Bahdanau beam step; a Luong-dot training update under bf16 takes 0.83x the time and learns
-    the same per update (bench/RESULTS.md, 2026-12-04). Whole sequences (the encoder; in
+    dtype (bf16), its gates and state in float32. There torch's float32 cell was a large share
+    of a Bahdanau beam step, and a training update under bf16 learns the same per update in
+    less time (bench/log/2026-12-04-rnn-recurrence-bf16.md). Whole sequences (the encoder; in
     training, decoders without attention or input feeding) keep torch's float32 recurrence.
     """
     data = x.data if isinstance(x, PackedSequence) else x

@@ -108,8 +108,8 @@ def _topk(x: Tensor, k: int) -> tuple[Tensor, Tensor]:
     TOPK_BLOCK entries (one vectorised pass), then the top k among the k blocks with the best
     maxima (and the < TOPK_BLOCK entries past the last whole block). Exact: an entry of the
     top k lies in one of those blocks, else k blocks would hold larger entries. Among tied
-    values the indices may differ from torch.topk's. (bench/RESULTS.md, 2026-12-03 23:38: the
-    top-k of a beam step in 0.65x the time.)"""
+    values the indices may differ from torch.topk's. (Faster than torch.topk for a beam step's
+    rows: bench/log/2026-12-03-cpu-bench-2.md.)"""
     n, V = x.shape
     nb = V // TOPK_BLOCK
     if x.device.type != "cpu" or nb <= 2 * k:

@@ -662,8 +662,8 @@ class Trainer:
 def _optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device):
     """(optimizer, schedule) a recipe asks for."""
     opt_cls = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
-    # the fused kernel is the same update in one pass: +4% (T) / +8% (R) tok/s on a 2-core CPU
-    # (bench/RESULTS.md); it exists for CPU and CUDA, not for every other device
+    # the fused kernel is the same update in one pass, a few percent more tokens/s on a CPU
+    # (bench/RESULTS.md, "Training throughput"); it exists for CPU and CUDA, not for every device
     optimizer = opt_cls(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                         weight_decay=cfg.weight_decay,
                         fused=device.type in ("cpu", "cuda") or None)

@@ -12,16 +12,16 @@ finds them in buffers laid out for it: (B, heads, t + 1, d_head), contiguous, th
 filled, the last written in place by the step. A beam `reorder` copies the filled positions
 anyway and writes them so; a step that no reorder prepared (greedy) copies them once. Laid out
 densely, the keys of a step are one batch of small matrices, which the CPU's matrix products
-read up to 2x faster than the same keys inside longer buffers (bench/RESULTS.md, decoding).
+read faster than the same keys inside longer buffers (bench/RESULTS.md, "Decoding").
 Two sets of buffers take turns, so the memory is reused rather than new at every step.
 
 Attention weights are computed (by an explicit softmax) only when the caller asks for them.
 Otherwise attention runs through F.scaled_dot_product_attention's fused kernels, except in
 decoding steps on the CPU, where one query (or a beam's few, sharing a sentence's keys) meets a
-few dozen keys: there the explicit matrix products on the dense buffers take 0.4-0.9x the fused
-kernel's time, in float32 and bf16 (measured on a 2-core Zen 4, bench/RESULTS.md, decoding).
+few dozen keys: there the explicit matrix products on the dense buffers take less time than the
+fused kernel, in float32 and bf16 (bench/log/2026-12-04-transformer-attention-bf16.md).
 On CUDA the fused kernels exclude cuDNN's: it builds an execution plan for every new shape, and
-every batch (and decoding step) brings new lengths (bench/RESULTS.md, GPU).
+every batch (and decoding step) brings new lengths (bench/log/2026-12-04-gpu-h200-check.md).
 """
 from __future__ import annotations
 
@@ -40,13 +40,13 @@ from nmt.seq2seq import OutputLayer, Seq2Seq, embedding, source_mask
 KV = tuple[Tensor, Tensor]  # keys, values: (B, heads, length, d_head) each
 Buffers = tuple[Tensor, Tensor]  # decoding buffers of keys, values: (B, h, t + 1, dh) each
 # the fused attention kernels for CUDA tensors: all but cuDNN's, which torch prefers on Hopper
-# but which plans anew for each shape (an H200 took 614 ms per bf16 update of the Transformer
-# recipe, against 40 ms in float32, where cuDNN's kernel is not used)
+# but which plans anew for each shape, making every update many times slower
+# (bench/log/2026-12-04-gpu-h200-check.md)
 CUDA_ATTENTION = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
 # on a CPU under bf16, attention over at most this many keys runs as explicit products: torch's
-# fused CPU kernel (2-core AMD Zen 4, torch 2.13) took 3-7x their time, forward and backward, at
-# 10-34 keys and 1.7x at 128, and is faster only from about 256 keys (float32: fused as fast or
-# faster at every length)
+# fused CPU kernel took several times their time, forward and backward, at sentence lengths, and
+# is faster only from a few hundred keys (float32: fused as fast or faster at every length;
+# bench/log/2026-12-04-transformer-attention-bf16.md)
 EXPLICIT_MAX_KEYS = 128
 
 
@@ -310,7 +310,7 @@ def _dense(buf: Tensor, index: Tensor | None, t: int, free: Tensor | None,
     """Rows `index` (all if None) of buf's first t positions in a dense (n, h, t + 1, dh)
     buffer, inside `free`'s memory when that is large enough (else new memory, with room to
     grow): on a CPU, tens of MB of new memory at every step come from the OS, whose page
-    faults cost several times the copy itself (bench/RESULTS.md, decoding)."""
+    faults cost several times the copy itself (bench/RESULTS.md, "Decoding")."""
     B, h, _, dh = buf.shape
     shape = (B if index is None else index.numel(), h, t + 1, dh)
     size = math.prod(shape)
