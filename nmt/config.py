@@ -48,6 +48,7 @@ class DataConfig:
     header: bool | str = "auto"
     train: str = "train"            # split names; files: {path}/{split}.{lang}[.gz]
     valid: str = "val"
+    # test splits a comparison scores
     test: list[str] = field(default_factory=lambda: ["test_2016_flickr"])
     max_train_pairs: int = 0        # use only the first N training pairs (0 = all); for smoke runs
     max_valid_pairs: int = 0        # likewise for validation (0 = all)
@@ -58,7 +59,7 @@ class DataConfig:
     # this many pairs for each missing split, at most holdout_share of the corpus each, chosen
     # with holdout_seed; duplicates and sources seen in training are removed from them
     holdout: int = 1000
-    holdout_share: float = 0.05
+    holdout_share: float = 0.05     # share of the corpus each held-out split may take at most
     holdout_seed: int = 1234        # same seed and corpus, same held-out pairs
 
 
@@ -86,29 +87,29 @@ class ModelConfig:
     # bench/RESULTS.md); [] keeps torch's defaults
     init: list[str] = field(default_factory=lambda: ["zero_bias", "xavier"])
     # --- Transformer (Vaswani et al. 2017) ---
-    d_model: int = 256
-    heads: int = 4
-    ff_dim: int = 1024
+    d_model: int = 256              # model (embedding) width
+    heads: int = 4                  # attention heads per layer (divides d_model)
+    ff_dim: int = 1024              # feed-forward inner width
     pre_norm: bool = True           # LayerNorm before each sublayer (stabler than post-norm)
     learned_pos: bool = False       # learned positions instead of sinusoidal
     max_positions: int = 1024       # longest sequence the position table covers
     # --- shared ---
-    enc_layers: int = 3
-    dec_layers: int = 3
-    dropout: float = 0.1
+    enc_layers: int = 3             # encoder layers (RNN or Transformer)
+    dec_layers: int = 3             # decoder layers
+    dropout: float = 0.1            # dropout on embeddings and between layers
     tie_embeddings: bool = True     # share src/tgt/output embeddings (needs a joint vocabulary)
 
 
 @dataclass
 class TrainConfig:
-    seed: int = 1234
+    seed: int = 1234                # every random stream (data order, init, dropout)
     batch_tokens: int = 4096        # padded positions per side per batch (Multi30k: ~3,400 real)
     batching: str = "bucket"        # bucket (pairs of similar length together) | mixed (random)
     accum_steps: int = 1            # batches per update
     optimizer: str = "adam"         # adam | adamw
     lr: float = 5e-4                # peak learning rate
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
-    weight_decay: float = 0.0
+    weight_decay: float = 0.0       # L2 (adam) or decoupled (adamw) weight decay
     schedule: str = "inverse_sqrt"  # inverse_sqrt | plateau | constant
     warmup: int = 4000              # inverse_sqrt: linear warm-up updates
     plateau_factor: float = 0.5     # plateau: lr multiplier when validation stops improving
@@ -151,7 +152,7 @@ class DecodeConfig:
     alpha: float = 0.6              # GNMT length penalty ((5+|y|)/6)^alpha
     max_len_a: float = 1.5          # max output length = a * source length + b
     max_len_b: int = 10
-    nbest: int = 1
+    nbest: int = 1                  # translations per input (<= beam)
     # source tokens per decoding batch; auto = 4,096 on a CPU, 16,384 on a GPU
     # (distributed.decode_batch_tokens)
     batch_tokens: int | str = "auto"
