@@ -35,13 +35,17 @@ def _import_root() -> None:
 # ----------------------------------------------------------------------------- recipe fields
 
 def _field_comments(source: str) -> dict[tuple[str, str], str]:
-    """(class, field) -> the comment on the field's line, or the comment lines just above it."""
-    comments: dict[int, str] = {}
+    """(class, field) -> the comment at the end of the field's line, or else the block of
+    whole-line comments right above it."""
+    trailing: dict[int, str] = {}
+    block: dict[int, str] = {}
     for tok in tokenize.generate_tokens(io.StringIO(source).readline):
         if tok.type == tokenize.COMMENT:
             text = tok.string.lstrip("#").strip()
-            if not text.startswith("---"):  # a section header (`# --- RNN ---`) names no field
-                comments[tok.start[0]] = text
+            if tok.line[:tok.start[1]].strip():
+                trailing[tok.start[0]] = text
+            elif not text.startswith("---"):  # a section header (`# --- RNN ---`) names no field
+                block[tok.start[0]] = text
     out = {}
     for node in ast.parse(source).body:
         if not isinstance(node, ast.ClassDef):
@@ -49,14 +53,12 @@ def _field_comments(source: str) -> dict[tuple[str, str], str]:
         for stmt in node.body:
             if isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
                 line = stmt.lineno
-                text = comments.get(stmt.end_lineno or line)
-                if text is None:  # a block of comment lines right above the field
-                    above, k = [], line - 1
-                    while k in comments:
-                        above.insert(0, comments[k])
-                        k -= 1
-                    text = " ".join(above)
-                out[(node.name, stmt.target.id)] = text
+                above, k = [], line - 1
+                while k in block:
+                    above.insert(0, block[k])
+                    k -= 1
+                out[(node.name, stmt.target.id)] = trailing.get(stmt.end_lineno or line) or \
+                    " ".join(above)
     return out
 
 

@@ -33,8 +33,10 @@ class DataConfig:
     # valid/test held out) or a directory of {split}.tsv etc.; hf: hub name, save_to_disk
     # directory, or a Parquet file or folder
     path: str = ""
-    src_file: str = ""              # files: two aligned plain files with any names (the whole
-    tgt_file: str = ""              # corpus, valid/test held out), instead of path
+    # files: two aligned plain files with any names (the whole corpus, valid/test held out),
+    # instead of path
+    src_file: str = ""
+    tgt_file: str = ""              # files: the target side of src_file, line by line
     hf_config: str = ""             # hf: dataset config name (e.g. "de-en" for wmt14)
     src_lang: str = "de"            # source language code (also the file suffix for `files`)
     tgt_lang: str = "en"            # target language code
@@ -47,7 +49,7 @@ class DataConfig:
     # (for numbered or default columns: both language codes, e.g. `en<TAB>fr`)
     header: bool | str = "auto"
     train: str = "train"            # split names; files: {path}/{split}.{lang}[.gz]
-    valid: str = "val"
+    valid: str = "val"              # the validation split (early stopping, best.pt)
     # test splits a comparison scores
     test: list[str] = field(default_factory=lambda: ["test_2016_flickr"])
     max_train_pairs: int = 0        # use only the first N training pairs (0 = all); for smoke runs
@@ -108,16 +110,16 @@ class TrainConfig:
     accum_steps: int = 1            # batches per update
     optimizer: str = "adam"         # adam | adamw
     lr: float = 5e-4                # peak learning rate
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])  # Adam beta1, beta2
     weight_decay: float = 0.0       # L2 (adam) or decoupled (adamw) weight decay
     schedule: str = "inverse_sqrt"  # inverse_sqrt | plateau | constant
     warmup: int = 4000              # inverse_sqrt: linear warm-up updates
     plateau_factor: float = 0.5     # plateau: lr multiplier when validation stops improving
     plateau_patience: int = 2       # plateau: validations without improvement before decaying
     plateau_metric: str = "bleu"    # plateau: bleu | loss
-    min_lr: float = 1e-6
+    min_lr: float = 1e-6            # the learning rate never falls below this
     clip_norm: float = 1.0          # gradient-norm clip (0 = off)
-    label_smoothing: float = 0.1
+    label_smoothing: float = 0.1    # share of the target mass spread over the vocabulary
     max_steps: int = 0              # stop after this many updates (0 = no limit)
     max_epochs: int = 30            # stop after this many epochs (0 = no limit)
     max_minutes: float = 0          # stop after this many wall minutes, validations included
@@ -151,7 +153,7 @@ class DecodeConfig:
     beam: int = 5                   # 1 = greedy
     alpha: float = 0.6              # GNMT length penalty ((5+|y|)/6)^alpha
     max_len_a: float = 1.5          # max output length = a * source length + b
-    max_len_b: int = 10
+    max_len_b: int = 10             # (b of max_len_a)
     nbest: int = 1                  # translations per input (<= beam)
     # source tokens per decoding batch; auto = 4,096 on a CPU, 16,384 on a GPU
     # (distributed.decode_batch_tokens)
