@@ -7,8 +7,13 @@ when there is one, and what to do.
 """
 from __future__ import annotations
 
+import dataclasses
 import gzip
+import itertools
 import json
+import os
+import shutil
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +23,8 @@ import numpy as np
 from nmt.batching import padding_fraction, token_batches
 from nmt.config import DataConfig
 from nmt.errors import NMTError
+from nmt.identity import cache_root
+from nmt.identity import key as identity_key
 from nmt.multi30k import multi30k_dir, split_files
 from nmt.tokenizer import Tokenizer
 
@@ -27,6 +34,9 @@ class Corpus:            # raw parallel text of one split, aligned, validated
     src: list[str]
     tgt: list[str]
     name: str            # like "multi30k:train" or a file path
+    # absolute paths of the files load_split read for this split (empty for a Hugging Face hub
+    # dataset): what its content identity is computed from (nmt/identity.py)
+    files: tuple[str, ...] = ()
 
 
 @dataclass
@@ -217,17 +227,20 @@ def load_split(cfg: DataConfig, split: str, limit: int = 0) -> Corpus:
         d = multi30k_dir(files=files)  # only this split's two languages are fetched
         src, tgt = read_parallel(d / files[0], d / files[1])
         name = f"multi30k:{split}"
+        read = (d / files[0], d / files[1])
     elif cfg.source == "files":
         d = Path(cfg.path)
-        src, tgt = read_parallel(_find(d / f"{split}.{src_lang}"),
-                                 _find(d / f"{split}.{tgt_lang}"))
+        read = (_find(d / f"{split}.{src_lang}"), _find(d / f"{split}.{tgt_lang}"))
+        src, tgt = read_parallel(*read)
         name = f"{d / split}.{{{src_lang},{tgt_lang}}}"
     elif cfg.source in ("tsv", "jsonl"):
         path = _find(Path(cfg.path) / f"{split}.{cfg.source}")
         src, tgt = (_tsv if cfg.source == "tsv" else _jsonl)(path, cfg)
         name = str(path)
+        read = (path,)
     elif cfg.source == "hf":
         src, tgt, name = _hf(cfg, split, limit)
+        read = ()  # a hub dataset's identity is its text (nmt/identity.py)
     else:  # validate() rejects this already; here for recipes built without it
         raise NMTError(f"data.source: unknown source {cfg.source!r}")
     if limit:
@@ -236,26 +249,38 @@ def load_split(cfg: DataConfig, split: str, limit: int = 0) -> Corpus:
         if not any(lines):  # a blank-only split would train, validate or score on nothing
             raise NMTError(f"{name}: the {side} side holds no text (empty or blank lines only); "
                            f"check data.path, the split names and the fields")
-    return Corpus(src, tgt, name)
+    return Corpus(src, tgt, name, tuple(str(Path(p).absolute()) for p in read))
+
+
+def absolute_path(cfg: DataConfig) -> str:
+    """data.path made absolute where it names a local file or folder (files/tsv/jsonl always; hf
+    when one exists there), else as it is (a hub name, or empty for multi30k)."""
+    if not cfg.path or (cfg.source == "hf" and not Path(cfg.path).exists()):
+        return cfg.path
+    return os.path.abspath(cfg.path)
 
 
 # ----------------------------------------------------------------------------- encoding
+
+def _filter(s: np.ndarray, t: np.ndarray, cfg: DataConfig) -> tuple[np.ndarray, FilterReport]:
+    """filter_pairs on arrays of lengths: the kept indices as an array."""
+    s, t = np.asarray(s, dtype=np.int64), np.asarray(t, dtype=np.int64)
+    empty = (s == 0) | (t == 0)
+    too_long = ~empty & ((s > cfg.max_len) | (t > cfg.max_len))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.maximum(s, t) / np.minimum(s, t)  # IEEE division, as max(s, t) / min(s, t)
+    bad_ratio = ~empty & ~too_long & (ratio > cfg.max_ratio)
+    keep = np.flatnonzero(~(empty | too_long | bad_ratio))
+    return keep, FilterReport(len(s), int(empty.sum()), int(too_long.sum()),
+                              int(bad_ratio.sum()), len(keep))
+
 
 def filter_pairs(src_lens: list[int], tgt_lens: list[int],
                  cfg: DataConfig) -> tuple[list[int], FilterReport]:
     """Indices of the pairs training keeps, and why the others go: an empty side, more than
     max_len tokens on a side, or a length ratio above max_ratio (likely misaligned)."""
-    keep, empty, too_long, bad_ratio = [], 0, 0, 0
-    for i, (s, t) in enumerate(zip(src_lens, tgt_lens)):
-        if s == 0 or t == 0:
-            empty += 1
-        elif s > cfg.max_len or t > cfg.max_len:
-            too_long += 1
-        elif max(s, t) / min(s, t) > cfg.max_ratio:
-            bad_ratio += 1
-        else:
-            keep.append(i)
-    return keep, FilterReport(len(src_lens), empty, too_long, bad_ratio, len(keep))
+    keep, report = _filter(np.asarray(src_lens), np.asarray(tgt_lens), cfg)
+    return keep.tolist(), report
 
 
 def encode_pairs(corpus: Corpus, tok: Tokenizer, cfg: DataConfig,
@@ -268,6 +293,165 @@ def encode_pairs(corpus: Corpus, tok: Tokenizer, cfg: DataConfig,
         return list(zip(src, tgt)), FilterReport(n, 0, 0, 0, n)
     keep, report = filter_pairs([len(x) for x in src], [len(y) for y in tgt], cfg)
     return [(src[i], tgt[i]) for i in keep], report
+
+
+# ----------------------------------------------------------------------------- large corpora
+
+class EncodedPairs:
+    """The token ids of many pairs in four flat arrays (ids and offsets per side), in memory or
+    memory-mapped from the encoded-corpus cache: no Python object per pair. pairs[i] is
+    (source ids, target ids) as lists, as `collate` reads them; lengths are arrays."""
+
+    def __init__(self, src: np.ndarray, src_off: np.ndarray, tgt: np.ndarray,
+                 tgt_off: np.ndarray):
+        self.src, self.src_off, self.tgt, self.tgt_off = src, src_off, tgt, tgt_off
+
+    def __len__(self) -> int:
+        return len(self.src_off) - 1
+
+    def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
+        so, to = self.src_off, self.tgt_off
+        return (self.src[so[i]:so[i + 1]].tolist(), self.tgt[to[i]:to[i + 1]].tolist())
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def src_lens(self) -> np.ndarray:   # (N,) int64
+        return np.diff(self.src_off)
+
+    @property
+    def tgt_lens(self) -> np.ndarray:   # (N,) int64
+        return np.diff(self.tgt_off)
+
+    def select(self, keep: np.ndarray) -> "EncodedPairs":
+        """The pairs at `keep`, in that order, copied into new arrays."""
+        def side(ids: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            lens = np.diff(off)[keep]
+            new_off = np.zeros(len(keep) + 1, dtype=np.int64)
+            np.cumsum(lens, out=new_off[1:])
+            # each kept pair's ids: position k of the output reads ids[off[i] + k - new_off[j]]
+            starts = np.repeat(off[:-1][keep] - new_off[:-1], lens)
+            return ids[starts + np.arange(new_off[-1])], new_off
+        return EncodedPairs(*side(self.src, self.src_off), *side(self.tgt, self.tgt_off))
+
+
+def pair_lengths(pairs) -> tuple[np.ndarray, np.ndarray]:
+    """(source lengths, target lengths) of a list of pairs or an EncodedPairs, as int64 arrays."""
+    if isinstance(pairs, EncodedPairs):
+        return pairs.src_lens, pairs.tgt_lens
+    return (np.fromiter((len(s) for s, _ in pairs), np.int64, len(pairs)),
+            np.fromiter((len(t) for _, t in pairs), np.int64, len(pairs)))
+
+
+ENCODE_CHUNK = 100_000  # lines encoded at once: their lists of ids are the only per-line objects
+
+
+def encode_lines(encode, lines: list[str], vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, offsets) of lines encoded by `encode` (which uses every core), chunk by chunk, so
+    that at most ENCODE_CHUNK lines exist as lists of ids at once. ids are uint16 where the
+    vocabulary fits, else int32."""
+    dtype = np.uint16 if vocab_size <= 1 << 16 else np.int32
+    lens = np.zeros(len(lines) + 1, dtype=np.int64)
+    parts = []
+    for a in range(0, len(lines), ENCODE_CHUNK):
+        enc = encode(lines[a:a + ENCODE_CHUNK])
+        n = np.fromiter(map(len, enc), np.int64, len(enc))
+        lens[a + 1:a + 1 + len(enc)] = n
+        parts.append(np.fromiter(itertools.chain.from_iterable(enc), dtype, int(n.sum())))
+    return (np.concatenate(parts) if parts else np.zeros(0, dtype)), np.cumsum(lens)
+
+
+def encode_train(corpus: Corpus, tok: Tokenizer, cfg: DataConfig
+                 ) -> tuple[EncodedPairs, FilterReport]:
+    """encode_pairs(train=True) into arrays: the same pairs in the same order."""
+    src = encode_lines(tok.encode_src, corpus.src, tok.src_vocab_size)
+    tgt = encode_lines(tok.encode_tgt, corpus.tgt, tok.tgt_vocab_size)
+    pairs = EncodedPairs(*src, *tgt)
+    keep, report = _filter(pairs.src_lens, pairs.tgt_lens, cfg)
+    return (pairs if len(keep) == len(pairs) else pairs.select(keep)), report
+
+
+def split_paths(cfg: DataConfig, split: str) -> list[Path] | None:
+    """The files load_split would read for `split`, found without reading them (a Multi30k file
+    is fetched and checked if missing); None where a source has none (a Hugging Face dataset),
+    or they are not where expected (load_split then says why). What the encoded-corpus cache
+    is looked up by before any text is read; it is stored under the files load_split did read,
+    so a difference between the two misses the cache and is never a wrong hit."""
+    try:
+        if cfg.source == "multi30k":
+            files = split_files(split, (cfg.src_lang, cfg.tgt_lang))
+            d = multi30k_dir(files=files)
+            return [d / f for f in files]
+        if cfg.source == "files":
+            d = Path(cfg.path)
+            return [_find(d / f"{split}.{cfg.src_lang}"), _find(d / f"{split}.{cfg.tgt_lang}")]
+        if cfg.source in ("tsv", "jsonl"):
+            return [_find(Path(cfg.path) / f"{split}.{cfg.source}")]
+    except NMTError:
+        return None
+    return None
+
+
+# what changes the encoded training pairs besides the data and the tokenizer (data.path does
+# not: the same content elsewhere is the same corpus)
+ENCODING_FIELDS = ("source", "hf_config", "src_lang", "tgt_lang", "src_field", "tgt_field",
+                   "max_train_pairs", "max_len", "max_ratio")
+CACHE_VERSION = 1
+
+
+def _cache_dir(data_identity: dict, tok: Tokenizer, cfg: DataConfig) -> Path:
+    settings = {k: getattr(cfg, k) for k in ENCODING_FIELDS}
+    content = [(f["size"], f["sha256"]) for f in data_identity["files"]] \
+        if "files" in data_identity else data_identity.get("sha256")
+    return cache_root() / "encoded" / identity_key(CACHE_VERSION, content, tok.fingerprint(),
+                                                   settings)
+
+
+def cached_train(data_identity: dict, tok: Tokenizer, cfg: DataConfig
+                 ) -> tuple[EncodedPairs, FilterReport, str] | None:
+    """The encoded training pairs of this (data, tokenizer, settings), memory-mapped from the
+    cache folder, with their filter report and split name; None when not cached."""
+    d = _cache_dir(data_identity, tok, cfg)
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+        arrays = [np.load(d / f"{n}.npy", mmap_mode="r")
+                  for n in ("src", "src_off", "tgt", "tgt_off")]
+    except (OSError, ValueError):
+        return None  # not cached, or left incomplete by hand: encode again
+    return EncodedPairs(*arrays), FilterReport(**meta["report"]), meta["name"]
+
+
+def store_train(pairs: EncodedPairs, report: FilterReport, name: str, data_identity: dict,
+                tok: Tokenizer, cfg: DataConfig) -> str | None:
+    """Put encoded training pairs into the cache folder: written into a temporary folder and
+    renamed into place, so a reader never sees part of an entry, and of two processes storing
+    the same entry at once one wins and the other's copy goes. Returns why it could not be
+    stored (e.g. a full disk), None when it was."""
+    d = _cache_dir(data_identity, tok, cfg)
+    if (d / "meta.json").is_file():
+        return None
+    tmp = None
+    try:
+        d.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=f".{d.name}.", suffix=".tmp"))
+        for n, a in (("src", pairs.src), ("src_off", pairs.src_off), ("tgt", pairs.tgt),
+                     ("tgt_off", pairs.tgt_off)):
+            np.save(tmp / f"{n}.npy", np.ascontiguousarray(a))
+        (tmp / "meta.json").write_text(json.dumps(
+            {"name": name, "report": dataclasses.asdict(report), "data": data_identity,
+             "tokenizer": tok.fingerprint(), "settings": {k: getattr(cfg, k)
+                                                          for k in ENCODING_FIELDS}}))
+        try:
+            os.rename(tmp, d)
+        except OSError:  # another process stored it first: theirs is the same
+            pass
+        return None
+    except OSError as e:
+        return f"{d.parent}: {e.strerror or e}"
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- statistics

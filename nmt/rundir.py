@@ -41,7 +41,10 @@ RESUMABLE = ("train.max_steps", "train.max_epochs", "train.max_minutes", "train.
              "train.max_bad_steps", "train.device", "train.threads", "train.tensorboard",
              "train.progress_every", "train.progress_seconds",
              "decode.beam", "decode.alpha", "decode.nbest", "decode.batch_tokens", "decode.sample",
-             "decode.temperature", "decode.top_k", "decode.top_p", "decode.seed")
+             "decode.temperature", "decode.top_k", "decode.top_p", "decode.seed",
+             # where the data lies: training resumes only on the content it was trained on
+             # (checked by its identity, training._same_data)
+             "data.path")
 LOCK = ".lock"
 STASH = ".replaced"  # the old run while --overwrite has not yet committed to the new one
 # keys every checkpoint written by training holds, so that --resume can continue from it
