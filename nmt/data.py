@@ -12,8 +12,6 @@ import gzip
 import itertools
 import json
 import os
-import shutil
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +21,8 @@ import numpy as np
 from nmt.batching import padding_fraction, token_batches
 from nmt.config import DataConfig
 from nmt.errors import NMTError
+from nmt import identity
 from nmt.identity import cache_root
-from nmt.identity import key as identity_key
 from nmt.multi30k import multi30k_dir, split_files
 from nmt.tokenizer import Tokenizer
 
@@ -402,10 +400,8 @@ CACHE_VERSION = 1
 
 def _cache_dir(data_identity: dict, tok: Tokenizer, cfg: DataConfig) -> Path:
     settings = {k: getattr(cfg, k) for k in ENCODING_FIELDS}
-    content = [(f["size"], f["sha256"]) for f in data_identity["files"]] \
-        if "files" in data_identity else data_identity.get("sha256")
-    return cache_root() / "encoded" / identity_key(CACHE_VERSION, content, tok.fingerprint(),
-                                                   settings)
+    return cache_root() / "encoded" / identity.key(
+        CACHE_VERSION, identity.content(data_identity), tok.fingerprint(), settings)
 
 
 def cached_train(data_identity: dict, tok: Tokenizer, cfg: DataConfig
@@ -424,34 +420,29 @@ def cached_train(data_identity: dict, tok: Tokenizer, cfg: DataConfig
 
 def store_train(pairs: EncodedPairs, report: FilterReport, name: str, data_identity: dict,
                 tok: Tokenizer, cfg: DataConfig) -> str | None:
-    """Put encoded training pairs into the cache folder: written into a temporary folder and
-    renamed into place, so a reader never sees part of an entry, and of two processes storing
-    the same entry at once one wins and the other's copy goes. Returns why it could not be
-    stored (e.g. a full disk), None when it was."""
-    d = _cache_dir(data_identity, tok, cfg)
-    if (d / "meta.json").is_file():
-        return None
-    tmp = None
-    try:
-        d.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=d.parent, prefix=f".{d.name}.", suffix=".tmp"))
+    """Put encoded training pairs into the cache folder (identity.store_dir: atomic, safe for
+    two processes at once); returns why they could not be stored, None when they were."""
+    def fill(tmp: Path) -> None:
         for n, a in (("src", pairs.src), ("src_off", pairs.src_off), ("tgt", pairs.tgt),
                      ("tgt_off", pairs.tgt_off)):
             np.save(tmp / f"{n}.npy", np.ascontiguousarray(a))
         (tmp / "meta.json").write_text(json.dumps(
             {"name": name, "report": dataclasses.asdict(report), "data": data_identity,
-             "tokenizer": tok.fingerprint(), "settings": {k: getattr(cfg, k)
-                                                          for k in ENCODING_FIELDS}}))
-        try:
-            os.rename(tmp, d)
-        except OSError:  # another process stored it first: theirs is the same
-            pass
-        return None
-    except OSError as e:
-        return f"{d.parent}: {e.strerror or e}"
-    finally:
-        if tmp is not None and tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+             "tokenizer": tok.fingerprint(),
+             "settings": {k: getattr(cfg, k) for k in ENCODING_FIELDS}}))
+    return identity.store_dir(_cache_dir(data_identity, tok, cfg), fill)
+
+
+# what the text a tokenizer is trained on depends on besides the files' content
+TOKENIZER_DATA_FIELDS = ("source", "hf_config", "src_lang", "tgt_lang", "src_field",
+                         "tgt_field", "max_train_pairs")
+
+
+def tokenizer_cache_dir(data_identity: dict, tcfg, cfg: DataConfig) -> Path:
+    """Where the tokenizer trained on this data with these settings is kept."""
+    settings = {k: getattr(cfg, k) for k in TOKENIZER_DATA_FIELDS}
+    return cache_root() / "tokenizers" / identity.key(
+        CACHE_VERSION, identity.content(data_identity), dataclasses.asdict(tcfg), settings)
 
 
 # ----------------------------------------------------------------------------- statistics

@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 from nmt.errors import NMTError
 
@@ -104,12 +106,15 @@ def of_corpus(corpus) -> dict:
     return {"text": corpus.name, "sha256": h.hexdigest(), "pairs": len(corpus.src)}
 
 
+def content(x: dict):
+    """What of an identity is content: sizes and digests (no names, no paths)."""
+    if "files" in x:
+        return [(f["size"], f["sha256"]) for f in x["files"]]
+    return x.get("sha256")
+
+
 def same(a: dict, b: dict) -> bool:
     """The same content, wherever it lies (names and paths are not compared)."""
-    def content(x: dict):
-        if "files" in x:
-            return [(f["size"], f["sha256"]) for f in x["files"]]
-        return x.get("sha256")
     return content(a) == content(b)
 
 
@@ -130,3 +135,28 @@ def changed(old: dict, new: dict) -> str:
 def key(*parts) -> str:
     """A short stable key (hex) for JSON-able parts."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def store_dir(final: Path, fill: Callable[[Path], None]) -> str | None:
+    """Make the cache entry `final` (a folder) by fill(tmp) in a temporary folder beside it and
+    a rename, so that a reader never sees part of an entry, and of two processes storing the
+    same entry at once one wins and the other's copy goes (theirs holds the same). Returns why
+    it could not be stored (e.g. a full disk: the cache is a shortcut, nothing depends on it),
+    None when it was or already is."""
+    if final.is_dir():
+        return None
+    tmp = None
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp"))
+        fill(tmp)
+        try:
+            os.rename(tmp, final)
+        except OSError:  # another process stored it first
+            pass
+        return None
+    except OSError as e:
+        return f"{final.parent}: {e.strerror or e}"
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -125,6 +125,19 @@ def _train_model(lines: list[str], vocab_size: int, cfg: TokenizerConfig, what: 
     return proto
 
 
+def describe(info: dict) -> str:
+    """One line per model of tokenizer.json: pieces built (and asked for), the sentences it was
+    trained on, the character coverage; then any note."""
+    lines = []
+    for what, m in info.get("models", {}).items():
+        asked = f" (asked for {m['asked']:,})" if m["asked"] != m["vocab_size"] else ""
+        sampled = f" of {m['of']:,}" if m["of"] != m["sentences"] else ""
+        lines.append(f"tokenizer {what}: {m['vocab_size']:,} pieces{asked}, trained on "
+                     f"{m['sentences']:,}{sampled} sentences, character coverage "
+                     f"{m['character_coverage']:g}")
+    return "\n".join(lines + list(info.get("notes", [])))
+
+
 def _size(proto: bytes) -> int:
     sp = spm.SentencePieceProcessor()
     sp.LoadFromSerializedProto(proto)

@@ -42,7 +42,7 @@ from nmt.batching import BATCHERS, Batch, Prefetch, collate
 from nmt.config import Recipe, TrainConfig, save_recipe
 from nmt import identity
 from nmt.data import (Corpus, absolute_path, cached_train, encode_pairs, encode_train, load_split,
-                      pair_lengths, split_paths, store_train)
+                      pair_lengths, split_paths, store_train, tokenizer_cache_dir)
 from nmt.identity import write_json_atomic
 from nmt.errors import NMTError
 from nmt.evaluation import score
@@ -292,10 +292,23 @@ def _load_data(recipe: Recipe, out_dir: Path, ckpt: dict | None, tokenizer_dir: 
         if d.main:
             tok.save(out_dir / "tokenizer")
     else:
-        train_corpus = load_split(dc, dc.train, limit=dc.max_train_pairs)
-        if d.main:
-            Tokenizer.train(train_corpus.src, train_corpus.tgt, out_dir / "tokenizer",
-                            recipe.tokenizer, log=log.info)
+        # trained on this data with these settings before (another run, another system): the
+        # same tokenizer from the cache, without reading the training text
+        paths = split_paths(dc, dc.train)
+        cached = tokenizer_cache_dir(identity.of_files(paths), recipe.tokenizer, dc) \
+            if paths else None
+        if d.main and cached is not None and cached.is_dir():
+            tok = Tokenizer.load(cached)
+            tok.save(out_dir / "tokenizer")
+            log.info(f"tokenizer: trained on this data with these settings already ({cached})")
+            for line in tok.notes:
+                log.info(line)
+        elif d.main:
+            train_corpus = load_split(dc, dc.train, limit=dc.max_train_pairs)
+            tok = Tokenizer.train(train_corpus.src, train_corpus.tgt, out_dir / "tokenizer",
+                                  recipe.tokenizer, log=log.info)
+            cached = tokenizer_cache_dir(identity.of_corpus(train_corpus), recipe.tokenizer, dc)
+            identity.store_dir(cached, tok.save)
         dist.barrier(d)
         tok = Tokenizer.load(out_dir / "tokenizer")
     paths = split_paths(dc, dc.train) if train_corpus is None else None

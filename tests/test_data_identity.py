@@ -213,6 +213,15 @@ def test_resume_accepts_moved_data_with_the_same_content_and_names_changed_data(
     assert res.exit_code == 0, res.output
     recorded = yaml.safe_load((out / "recipe.yaml").read_text())["data"]["path"]
     assert recorded == str(data.absolute())  # absolute: resumable from anywhere
+    # a second run on the same data and settings reads neither tokenizer nor pairs anew
+    res = invoke("train", ROOT / "recipes" / "smoke" / "no-attention.yaml", "--out",
+                 tmp_path / "again", "--quiet",
+                 *sets(TINY + ["data.path=data", "train.max_steps=1"]))
+    log = " ".join((tmp_path / "again" / "train.log").read_text().split())
+    assert res.exit_code == 0 and "tokenizer: trained on this data with these settings" in log
+    assert "training pairs: encoded already" in log
+    assert (tmp_path / "again" / "tokenizer" / "spm.model").read_bytes() == \
+        (out / "tokenizer" / "spm.model").read_bytes()
     moved = tmp_path / "moved"
     shutil.move(data, moved)
     monkeypatch.chdir(tmp_path)
