@@ -53,6 +53,7 @@ def make(pairs: int, seed: int = 0) -> Path:
     ranks = np.arange(1, 50_001)
     p = 1 / ranks ** 1.1
     p /= p.sum()
+    cdf = np.cumsum(p)
     for split, n in (("train", pairs), ("val", 3000)):
         files = {lang: open(out / f"{split}.{lang}", "w") for lang in ("de", "en")}
         for a in range(0, n, 100_000):
@@ -60,10 +61,11 @@ def make(pairs: int, seed: int = 0) -> Path:
             src_len = np.clip(np.rint(rng.lognormal(3.05, 0.55, m)), 1, 150).astype(int)
             tgt_len = np.clip(np.rint(src_len * rng.lognormal(0.05, 0.15, m)), 1, 150).astype(int)
             for lang, lens in (("de", src_len), ("en", tgt_len)):
-                ids = rng.choice(len(p), size=int(lens.sum()), p=p)
-                words = vocab[lang][ids]
-                cut = np.cumsum(lens)[:-1]
-                files[lang].write("".join(" ".join(w) + "\n" for w in np.split(words, cut)))
+                ids = np.minimum(np.searchsorted(cdf, rng.random(int(lens.sum()))), len(p) - 1)
+                words = vocab[lang][ids].tolist()
+                cut = [0] + np.cumsum(lens).tolist()
+                files[lang].write("".join(" ".join(words[a:b]) + "\n"
+                                          for a, b in zip(cut, cut[1:])))
         for f in files.values():
             f.close()
     (out / "done").write_text("")

@@ -463,7 +463,7 @@ PERCENTILES = (50, 90, 99, 100)
 
 
 def _percentiles(lengths: list[int]) -> list[int]:
-    if not lengths:
+    if len(lengths) == 0:
         return [0] * len(PERCENTILES)
     return [int(v) for v in np.percentile(lengths, PERCENTILES, method="higher")]
 
@@ -473,13 +473,14 @@ def split_stats(corpus: Corpus, cfg: DataConfig, tok: Tokenizer | None = None,
     if tok is None:
         src_lens = [len(s.split()) for s in corpus.src]
         tgt_lens = [len(t.split()) for t in corpus.tgt]
-    else:
-        src_lens = [len(x) for x in tok.encode_src(corpus.src)]
-        tgt_lens = [len(y) for y in tok.encode_tgt(corpus.tgt)]
+    else:  # chunk by chunk into arrays: no list of ids per sentence of a large corpus
+        src_lens = np.diff(encode_lines(tok.encode_src, corpus.src, tok.src_vocab_size)[1])
+        tgt_lens = np.diff(encode_lines(tok.encode_tgt, corpus.tgt, tok.tgt_vocab_size)[1])
     keep, report = filter_pairs(src_lens, tgt_lens, cfg)
     padding = None
     if tok is not None:
-        kept_src, kept_tgt = [src_lens[i] for i in keep], [tgt_lens[i] for i in keep]
+        kept_src = [int(src_lens[i]) for i in keep]
+        kept_tgt = [int(tgt_lens[i]) for i in keep]
         batches = token_batches(kept_src, kept_tgt, max_tokens, seed=0, epoch=0)
         padding = padding_fraction(batches, kept_src, kept_tgt)
     return SplitStats(corpus.name, len(corpus.src),
