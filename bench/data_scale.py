@@ -84,7 +84,7 @@ def current_rss_mb() -> float:
     return 0.0
 
 
-def run(pairs: int, tokenizer: Path | None, tok_out: Path | None) -> None:
+def run(pairs: int, tokenizer: Path | None, tok_out: Path | None, sample: int | None) -> None:
     import torch  # noqa: F401  (imported before the baseline, as nmt train has it)
 
     import nmt.data as data
@@ -100,13 +100,19 @@ def run(pairs: int, tokenizer: Path | None, tok_out: Path | None) -> None:
                      valid="val", test=[])
     base = current_rss_mb()
     t = {"start": time.perf_counter()}
+    peak: dict[str, float] = {}  # ru_maxrss when each stage ended (the peak so far)
+
+    def mark(stage: str) -> None:
+        t[stage], peak[stage] = time.perf_counter(), rss_mb()
+
     valid = data.load_split(cfg, cfg.valid)
     train = None
     if tokenizer is None:
         train = data.load_split(cfg, cfg.train)
-        t["read"] = time.perf_counter()
-        tok = Tokenizer.train(train.src, train.tgt, tok_out, TokenizerConfig())
-        t["tokenizer"] = time.perf_counter()
+        mark("read")
+        tcfg = TokenizerConfig() if sample is None else TokenizerConfig(sample_sentences=sample)
+        tok = Tokenizer.train(train.src, train.tgt, tok_out, tcfg)
+        mark("tokenizer")
     else:
         tok = Tokenizer.load(tokenizer)
     hit = None
@@ -119,41 +125,42 @@ def run(pairs: int, tokenizer: Path | None, tok_out: Path | None) -> None:
         if hit is None:
             if train is None:
                 train = data.load_split(cfg, cfg.train)
-                t["read"] = time.perf_counter()
+                mark("read")
             train_id = identity.of_corpus(train)
             hit = data.cached_train(train_id, tok, cfg)
         if hit is not None:
             pairs_, report, _ = hit
         else:
             pairs_, report = data.encode_train(train, tok, cfg)
-            t["encode"] = time.perf_counter()
+            mark("encode")
             data.store_train(pairs_, report, train.name, train_id, tok, cfg)
-            t["store"] = time.perf_counter()
+            mark("store")
         del train
         src_lens, tgt_lens = data.pair_lengths(pairs_)
     else:
         if train is None:
             train = data.load_split(cfg, cfg.train)
-            t["read"] = time.perf_counter()
+            mark("read")
         pairs_, report = data.encode_pairs(train, tok, cfg, train=True)
-        t["encode"] = time.perf_counter()
+        mark("encode")
         del train
         src_lens = [len(s) for s, _ in pairs_]
         tgt_lens = [len(y) for _, y in pairs_]
     valid_pairs, _ = data.encode_pairs(valid, tok, cfg, train=False)
-    t["loaded"] = time.perf_counter()
+    mark("loaded")
     batches = token_batches(src_lens, tgt_lens, 4096, seed=1, epoch=1)
-    t["batches"] = time.perf_counter()
+    mark("batches")
     collate(pairs_, batches[0])
-    t["first batch"] = time.perf_counter()
+    mark("first batch")
     stages = list(t)
     took = ", ".join(f"{b} {t[b] - t[a]:.1f}" for a, b in zip(stages, stages[1:]))
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in peak.items())
     print(f"pairs {report.total:,} kept {report.kept:,} ({'arrays' if arrays else 'lists'}"
           f"{', cache hit' if hit is not None and 'encode' not in t else ''}); vocab "
           f"{tok.src_vocab_size}; {len(batches):,} batches; valid {len(valid_pairs):,}")
     print(f"seconds: {took}; to first update {t['first batch'] - t['start']:.1f}")
     print(f"RSS MB: before data {base:.0f}, peak {rss_mb():.0f}, peak - before "
-          f"{rss_mb() - base:.0f}")
+          f"{rss_mb() - base:.0f}; peak RSS by the end of each stage: {peaks}")
 
 
 def main() -> None:
@@ -163,12 +170,14 @@ def main() -> None:
     ap.add_argument("--tokenizer", type=Path, help="use this tokenizer (the cache-hit start)")
     ap.add_argument("--tok-out", type=Path, default=Path("/tmp/data_scale_tok"),
                     help="where a trained tokenizer goes")
+    ap.add_argument("--sample", type=int, help="tokenizer.sample_sentences (default: the "
+                    "code's own; code from before the setting trains on every sentence)")
     a = ap.parse_args()
     if a.what == "make":
         t = time.perf_counter()
         print(make(a.pairs), f"{time.perf_counter() - t:.0f} s")
     else:
-        run(a.pairs, a.tokenizer, a.tok_out)
+        run(a.pairs, a.tokenizer, a.tok_out, a.sample)
 
 
 if __name__ == "__main__":
