@@ -50,7 +50,9 @@ class TokenizerConfig:
     joint: bool = True              # one model over both languages (allows tied embeddings)
     # auto: 0.9995 for a CJK corpus (rare characters become <unk>), else 1.0 (every character)
     character_coverage: float | str = "auto"
-    sample_sentences: int = 2_000_000  # SentencePiece trains on a seeded sample this big (0: all)
+    # SentencePiece trains on a seeded sample this big (0: all): its memory grows with the
+    # sample; this many keep the data path within its memory target (bench/RESULTS.md)
+    sample_sentences: int = 300_000
 
 
 @dataclass
