@@ -35,12 +35,11 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeRemainingColumn)
 
-from nmt import checkpoint, rundir
+from nmt import checkpoint, identity, rundir
 from nmt import distributed as dist
 from nmt.average import average_at_end
 from nmt.batching import BATCHERS, Batch, Prefetch, collate
 from nmt.config import Recipe, TrainConfig, save_recipe
-from nmt import identity
 from nmt.data import (Corpus, absolute_path, cached_train, encode_pairs, encode_train, load_split,
                       pair_lengths, split_paths, store_train, tokenizer_cache_dir)
 from nmt.identity import write_json_atomic
