@@ -210,3 +210,20 @@ def test_sampling_and_coverage_by_script():
     assert got == sorted(got, key=lines.index)  # in corpus order
     assert coverage_for(["ein Hund läuft", "Собака бежит", "ο σκύλος"]) == 1.0
     assert coverage_for(["犬が走っている", "一只狗在跑", "개가 달린다"]) == CJK_COVERAGE
+
+
+def test_tokenizer_build_and_data_stats_say_what_was_built(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    for split in ("train", "val", "test_2016_flickr"):
+        (d / f"{split}.de").write_text("ein hund läuft\nzwei katzen schlafen\n")
+        (d / f"{split}.en").write_text("a dog runs\ntwo cats sleep\n")
+    res = CliRunner().invoke(app, ["tokenizer", "build", "--src", str(d / "train.de"), "--tgt",
+                                   str(d / "train.en"), "--out", str(tmp_path / "tok")])
+    assert res.exit_code == 0, res.output
+    built = Tokenizer.load(tmp_path / "tok").src_vocab_size
+    assert f"built a {built}-piece joint unigram model, not 8,000" in res.output
+    res = CliRunner().invoke(app, ["data", "stats", "--tokenizer", str(tmp_path / "tok"),
+                                   "--set", "data.source=files", "--set", f"data.path={d}"])
+    assert res.exit_code == 0, res.output
+    assert f"{built} pieces (asked for 8,000)" in " ".join(res.output.split())
