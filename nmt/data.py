@@ -342,7 +342,7 @@ def pair_lengths(pairs) -> tuple[np.ndarray, np.ndarray]:
             np.fromiter((len(t) for _, t in pairs), np.int64, len(pairs)))
 
 
-ENCODE_CHUNK = 100_000  # lines encoded at once: their lists of ids are the only per-line objects
+ENCODE_CHUNK = 20_000  # lines encoded at once: their lists of ids are the only per-line objects
 
 
 def encode_lines(encode, lines: list[str], vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
