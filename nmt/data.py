@@ -323,14 +323,16 @@ class EncodedPairs:
         return np.diff(self.tgt_off)
 
     def select(self, keep: np.ndarray) -> "EncodedPairs":
-        """The pairs at `keep`, in that order, copied into new arrays."""
+        """The pairs at `keep` (ascending indices, as filtering gives), copied into new arrays.
+        A mask of one byte per token picks their ids: no index array as long as the ids."""
+        mask = np.zeros(len(self), dtype=bool)
+        mask[keep] = True
+
         def side(ids: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            lens = np.diff(off)[keep]
+            lens = np.diff(off)
             new_off = np.zeros(len(keep) + 1, dtype=np.int64)
-            np.cumsum(lens, out=new_off[1:])
-            # each kept pair's ids: position k of the output reads ids[off[i] + k - new_off[j]]
-            starts = np.repeat(off[:-1][keep] - new_off[:-1], lens)
-            return ids[starts + np.arange(new_off[-1])], new_off
+            np.cumsum(lens[keep], out=new_off[1:])
+            return ids[np.repeat(mask, lens)], new_off
         return EncodedPairs(*side(self.src, self.src_off), *side(self.tgt, self.tgt_off))
 
 
