@@ -13,6 +13,7 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import sentencepiece as spm
 
 from nmt.config import TokenizerConfig
@@ -31,8 +32,6 @@ CJK = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (
        (0x1100, 0x11FF), (0x20000, 0x2FA1F))
 CJK_COVERAGE = 0.9995
 SAMPLE_SEED = 0  # the sentences SentencePiece trains on are the same for a given corpus
-
-
 NOT_CJK = re.compile("[^" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in CJK) + "]+")
 NOT_LETTER = re.compile(r"[\W\d_]+")
 
@@ -52,8 +51,6 @@ def sample(lines: list[str], k: int) -> list[str]:
     lines = [s for s in lines if s.strip()]
     if not k or len(lines) <= k:
         return lines
-    import numpy as np
-
     pick = np.sort(np.random.default_rng(SAMPLE_SEED).choice(len(lines), k, replace=False))
     return [lines[i] for i in pick]
 
