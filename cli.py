@@ -169,6 +169,11 @@ def data_stats(
             lengths.add_row(split, side, "/".join(map(str, chars)), "/".join(map(str, toks)))
     out.print(pairs)
     out.print(lengths)
+    if tok is not None and tok.info:  # how the tokenizer was built (tokenizer.json)
+        from rich.markup import escape
+
+        from nmt.tokenizer import describe
+        out.print(escape(describe(tok.info)))
 
 
 @tokenizer_app.command("build")
@@ -222,6 +227,8 @@ def tokenizer_build(
              else f"{tok.src_vocab_size} + {tok.tgt_vocab_size} pieces")
     print(f"{'joint' if tok.joint else 'separate'} {t.model_type} tokenizer, {sizes}, from "
           f"{len(src_lines):,} pairs of {what} in {took:.1f} s -> {out}")
+    for note in tok.notes:  # a smaller vocabulary than asked: what the corpus allows
+        print(note)
 
 
 def _tokenizer_side(side: str) -> str:

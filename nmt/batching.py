@@ -122,7 +122,9 @@ def mixed_batches(src_lens: list[int], tgt_lens: list[int], max_tokens: int, see
     more padding and fewer real tokens; with RNNs some find the mix generalises better
     (train.batching: mixed, judged by BLEU per minute in bench/RESULTS.md, "Settings judged")."""
     order = np.random.default_rng([seed % 2**32, epoch]).permutation(len(src_lens)).tolist()
-    return _fill(order, [n + 1 for n in src_lens], [n + 1 for n in tgt_lens], max_tokens)
+    s = (np.asarray(src_lens, dtype=np.int64) + 1).tolist()  # lists or arrays of lengths alike
+    t = (np.asarray(tgt_lens, dtype=np.int64) + 1).tolist()
+    return _fill(order, s, t, max_tokens)
 
 
 def _fill(order: list[int], s: list[int], t: list[int], max_tokens: int) -> list[list[int]]:

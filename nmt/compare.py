@@ -60,11 +60,11 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from nmt import report, rundir, training
+from nmt import identity, report, rundir, training
 from nmt.checkpoint import load_for_inference
 from nmt.config import (DecodeConfig, Recipe, apply_overrides, coerce, read_yaml,
                         recipe_from_dict, to_dict)
-from nmt.data import held_out, holdout, load_split, read_lines
+from nmt.data import held_out, holdout, load_split, read_lines, split_paths
 from nmt.distributed import cpu_count, decode_batch_tokens, resolve_device
 from nmt.errors import NMTError
 from nmt.evaluation import (bleu_interval, length_unit, paired_bootstrap, resolve_tokenize, score,
@@ -72,6 +72,7 @@ from nmt.evaluation import (bleu_interval, length_unit, paired_bootstrap, resolv
 from nmt.prediction import translate_lines
 from nmt.rundir import flat
 from nmt.tokenizer import Tokenizer
+from nmt.training import DATA_RECORD
 
 console = Console(stderr=True)
 # sections every system must share, or BLEU is not comparable
@@ -261,8 +262,12 @@ def seed_runs(cmp: Comparison, name: str) -> list[SeedRun]:
 # ----------------------------------------------------------------------------- what is stale
 
 def _pick(r: Recipe | dict, keep) -> dict:
-    """The flattened recipe fields for which keep(key) holds."""
-    return {k: v for k, v in flat(r if isinstance(r, dict) else to_dict(r)).items() if keep(k)}
+    """The flattened recipe fields for which keep(key) holds. data.path is compared as an
+    absolute path (a run records it so; the comparison's recipe may give it relative)."""
+    got = {k: v for k, v in flat(r if isinstance(r, dict) else to_dict(r)).items() if keep(k)}
+    if got.get("data.path") and Path(got["data.path"]).exists():
+        got["data.path"] = os.path.abspath(got["data.path"])
+    return got
 
 
 def _training_key(r: Recipe | dict) -> dict:
@@ -281,15 +286,32 @@ def build_tokenizer(first: Recipe, tok_dir: Path, heldout: Path | None = None) -
                   f"{escape(f'{first.data.source}:{first.data.train}')}")
     train = load_split(first.data, first.data.train, limit=first.data.max_train_pairs,
                        heldout=heldout)
-    Tokenizer.train(train.src, train.tgt, tok_dir, first.tokenizer)
+    Tokenizer.train(train.src, train.tgt, tok_dir, first.tokenizer,
+                    log=lambda line: console.print(f"[bold]tokenizer[/] {escape(line)}"))
     (tok_dir / "settings.json").write_text(json.dumps(_tokenizer_key(first), indent=2))
+    (tok_dir / DATA_RECORD).write_text(json.dumps({"train": identity.of_corpus(train)}))
 
 
 def _tokenizer_key(r: Recipe | dict) -> dict:
     return _pick(r, lambda k: k.startswith(TOKENIZER_KEYS))
 
 
+def _before_auto(old: dict, new: dict) -> dict:
+    """old (what was built or trained) as the fields added since would have recorded it: a
+    record without tokenizer.sample_sentences trained on every sentence, and its
+    character_coverage 1.0 is what `auto` chooses for the Latin-script corpora nmt handled then;
+    both count as what is asked now, so that finished comparisons stay reusable."""
+    old = dict(old)
+    if "tokenizer.sample_sentences" not in old and "tokenizer.sample_sentences" in new:
+        old["tokenizer.sample_sentences"] = new["tokenizer.sample_sentences"]
+        if old.get("tokenizer.character_coverage") == 1.0 \
+                and new.get("tokenizer.character_coverage") == "auto":
+            old["tokenizer.character_coverage"] = "auto"
+    return old
+
+
 def _changes(old: dict, new: dict) -> str:
+    old = _before_auto(old, new)
     keys = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     return "; ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
 
@@ -308,7 +330,35 @@ def _stale_tokenizer(tok_dir: Path, r: Recipe) -> str | None:
         built = _tokenizer_key(read_yaml(trained[0]))
         settings.write_text(json.dumps(built, indent=2))
     # a field added since it was built counts at its default, which is what it was built with
-    return _changes(_tokenizer_key(Recipe()) | built, _tokenizer_key(r)) or None
+    return _changes(_tokenizer_key(Recipe()) | built, _tokenizer_key(r)) or \
+        _data_changed(tok_dir, r, ("train",))
+
+
+def _data_identity(dc, split: str) -> dict:
+    """The content identity of a split of dc as it is now: of its files (their digests are
+    remembered, nmt/identity.py), or of its text where it has none (a hub dataset)."""
+    paths = split_paths(dc, split)
+    if paths:
+        return identity.of_files(paths)
+    limit = dc.max_train_pairs if split == dc.train else dc.max_valid_pairs
+    return identity.of_corpus(load_split(dc, split, limit=limit))
+
+
+def _data_changed(d: Path, r: Recipe, splits=("train", "valid")) -> str | None:
+    """"data changed: train.en" when the data recorded in d (data.json: what a run or the
+    shared tokenizer was made from) differs from r's now; None when it is the same, or when d
+    has no record (made before data.json existed)."""
+    try:
+        recorded = json.loads((d / DATA_RECORD).read_text())
+    except (OSError, ValueError):
+        return None
+    names = {"train": r.data.train, "valid": r.data.valid}
+    for split in splits:
+        if split in recorded:
+            what = identity.changed(recorded[split], _data_identity(r.data, names[split]))
+            if what:
+                return f"data changed: {what}"
+    return None
 
 
 def _stale_system(run_dir: Path, r: Recipe, tok_dir: Path) -> str | None:
@@ -319,10 +369,14 @@ def _stale_system(run_dir: Path, r: Recipe, tok_dir: Path) -> str | None:
     # read as a Recipe, so that a field added since the run was trained counts at its default,
     # which is what the run trained with (as `nmt train --resume` reads it)
     try:
-        values = read_yaml(saved)
+        raw = read_yaml(saved)
         # a run trained before the eval section existed validated with 13a, whatever its target
-        values.setdefault("eval", {"tokenize": "13a"})
-        trained = recipe_from_dict(values, where=str(saved))
+        raw.setdefault("eval", {"tokenize": "13a"})
+        if isinstance(raw.get("tokenizer"), dict):  # recorded before sample_sentences existed?
+            raw["tokenizer"] = _before_auto(
+                {f"tokenizer.{k}": v for k, v in raw["tokenizer"].items()}, _tokenizer_key(r))
+            raw["tokenizer"] = {k.split(".", 1)[1]: v for k, v in raw["tokenizer"].items()}
+        trained = recipe_from_dict(raw, where=str(saved))
     except NMTError as e:
         return f"its recipe cannot be read any more: {e}"
     change = _changes(_training_key(trained), _training_key(r))
@@ -335,7 +389,7 @@ def _stale_system(run_dir: Path, r: Recipe, tok_dir: Path) -> str | None:
                 f" -> {', '.join(held_out(r.data))}), and with them its training part")
     if _tokenizer_files(run_dir / "tokenizer") != _tokenizer_files(tok_dir):
         return "it was trained with another tokenizer"
-    return None
+    return _data_changed(run_dir, r)
 
 
 def _tokenizer_files(d: Path) -> dict[str, bytes]:
@@ -540,7 +594,8 @@ def _train_and_decode(sr: SeedRun, run_dir: Path, tok_dir: Path, tests: dict,
     r = sr.recipe
     done = run_dir / "done.json"
     if stale:
-        console.print(f"{head}: recipe changed ({escape(stale)}): training again")
+        why = stale if stale.startswith("data changed") else f"recipe changed ({stale})"
+        console.print(f"{head}: {escape(why)}: training again")
         done.unlink(missing_ok=True)
     if done.is_file():
         console.print(f"{head}: trained already, skipping")

@@ -70,7 +70,11 @@ class TokenizerConfig:
     model_type: str = "unigram"     # unigram | bpe (SentencePiece)
     vocab_size: int = 8000          # per model; joint by default, so shared by both sides
     joint: bool = True              # one model over both languages (allows tied embeddings)
-    character_coverage: float = 1.0  # 1.0 keeps every character of a small Latin-script corpus
+    # auto: 0.9995 for a CJK corpus (rare characters become <unk>), else 1.0 (every character)
+    character_coverage: float | str = "auto"
+    # SentencePiece trains on a seeded sample this big (0: all): its memory grows with the
+    # sample; this many keep the data path within its memory target (bench/RESULTS.md)
+    sample_sentences: int = 300_000
 
 
 @dataclass
@@ -267,7 +271,10 @@ def _check_data(d: DataConfig, t: TokenizerConfig, c: Check) -> None:
     c(d.max_ratio >= 1, "data.max_ratio", "must be >= 1")
     c(t.model_type in ("unigram", "bpe"), "tokenizer.model_type", "must be unigram or bpe")
     c(t.vocab_size >= 16, "tokenizer.vocab_size", f"must be >= 16, got {t.vocab_size}")
-    c(0 < t.character_coverage <= 1, "tokenizer.character_coverage", "must be in (0, 1]")
+    cov = t.character_coverage
+    c(cov == "auto" or (isinstance(cov, float) and 0 < cov <= 1), "tokenizer.character_coverage",
+      f"must be auto or a number in (0, 1], got {cov!r}")
+    c(t.sample_sentences >= 0, "tokenizer.sample_sentences", "must be >= 0 (0 = all)")
 
 
 def _check_model(m: ModelConfig, c: Check) -> None:

@@ -14,6 +14,7 @@ import dataclasses
 import errno
 import gzip
 import io
+import itertools
 import json
 import os
 import zlib
@@ -26,6 +27,8 @@ from nmt.atomic import atomic_write
 from nmt.batching import padding_fraction, token_batches
 from nmt.config import DataConfig
 from nmt.errors import NMTError
+from nmt import identity
+from nmt.identity import cache_root
 from nmt.multi30k import multi30k_dir, split_files
 from nmt.tokenizer import Tokenizer
 
@@ -448,6 +451,17 @@ def load_split(cfg: DataConfig, split: str, limit: int = 0, heldout: Path | None
     return c
 
 
+def absolute_data(cfg: DataConfig) -> DataConfig:
+    """cfg with data.path, src_file and tgt_file made absolute where they name local files or
+    folders (a hub name and multi30k's empty path stay as they are), so that a run resumes from
+    any directory."""
+    keep_path = not cfg.path or (cfg.source == "hf" and not Path(cfg.path).exists())
+    return dataclasses.replace(
+        cfg, path=cfg.path if keep_path else os.path.abspath(cfg.path),
+        src_file=cfg.src_file and os.path.abspath(cfg.src_file),
+        tgt_file=cfg.tgt_file and os.path.abspath(cfg.tgt_file))
+
+
 # ----------------------------------------------------------------------------- held-out splits
 
 @dataclass
@@ -662,21 +676,25 @@ def data_overrides(values: dict) -> list[str]:
 
 # ----------------------------------------------------------------------------- encoding
 
+def _filter(s: np.ndarray, t: np.ndarray, cfg: DataConfig) -> tuple[np.ndarray, FilterReport]:
+    """filter_pairs on arrays of lengths: the kept indices as an array."""
+    s, t = np.asarray(s, dtype=np.int64), np.asarray(t, dtype=np.int64)
+    empty = (s == 0) | (t == 0)
+    too_long = ~empty & ((s > cfg.max_len) | (t > cfg.max_len))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.maximum(s, t) / np.minimum(s, t)  # IEEE division, as max(s, t) / min(s, t)
+    bad_ratio = ~empty & ~too_long & (ratio > cfg.max_ratio)
+    keep = np.flatnonzero(~(empty | too_long | bad_ratio))
+    return keep, FilterReport(len(s), int(empty.sum()), int(too_long.sum()),
+                              int(bad_ratio.sum()), len(keep))
+
+
 def filter_pairs(src_lens: list[int], tgt_lens: list[int],
                  cfg: DataConfig) -> tuple[list[int], FilterReport]:
     """Indices of the pairs training keeps, and why the others go: an empty side, more than
     max_len tokens on a side, or a length ratio above max_ratio (likely misaligned)."""
-    keep, empty, too_long, bad_ratio = [], 0, 0, 0
-    for i, (s, t) in enumerate(zip(src_lens, tgt_lens)):
-        if s == 0 or t == 0:
-            empty += 1
-        elif s > cfg.max_len or t > cfg.max_len:
-            too_long += 1
-        elif max(s, t) / min(s, t) > cfg.max_ratio:
-            bad_ratio += 1
-        else:
-            keep.append(i)
-    return keep, FilterReport(len(src_lens), empty, too_long, bad_ratio, len(keep))
+    keep, report = _filter(np.asarray(src_lens), np.asarray(tgt_lens), cfg)
+    return keep.tolist(), report
 
 
 def encode_pairs(corpus: Corpus, tok: Tokenizer, cfg: DataConfig,
@@ -689,6 +707,172 @@ def encode_pairs(corpus: Corpus, tok: Tokenizer, cfg: DataConfig,
         return list(zip(src, tgt)), FilterReport(n, 0, 0, 0, n)
     keep, report = filter_pairs([len(x) for x in src], [len(y) for y in tgt], cfg)
     return [(src[i], tgt[i]) for i in keep], report
+
+
+# ----------------------------------------------------------------------------- large corpora
+
+class EncodedPairs:
+    """The token ids of many pairs in four flat arrays (ids and offsets per side), in memory or
+    memory-mapped from the encoded-corpus cache: no Python object per pair. pairs[i] is
+    (source ids, target ids) as lists, as `collate` reads them; lengths are arrays."""
+
+    def __init__(self, src: np.ndarray, src_off: np.ndarray, tgt: np.ndarray,
+                 tgt_off: np.ndarray):
+        self.src, self.src_off, self.tgt, self.tgt_off = src, src_off, tgt, tgt_off
+
+    def __len__(self) -> int:
+        return len(self.src_off) - 1
+
+    def __getitem__(self, i: int) -> tuple[list[int], list[int]]:
+        so, to = self.src_off, self.tgt_off
+        return (self.src[so[i]:so[i + 1]].tolist(), self.tgt[to[i]:to[i + 1]].tolist())
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    @property
+    def src_lens(self) -> np.ndarray:   # (N,) int64
+        return np.diff(self.src_off)
+
+    @property
+    def tgt_lens(self) -> np.ndarray:   # (N,) int64
+        return np.diff(self.tgt_off)
+
+    def select(self, keep: np.ndarray) -> "EncodedPairs":
+        """The pairs at `keep` (ascending indices, as filtering gives), copied into new arrays.
+        A mask of one byte per token picks their ids: no index array as long as the ids."""
+        mask = np.zeros(len(self), dtype=bool)
+        mask[keep] = True
+
+        def side(ids: np.ndarray, off: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            lens = np.diff(off)
+            new_off = np.zeros(len(keep) + 1, dtype=np.int64)
+            np.cumsum(lens[keep], out=new_off[1:])
+            return ids[np.repeat(mask, lens)], new_off
+        return EncodedPairs(*side(self.src, self.src_off), *side(self.tgt, self.tgt_off))
+
+
+def pair_lengths(pairs) -> tuple[np.ndarray, np.ndarray]:
+    """(source lengths, target lengths) of a list of pairs or an EncodedPairs, as int64 arrays."""
+    if isinstance(pairs, EncodedPairs):
+        return pairs.src_lens, pairs.tgt_lens
+    return (np.fromiter((len(s) for s, _ in pairs), np.int64, len(pairs)),
+            np.fromiter((len(t) for _, t in pairs), np.int64, len(pairs)))
+
+
+ENCODE_CHUNK = 20_000  # lines encoded at once: their lists of ids are the only per-line objects
+
+
+def encode_lines(encode, lines: list[str], vocab_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids, offsets) of lines encoded by `encode` (which uses every core), chunk by chunk, so
+    that at most ENCODE_CHUNK lines exist as lists of ids at once. ids are uint16 where the
+    vocabulary fits, else int32."""
+    dtype = np.uint16 if vocab_size <= 1 << 16 else np.int32
+    lens = np.zeros(len(lines) + 1, dtype=np.int64)
+    parts = []
+    for a in range(0, len(lines), ENCODE_CHUNK):
+        enc = encode(lines[a:a + ENCODE_CHUNK])
+        n = np.fromiter(map(len, enc), np.int64, len(enc))
+        lens[a + 1:a + 1 + len(enc)] = n
+        parts.append(np.fromiter(itertools.chain.from_iterable(enc), dtype, int(n.sum())))
+    return (np.concatenate(parts) if parts else np.zeros(0, dtype)), np.cumsum(lens)
+
+
+def encode_train(corpus: Corpus, tok: Tokenizer, cfg: DataConfig
+                 ) -> tuple[EncodedPairs, FilterReport]:
+    """encode_pairs(train=True) into arrays: the same pairs in the same order."""
+    src = encode_lines(tok.encode_src, corpus.src, tok.src_vocab_size)
+    tgt = encode_lines(tok.encode_tgt, corpus.tgt, tok.tgt_vocab_size)
+    pairs = EncodedPairs(*src, *tgt)
+    keep, report = _filter(pairs.src_lens, pairs.tgt_lens, cfg)
+    return (pairs if len(keep) == len(pairs) else pairs.select(keep)), report
+
+
+def split_paths(cfg: DataConfig, split: str) -> list[Path] | None:
+    """The files load_split would read for `split`, found without reading them (a Multi30k file
+    is fetched and checked if missing; a held-out split is read from its whole corpus, the
+    training split's files); None where a source has none (a Hugging Face dataset), or they are
+    not where expected (load_split then says why). What the encoded-corpus cache is looked up by
+    before any text is read; it is stored under the files load_split did read, so a difference
+    between the two misses the cache and is never a wrong hit."""
+    try:
+        if cfg.source == "hf":
+            return None
+        missing = held_out(cfg)
+        if split in missing:
+            split = cfg.train
+        if cfg.source == "multi30k":
+            files = split_files(split, (cfg.src_lang, cfg.tgt_lang))
+            d = multi30k_dir(files=files)
+            return [d / f for f in files]
+        if cfg.src_file:
+            return [_find(Path(cfg.src_file)), _find(Path(cfg.tgt_file))]
+        if cfg.source == "files":
+            d = Path(cfg.path)
+            return [_find(d / f"{split}.{cfg.src_lang}"), _find(d / f"{split}.{cfg.tgt_lang}")]
+        if cfg.source in READERS:
+            p = Path(cfg.path)
+            return [_find(p / f"{split}.{cfg.source}" if p.is_dir() else p)]
+    except NMTError:
+        return None
+    return None
+
+
+# what changes the encoded training pairs besides the data and the tokenizer (data.path does
+# not: the same content elsewhere is the same corpus)
+# (the split names and held-out settings decide which pairs of a corpus without valid/test splits
+# are trained on)
+HOLDOUT_FIELDS = ("header", "train", "valid", "test", "holdout", "holdout_share", "holdout_seed")
+ENCODING_FIELDS = ("source", "hf_config", "src_lang", "tgt_lang", "src_field", "tgt_field",
+                   "max_train_pairs", "max_len", "max_ratio") + HOLDOUT_FIELDS
+CACHE_VERSION = 2
+
+
+def _cache_dir(data_identity: dict, tok: Tokenizer, cfg: DataConfig) -> Path:
+    settings = {k: getattr(cfg, k) for k in ENCODING_FIELDS}
+    return cache_root() / "encoded" / identity.key(
+        CACHE_VERSION, identity.content(data_identity), tok.fingerprint(), settings)
+
+
+def cached_train(data_identity: dict, tok: Tokenizer, cfg: DataConfig
+                 ) -> tuple[EncodedPairs, FilterReport, str] | None:
+    """The encoded training pairs of this (data, tokenizer, settings), memory-mapped from the
+    cache folder, with their filter report and split name; None when not cached."""
+    d = _cache_dir(data_identity, tok, cfg)
+    try:
+        meta = json.loads((d / "meta.json").read_text())
+        arrays = [np.load(d / f"{n}.npy", mmap_mode="r")
+                  for n in ("src", "src_off", "tgt", "tgt_off")]
+    except (OSError, ValueError):
+        return None  # not cached, or left incomplete by hand: encode again
+    return EncodedPairs(*arrays), FilterReport(**meta["report"]), meta["name"]
+
+
+def store_train(pairs: EncodedPairs, report: FilterReport, name: str, data_identity: dict,
+                tok: Tokenizer, cfg: DataConfig) -> str | None:
+    """Put encoded training pairs into the cache folder (identity.store_dir: atomic, safe for
+    two processes at once); returns why they could not be stored, None when they were."""
+    def fill(tmp: Path) -> None:
+        for n, a in (("src", pairs.src), ("src_off", pairs.src_off), ("tgt", pairs.tgt),
+                     ("tgt_off", pairs.tgt_off)):
+            np.save(tmp / f"{n}.npy", np.ascontiguousarray(a))
+        (tmp / "meta.json").write_text(json.dumps(
+            {"name": name, "report": dataclasses.asdict(report), "data": data_identity,
+             "tokenizer": tok.fingerprint(),
+             "settings": {k: getattr(cfg, k) for k in ENCODING_FIELDS}}))
+    return identity.store_dir(_cache_dir(data_identity, tok, cfg), fill)
+
+
+# what the text a tokenizer is trained on depends on besides the files' content
+TOKENIZER_DATA_FIELDS = ("source", "hf_config", "src_lang", "tgt_lang", "src_field",
+                         "tgt_field", "max_train_pairs") + HOLDOUT_FIELDS
+
+
+def tokenizer_cache_dir(data_identity: dict, tcfg, cfg: DataConfig) -> Path:
+    """Where the tokenizer trained on this data with these settings is kept."""
+    settings = {k: getattr(cfg, k) for k in TOKENIZER_DATA_FIELDS}
+    return cache_root() / "tokenizers" / identity.key(
+        CACHE_VERSION, identity.content(data_identity), dataclasses.asdict(tcfg), settings)
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -709,7 +893,7 @@ PERCENTILES = (50, 90, 99, 100)
 
 
 def _percentiles(lengths: list[int]) -> list[int]:
-    if not lengths:
+    if len(lengths) == 0:
         return [0] * len(PERCENTILES)
     return [int(v) for v in np.percentile(lengths, PERCENTILES, method="higher")]
 
@@ -719,13 +903,14 @@ def split_stats(corpus: Corpus, cfg: DataConfig, tok: Tokenizer | None = None,
     if tok is None:
         src_lens = [len(s.split()) for s in corpus.src]
         tgt_lens = [len(t.split()) for t in corpus.tgt]
-    else:
-        src_lens = [len(x) for x in tok.encode_src(corpus.src)]
-        tgt_lens = [len(y) for y in tok.encode_tgt(corpus.tgt)]
+    else:  # chunk by chunk into arrays: no list of ids per sentence of a large corpus
+        src_lens = np.diff(encode_lines(tok.encode_src, corpus.src, tok.src_vocab_size)[1])
+        tgt_lens = np.diff(encode_lines(tok.encode_tgt, corpus.tgt, tok.tgt_vocab_size)[1])
     keep, report = filter_pairs(src_lens, tgt_lens, cfg)
     padding = None
     if tok is not None:
-        kept_src, kept_tgt = [src_lens[i] for i in keep], [tgt_lens[i] for i in keep]
+        kept_src = [int(src_lens[i]) for i in keep]
+        kept_tgt = [int(tgt_lens[i]) for i in keep]
         batches = token_batches(kept_src, kept_tgt, max_tokens, seed=0, epoch=0)
         padding = padding_fraction(batches, kept_src, kept_tgt)
     return SplitStats(corpus.name, len(corpus.src),

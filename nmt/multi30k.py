@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from nmt.errors import NMTError
+from nmt.identity import file_sha256
 
 SPLITS = ("train", "val", "test_2016_flickr", "test_2017_flickr", "test_2017_mscoco",
           "test_2018_flickr")
@@ -60,10 +61,17 @@ def split_files(split: str, langs: tuple[str, ...]) -> list[str]:
 
 def multi30k_dir(root: Path | None = None, files: tuple[str, ...] | list[str] = CORE) -> Path:
     """The directory holding `files` (default: the original release), downloading and checking
-    whichever of them are missing; other files are neither fetched nor needed."""
+    whichever of them are missing; other files are neither fetched nor needed. Files already
+    there are checked against the shipped sha256 list too (the digest is remembered, so an
+    unchanged file is hashed once: nmt/identity.py)."""
     d = Path(root or data_root()) / "multi30k"
     sums = checksums()
     missing = [name for name in files if not (d / name).is_file()]
+    for name in files:
+        if name not in missing and name in sums and file_sha256(d / name) != sums[name]:
+            raise NMTError(f"{d / name}: not the Multi30k file it is named after (its sha256 "
+                           f"differs from the one nmt ships); it was modified or is corrupt: "
+                           f"delete it (it is downloaded again) or restore the original")
     if missing:
         base = os.environ.get("NMT_MULTI30K_URL") or URL
         try:

@@ -63,7 +63,10 @@ RESUMABLE = ("train.max_steps", "train.max_epochs", "train.max_minutes", "train.
              "train.progress_every", "train.progress_seconds",
              "decode.beam", "decode.alpha", "decode.nbest", "decode.batch_tokens", "decode.sample",
              "decode.temperature", "decode.top_k", "decode.top_p", "decode.seed",
-             "decode.shortlist", "decode.shortlist_frequent")  # validation decodes without one
+             "decode.shortlist", "decode.shortlist_frequent",  # validation decodes without one
+             # where the data lies: training resumes only on the content it was trained on
+             # (checked by its identity, training._same_data)
+             "data.path", "data.src_file", "data.tgt_file")
 LOCK = ".lock"
 STASH = ".replaced"  # the old run while --overwrite has not yet committed to the new one
 PARTIAL = ".replaced.partial"  # the old run while its files move into or out of STASH

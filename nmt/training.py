@@ -35,12 +35,15 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeRemainingColumn)
 
-from nmt import checkpoint, rundir
+from nmt import checkpoint, identity, rundir
 from nmt import distributed as dist
 from nmt.average import average_at_end
 from nmt.batching import BATCHERS, Batch, Prefetch, collate
 from nmt.config import Recipe, TrainConfig, save_recipe
-from nmt.data import Corpus, encode_pairs, held_out, holdout, load_split
+from nmt.data import (Corpus, absolute_data, cached_train, encode_pairs, encode_train,
+                      held_out, holdout, load_split, pair_lengths, split_paths, store_train,
+                      tokenizer_cache_dir)
+from nmt.identity import write_json_atomic
 from nmt.errors import NMTError
 from nmt.evaluation import score, scoring
 from nmt.model import build_model
@@ -248,7 +251,15 @@ def _start(recipe: Recipe, out_dir: Path, resume: bool, tokenizer_dir: Path | No
     ckpt = None
     if resume:
         ckpt = rundir.load_last(out_dir)
+        saved_tok = ckpt["recipe"].get("tokenizer") or {}
+        if "sample_sentences" not in saved_tok and saved_tok.get("character_coverage") == 1.0 \
+                and recipe.tokenizer.character_coverage == "auto":
+            # a run from before `auto` recorded the 1.0 that auto chooses for its Latin text
+            recipe = replace(recipe, tokenizer=replace(recipe.tokenizer, character_coverage=1.0))
         recipe = rundir.resume_recipe(out_dir, recipe=recipe, ckpt=ckpt)
+    # the recipe records where the data is as an absolute path, so that the run can be resumed
+    # from any directory (data that moved: --set data.path=NEW, checked by content identity)
+    recipe = replace(recipe, data=absolute_data(recipe.data))
     dist.barrier(d)
     cfg, device = recipe.train, d.device
     log = RunLog(out_dir, d.main)
@@ -267,8 +278,8 @@ def _start(recipe: Recipe, out_dir: Path, resume: bool, tokenizer_dir: Path | No
     where += f"{', ' if where else ''}bf16 autocast" if dist.uses_bf16(cfg.amp, device) else ""
     log.info(f"{'resuming' if resume else 'training'} {recipe.name or 'recipe'} in {out_dir} on "
              f"{device}" + (f" ({where})" if where else ""))
-    tok, train_pairs, valid_corpus, valid_pairs = _load_data(recipe, out_dir, ckpt,
-                                                             tokenizer_dir, d, log, heldout_dir)
+    tok, train_pairs, valid_corpus, valid_pairs, data_ids = _load_data(
+        recipe, out_dir, ckpt, tokenizer_dir, d, log, heldout_dir)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model = build_model(recipe.model, tok.src_vocab_size, tok.tgt_vocab_size,
@@ -279,22 +290,29 @@ def _start(recipe: Recipe, out_dir: Path, resume: bool, tokenizer_dir: Path | No
         torch.manual_seed(cfg.seed + d.rank)
     log.info(f"model: {_describe(recipe)}, {count_parameters(model):,} parameters")
     run.commit()  # data and model are ready: only now may --overwrite drop the old run
+    if d.main and (not resume or not (out_dir / DATA_RECORD).is_file()):
+        write_json_atomic(out_dir / DATA_RECORD, data_ids)  # what this run is trained on
     files = RunFiles(recipe, tok, out_dir, log, valid_corpus, valid_pairs)
     return Trainer(model, cfg, train_pairs, d, files=files, ckpt=ckpt, batcher=batcher)
 
 
+DATA_RECORD = "data.json"  # the content identity of the training and validation data
+
+
 def _load_data(recipe: Recipe, out_dir: Path, ckpt: dict | None, tokenizer_dir: Path | None,
-               d: dist.Dist, log: RunLog,
-               heldout_dir: Path | None = None) -> tuple[Tokenizer, Pairs, Corpus, Pairs]:
+               d: dist.Dist, log: RunLog, heldout_dir: Path | None = None
+               ) -> tuple[Tokenizer, Pairs, Corpus, Pairs, dict]:
     """The tokenizer (the checkpoint's, a given one, or trained now), then the filtered
-    training pairs and every validation pair."""
+    training pairs (from the encoded-corpus cache when this data, tokenizer and these settings
+    were encoded before: the training text is then not even read) and every validation pair,
+    and the identity of both splits (checked against the run's record on --resume)."""
     dc = recipe.data
     # a corpus without valid/test splits: the held-out pairs, written by rank 0 alone
     heldout = (heldout_dir or out_dir / "heldout") if d.main else None
     if held_out(dc):
         log.info(holdout(dc, heldout).summary())
-    train_corpus = load_split(dc, dc.train, limit=dc.max_train_pairs, heldout=heldout)
     valid_corpus = load_split(dc, dc.valid, limit=dc.max_valid_pairs, heldout=heldout)
+    train_corpus = None
     if ckpt is not None:
         tok = Tokenizer.from_state(ckpt["tokenizer"])
     elif tokenizer_dir is not None:
@@ -302,24 +320,77 @@ def _load_data(recipe: Recipe, out_dir: Path, ckpt: dict | None, tokenizer_dir: 
         if d.main:
             tok.save(out_dir / "tokenizer")
     else:
-        if d.main:
-            Tokenizer.train(train_corpus.src, train_corpus.tgt, out_dir / "tokenizer",
-                            recipe.tokenizer)
+        # trained on this data with these settings before (another run, another system): the
+        # same tokenizer from the cache, without reading the training text
+        paths = split_paths(dc, dc.train)
+        cached = tokenizer_cache_dir(identity.of_files(paths), recipe.tokenizer, dc) \
+            if paths else None
+        if d.main and cached is not None and cached.is_dir():
+            tok = Tokenizer.load(cached)
+            tok.save(out_dir / "tokenizer")
+            log.info(f"tokenizer: trained on this data with these settings already ({cached})")
+            for line in tok.notes:
+                log.info(line)
+        elif d.main:
+            train_corpus = load_split(dc, dc.train, limit=dc.max_train_pairs, heldout=heldout)
+            tok = Tokenizer.train(train_corpus.src, train_corpus.tgt, out_dir / "tokenizer",
+                                  recipe.tokenizer, log=log.info)
+            cached = tokenizer_cache_dir(identity.of_corpus(train_corpus), recipe.tokenizer, dc)
+            identity.store_dir(cached, tok.save)
         dist.barrier(d)
         tok = Tokenizer.load(out_dir / "tokenizer")
-    train_pairs, report = encode_pairs(train_corpus, tok, dc, train=True)
+    paths = split_paths(dc, dc.train) if train_corpus is None else None
+    train_id = identity.of_files(paths) if paths else None
+    hit = cached_train(train_id, tok, dc) if train_id else None
+    if hit is None:
+        if train_corpus is None:
+            train_corpus = load_split(dc, dc.train, limit=dc.max_train_pairs, heldout=heldout)
+        train_id = identity.of_corpus(train_corpus)
+        hit = cached_train(train_id, tok, dc)
+    if hit is not None:
+        train_pairs, report, train_name = hit
+        log.info(f"training pairs: encoded already ({len(train_pairs):,} pairs, from the cache "
+                 f"in {identity.cache_root()})")
+    else:
+        train_pairs, report = encode_train(train_corpus, tok, dc)
+        train_name = train_corpus.name
+        why = store_train(train_pairs, report, train_name, train_id, tok, dc) if d.main else None
+        if why:
+            log.warn(f"the encoded training pairs could not be cached ({why}); the next start "
+                     f"encodes them again")
+    del train_corpus  # the text is not needed any more: only the encoded arrays stay
     valid_pairs, _ = encode_pairs(valid_corpus, tok, dc, train=False)
-    log.info(f"train {train_corpus.name}: {report.total:,} pairs, kept {report.kept:,} "
+    data_ids = {"train": train_id, "valid": identity.of_corpus(valid_corpus)}
+    if ckpt is not None:
+        _same_data(out_dir, data_ids)
+    log.info(f"train {train_name}: {report.total:,} pairs, kept {report.kept:,} "
              f"(dropped {report.empty} with an empty side, {report.too_long} longer than "
              f"{dc.max_len} tokens, {report.bad_ratio} with length ratio > {dc.max_ratio:g}); "
              f"valid {valid_corpus.name}: {len(valid_pairs):,} pairs; vocab "
              f"{tok.src_vocab_size:,}/{tok.tgt_vocab_size:,}" + (" (joint)" if tok.joint else ""))
-    if not train_pairs:
-        raise NMTError(f"{train_corpus.name}: no training pairs left after filtering; check "
+    if not len(train_pairs):
+        raise NMTError(f"{train_name}: no training pairs left after filtering; check "
                        f"data.max_len / data.max_ratio and that the files hold text")
     if not valid_pairs:
         raise NMTError(f"{valid_corpus.name}: the validation split is empty")
-    return tok, train_pairs, valid_corpus, valid_pairs
+    return tok, train_pairs, valid_corpus, valid_pairs, data_ids
+
+
+def _same_data(out_dir: Path, now: dict) -> None:
+    """--resume continues on the data the run was trained on, wherever it lies now: the same
+    content (by identity), or one clear error naming the files that differ."""
+    try:
+        recorded = json.loads((out_dir / DATA_RECORD).read_text())
+    except (OSError, ValueError):
+        return  # a run from before data.json: nothing to check against (written at commit)
+    diffs = [f"{split}: {identity.changed(recorded[split], now[split])}"
+             for split in ("train", "valid")
+             if split in recorded and not identity.same(recorded[split], now[split])]
+    if diffs:
+        raise NMTError(f"--resume: {out_dir} was trained on other data than data.path names "
+                       f"now ({'; '.join(diffs)} differ from {out_dir / DATA_RECORD}); resume "
+                       f"with the data it was trained on (--set data.path=...), or train a new "
+                       f"run in another --out")
 
 
 @dataclass
@@ -374,9 +445,8 @@ class Trainer:
         self.interrupted = threading.Event()   # Ctrl-C/SIGTERM: every rank stops after the update
         self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=(
             dist.uses_bf16(cfg.amp, self.device) if amp is None else amp))
-        self.src_lens = [len(s) for s, _ in train_pairs]
-        self.tgt_lens = [len(t) for _, t in train_pairs]
-        self.n_tok = [n + 1 for n in self.tgt_lens]  # target tokens incl. EOS, as the loss counts
+        self.src_lens, self.tgt_lens = pair_lengths(train_pairs)  # (N,) int64 arrays
+        self.n_tok = self.tgt_lens + 1  # target tokens incl. EOS, as the loss counts
         self.per_update = self.d.world * cfg.accum_steps  # batches in one update, over all ranks
         if ckpt is not None:
             self._restore(ckpt)
@@ -427,7 +497,7 @@ class Trainer:
         there): the gradient norm and the loss together, which decide whether to step."""
         t0 = time.time()
         d, cfg, st = self.d, self.cfg, self.state
-        ntok = sum(self.n_tok[i] for b in group for i in b)
+        ntok = sum(int(self.n_tok[b].sum()) for b in group)
         micro = self._micro(group)
         if stream is None:
             stream = Prefetch(micro, lambda m: collate(self.pairs, m[0]), self.device)
@@ -461,7 +531,7 @@ class Trainer:
         dt = time.time() - t0
         st.train_time += dt
         return UpdateResult(
-            loss=loss, tokens=sum(self.n_tok[i] for b, w in micro if w for i in b),
+            loss=loss, tokens=sum(int(self.n_tok[b].sum()) for b, w in micro if w),
             update_tokens=ntok, lr=lr, skipped=bad, stop=stop, seconds=dt, out_of_time=spent)
 
     def _backward(self, batch: Batch, weight: float, ntok: int, sync: bool) -> torch.Tensor:

@@ -8,6 +8,15 @@ from helpers_ckpt import make_checkpoint
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def cache_dir(tmp_path_factory) -> Path:
+    """The encoded-corpus and file-hash cache (NMT_CACHE_DIR) of this test session, inherited
+    by the CLI runs the tests start: never the user's own."""
+    d = tmp_path_factory.mktemp("nmt-cache")
+    os.environ["NMT_CACHE_DIR"] = str(d)
+    return d
+
+
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """Where Multi30k lives: $NMT_DATA_DIR (CI sets it), else ../shared/data beside the repo."""

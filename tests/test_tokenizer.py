@@ -44,7 +44,7 @@ def test_special_ids_are_fixed_in_every_vocabulary(joint, separate):
 def test_joint_writes_one_model_and_loads_back(joint, lines):
     tok, out = joint
     assert tok.joint and tok.src_vocab_size == tok.tgt_vocab_size == 500
-    assert sorted(p.name for p in out.iterdir()) == ["spm.model"]
+    assert sorted(p.name for p in out.iterdir()) == ["spm.model", "tokenizer.json"]
     again = Tokenizer.load(out)
     assert again.joint
     sample = lines[0][:50] + lines[1][:50]
@@ -54,7 +54,7 @@ def test_joint_writes_one_model_and_loads_back(joint, lines):
 def test_separate_models_per_side(separate, lines):
     tok, out = separate
     assert not tok.joint and tok.src_vocab_size == tok.tgt_vocab_size == 400
-    assert sorted(p.name for p in out.iterdir()) == ["src.model", "tgt.model"]
+    assert sorted(p.name for p in out.iterdir()) == ["src.model", "tgt.model", "tokenizer.json"]
     de = lines[0][:50]
     assert tok.encode_src(de) != tok.encode_tgt(de)  # a German model and an English one
     again = Tokenizer.load(out)
@@ -65,7 +65,7 @@ def test_rebuilding_with_other_layout_replaces_stale_files(lines, tmp_path):
     small = (lines[0][:500], lines[1][:500])
     Tokenizer.train(*small, tmp_path, TokenizerConfig(vocab_size=200, joint=False))
     Tokenizer.train(*small, tmp_path, TokenizerConfig(vocab_size=200))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["spm.model"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spm.model", "tokenizer.json"]
     Tokenizer.train(*small, tmp_path, TokenizerConfig(vocab_size=200, joint=False))
     assert not Tokenizer.load(tmp_path).joint
 
@@ -107,8 +107,9 @@ def test_bad_ids_and_small_corpora_and_missing_models_are_user_errors(joint, tmp
     tok, _ = joint
     with pytest.raises(NMTError, match="outside the target vocabulary"):
         tok.decode_tgt([[5, 10_000]])
-    with pytest.raises(NMTError, match="smaller vocab_size"):
-        Tokenizer.train(["ein hund"] * 3, ["a dog"] * 3, tmp_path / "t", TokenizerConfig())
+    with pytest.raises(NMTError, match="larger vocab_size"):  # too few for the characters
+        Tokenizer.train(["ein hund läuft über die wiese"] * 3, ["a dog crosses a field"] * 3,
+                        tmp_path / "t", TokenizerConfig(vocab_size=16))
     with pytest.raises(NMTError, match="no tokenizer here"):
         Tokenizer.load(tmp_path)
     (tmp_path / "spm.model").write_bytes(b"not a model")
@@ -174,3 +175,55 @@ def test_cli_build_from_recipe_training_split(lines, tmp_path):
     assert r.exit_code == 0, r.output
     tok = Tokenizer.load(out)
     assert not tok.joint and tok.src_vocab_size == tok.tgt_vocab_size == 260
+
+
+@pytest.mark.parametrize("model_type", ["unigram", "bpe"])
+def test_vocab_size_is_an_upper_bound_a_small_corpus_builds_what_it_allows(model_type, tmp_path):
+    said = []
+    tok = Tokenizer.train(["ein hund läuft"] * 3, ["a dog runs"] * 3, tmp_path,
+                          TokenizerConfig(vocab_size=8000, model_type=model_type),
+                          log=said.append)
+    assert 4 < tok.src_vocab_size < 8000
+    assert len(said) == 1 and f"built a {tok.src_vocab_size}-piece" in said[0]
+    assert "not 8,000" in said[0]
+    again = Tokenizer.load(tmp_path)  # what was built is recorded beside the model
+    assert again.notes == said
+    built = again.info["models"]["joint"]
+    assert (built["vocab_size"], built["asked"]) == (tok.src_vocab_size, 8000)
+    assert again.encode_src(["ein hund"]) == tok.encode_src(["ein hund"])
+
+
+def test_a_corpus_that_fits_gets_exactly_vocab_size_and_no_note(lines, tmp_path):
+    said = []
+    tok = Tokenizer.train(lines[0][:300], lines[1][:300], tmp_path,
+                          TokenizerConfig(vocab_size=300), log=said.append)
+    assert tok.src_vocab_size == 300 and said == [] and tok.info["notes"] == []
+
+
+def test_sampling_and_coverage_by_script():
+    from nmt.tokenizer import CJK_COVERAGE, coverage_for, sample
+
+    lines = [f"line {i}" for i in range(100)] + ["", "  "]
+    assert sample(lines, 0) == sample(lines, 500) == lines[:100]  # all non-empty lines
+    got = sample(lines, 10)
+    assert len(got) == 10 and got == sample(lines, 10)  # seeded
+    assert got == sorted(got, key=lines.index)  # in corpus order
+    assert coverage_for(["ein Hund läuft", "Собака бежит", "ο σκύλος"]) == 1.0
+    assert coverage_for(["犬が走っている", "一只狗在跑", "개가 달린다"]) == CJK_COVERAGE
+
+
+def test_tokenizer_build_and_data_stats_say_what_was_built(tmp_path):
+    d = tmp_path / "data"
+    d.mkdir()
+    for split in ("train", "val", "test_2016_flickr"):
+        (d / f"{split}.de").write_text("ein hund läuft\nzwei katzen schlafen\n")
+        (d / f"{split}.en").write_text("a dog runs\ntwo cats sleep\n")
+    res = CliRunner().invoke(app, ["tokenizer", "build", "--src", str(d / "train.de"), "--tgt",
+                                   str(d / "train.en"), "--out", str(tmp_path / "tok")])
+    assert res.exit_code == 0, res.output
+    built = Tokenizer.load(tmp_path / "tok").src_vocab_size
+    assert f"built a {built}-piece joint unigram model, not 8,000" in res.output
+    res = CliRunner().invoke(app, ["data", "stats", "--tokenizer", str(tmp_path / "tok"),
+                                   "--set", "data.source=files", "--set", f"data.path={d}"])
+    assert res.exit_code == 0, res.output
+    assert f"{built} pieces (asked for 8,000)" in " ".join(res.output.split())
