@@ -14,6 +14,7 @@ from rich.markup import escape
 
 from nmt import __version__
 from nmt.allocator import keep_freed_memory
+from nmt.atomic import check_parent
 from nmt.errors import NMTError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True,
@@ -60,11 +61,7 @@ def _output_file(path: Path | str, option: str) -> None:
     path = Path(path)
     if path.is_dir():
         raise NMTError(f"{option} {path}: is a directory; give a file name")
-    if path.parent.exists() and not path.parent.is_dir():
-        raise NMTError(f"{option} {path}: {path.parent} is a file, not a directory")
-    if not path.parent.is_dir():
-        raise NMTError(f"{option} {path}: directory {path.parent} does not exist; create it "
-                       f"first")
+    check_parent(path, f"{option} {path}")
 
 
 def _version(value: bool):

@@ -31,8 +31,21 @@ from typing import Iterator, Sequence
 
 import torch
 
-from nmt.config import DecodeConfig, Recipe, validate
+from nmt.checkpoint import load_for_inference
+from nmt import compare as comparison  # the module; `compare` below is the entry point
+from nmt.config import DecodeConfig, load_recipe, Recipe, validate
+from nmt.distributed import resolve_device
+from nmt.ensemble import load_ensemble
 from nmt.errors import NMTError
+from nmt.evaluation import score
+from nmt.export import is_ctranslate2_dir
+from nmt.prediction import _one_line, decoding_precision, eval_mode, source_cap, translate_lines
+from nmt.rundir import resume_recipe
+from nmt.search import decoding_generator, max_output_len, translate_batch
+from nmt.seq2seq import count_parameters
+from nmt.shortlist import use_shortlist
+from nmt.tokenizer import BOS, EOS
+from nmt.training import train as train_run
 
 __all__ = ["Translator", "Attention", "decode_options", "train", "compare"]
 
@@ -138,10 +151,6 @@ class Translator:
              ensemble: Sequence[str | Path] = (), **decode) -> "Translator":
         """Load a run directory (its best.pt) or a .pt checkpoint; `ensemble`: more
         checkpoints decoded together with it (same tokenizer). NMTError names what is wrong."""
-        from nmt.checkpoint import load_for_inference
-        from nmt.distributed import resolve_device
-        from nmt.ensemble import load_ensemble
-        from nmt.export import is_ctranslate2_dir
 
         ensemble = [Path(p) for p in ensemble]
         for p in [Path(path), *ensemble]:
@@ -171,7 +180,6 @@ class Translator:
 
     @property
     def params(self) -> int:
-        from nmt.seq2seq import count_parameters
 
         return count_parameters(self.model)
 
@@ -186,7 +194,6 @@ class Translator:
         a pasted paragraph keeps its lines and the output count stays the input count."""
         if isinstance(texts, str):
             raise NMTError("translate takes a list of sentences; for one, pass [text]")
-        from nmt.prediction import translate_lines
 
         dcfg = self.options(**decode)
         self._shortlist(dcfg)
@@ -201,7 +208,6 @@ class Translator:
     def _shortlist(self, dcfg: DecodeConfig) -> None:
         """Load (or build, once) the run's vocabulary shortlist when `dcfg` asks for one."""
         if dcfg.shortlist and getattr(self.model, "shortlist", None) is None:
-            from nmt.shortlist import use_shortlist
 
             use_shortlist(self.model, self.path, self.tok, self.recipe, dcfg)
 
@@ -210,9 +216,6 @@ class Translator:
         """Translate one sentence (the same search and output as `translate`) and give the
         attention of that output, computed by teacher forcing it through the model in float32
         (see `Attention` for the shapes). Newlines in `text` are read as spaces."""
-        from nmt.prediction import decoding_precision, eval_mode, source_cap, _one_line
-        from nmt.search import decoding_generator, max_output_len, translate_batch
-        from nmt.tokenizer import BOS, EOS
 
         if self.ensemble:
             raise NMTError("an ensemble has no single attention to show; load one checkpoint")
@@ -247,7 +250,6 @@ class Translator:
         """Translate `src` and score it with sacreBLEU against `refs` (one list of reference
         lines, or several such lists): {"bleu", "chrf", "ter", "signatures",
         "translations"}, as `nmt eval --hyp` scores a file of these translations."""
-        from nmt.evaluation import score
 
         refs = [list(refs)] if refs and isinstance(refs[0], str) else [list(r) for r in refs]
         for r in refs:
@@ -259,7 +261,6 @@ class Translator:
 
 
 def _recipe(recipe: str | Path | Recipe, sets: Sequence[str]) -> Recipe:
-    from nmt.config import load_recipe
 
     if isinstance(recipe, Recipe):
         if sets:
@@ -281,8 +282,6 @@ def train(recipe: str | Path | Recipe | None = None, out: str | Path | None = No
         >>> Translator.load(s["run_dir"]).translate(["Ein Hund."])
         >>> train(out="runs/t", resume=True, sets=["train.max_steps=200"])   # continue it
     """
-    from nmt.rundir import resume_recipe
-    from nmt.training import train as train_run
 
     sets = list(sets) + ([f"train.device={device}"] if device else [])
     if resume:
@@ -312,14 +311,13 @@ def compare(recipe, out: str | Path | None = None, *, sets: Sequence[str] = (),
         >>> r = compare("recipes/smoke.yaml", out="runs/smoke")
         >>> {n: s["tests"]["test_2016_flickr"]["bleu"] for n, s in r["systems"].items()}
     """
-    from nmt.compare import Comparison, load_comparison, run
 
-    if isinstance(recipe, Comparison):
+    if isinstance(recipe, comparison.Comparison):
         if sets or seeds is not None:
             raise NMTError("sets= and seeds= apply when reading a comparison file; with a "
                            "Comparison object, change it instead")
         cmp = recipe
     else:
-        cmp = load_comparison(recipe, list(sets), seeds=seeds)
-    return run(cmp, Path(out) if out is not None else Path("runs") / cmp.name, only=list(only),
-               device=device, quiet=quiet, retrain=retrain, jobs=jobs)
+        cmp = comparison.load_comparison(recipe, list(sets), seeds=seeds)
+    return comparison.run(cmp, Path(out) if out is not None else Path("runs") / cmp.name,
+                          only=list(only), device=device, quiet=quiet, retrain=retrain, jobs=jobs)

@@ -7,6 +7,8 @@ import tempfile
 from pathlib import Path
 from typing import IO, Iterator
 
+from nmt.errors import NMTError
+
 
 @contextlib.contextmanager
 def atomic_write(path: str | Path, binary: bool = False) -> Iterator[IO]:
@@ -25,3 +27,14 @@ def atomic_write(path: str | Path, binary: bool = False) -> Iterator[IO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_parent(path: str | Path, what: str) -> None:
+    """The directory an output goes into (`path`'s parent) exists and is a directory; it is
+    never created, as a typo in it would hide the output. `what` names the option, e.g. "-o
+    out.en"."""
+    parent = Path(path).parent
+    if parent.exists() and not parent.is_dir():
+        raise NMTError(f"{what}: {parent} is a file, not a directory")
+    if not parent.is_dir():
+        raise NMTError(f"{what}: directory {parent} does not exist; create it first")

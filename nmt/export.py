@@ -29,6 +29,7 @@ import sentencepiece as spm
 import torch
 
 from nmt import checkpoint, rundir
+from nmt.atomic import check_parent
 from nmt.config import DecodeConfig, recipe_from_dict
 from nmt.distributed import decode_batch_tokens
 from nmt.errors import NMTError
@@ -209,11 +210,7 @@ def _check_out(out_dir: Path, source: Path, force: bool) -> None:
     a training run directory, a directory inside one, or one that holds the checkpoint."""
     if out_dir.exists() and not out_dir.is_dir():
         raise NMTError(f"-o {out_dir}: is a file; give a directory for the export")
-    if out_dir.parent.exists() and not out_dir.parent.is_dir():
-        raise NMTError(f"-o {out_dir}: {out_dir.parent} is a file, not a directory")
-    if not out_dir.parent.is_dir():
-        raise NMTError(f"-o {out_dir}: directory {out_dir.parent} does not exist; create it "
-                       f"first")
+    check_parent(out_dir, f"-o {out_dir}")
     resolved = out_dir.resolve()
     for d in (resolved, *resolved.parents):
         if _is_run_dir(d):

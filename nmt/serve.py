@@ -27,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nmt.api import Translator
+from nmt.distributed import decode_batch_tokens
 from nmt.errors import NMTError
 
 STATIC = Path(__file__).parent / "static"
@@ -112,7 +114,6 @@ def recorded_bleu(path: Path) -> dict:
 
 
 def load_systems(specs: list[str], device: str = "auto") -> dict[str, System]:
-    from nmt.api import Translator
 
     systems = {}
     for name, path in parse_runs(specs):
@@ -224,7 +225,6 @@ class Batcher:
 
 
 def _budget(t) -> int:
-    from nmt.distributed import decode_batch_tokens
 
     return decode_batch_tokens(t.decode.batch_tokens, t.device)
 

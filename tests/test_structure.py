@@ -39,6 +39,8 @@ def test_the_import_graph_has_no_circle():
 def test_nmt_modules_are_imported_at_the_top():
     inside = []
     for p in NMT.glob("*.py"):
+        if p.name == "__init__.py":  # the package's lazy exports: `import nmt` stays light
+            continue
         for f in ast.walk(ast.parse(p.read_text())):
             if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 inside += [f"{p.name}:{f.name}" for n in ast.walk(f)
