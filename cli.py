@@ -167,8 +167,6 @@ def data_stats(
     out.print(pairs)
     out.print(lengths)
     if tok is not None and tok.info:  # how the tokenizer was built (tokenizer.json)
-        from rich.markup import escape
-
         from nmt.tokenizer import describe
         out.print(escape(describe(tok.info)))
 
@@ -763,13 +761,7 @@ def serve(runs: List[str] = typer.Argument(..., help="Run directories (or .pt fi
     from nmt.serve import Limits, require_serve
     from nmt.serve import serve as run_server
 
-    try:
-        require_serve()  # before minutes of loading
-    except NMTError as e:  # printed here: its text names the extra in brackets, nmt[serve]
-        from rich.markup import escape
-
-        err.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
-        raise typer.Exit(2)
+    require_serve()  # before minutes of loading; user_errors prints it escaped (nmt[serve])
     if threads:
         import torch
 
