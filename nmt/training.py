@@ -313,6 +313,7 @@ def _load_data(recipe: Recipe, out_dir: Path, ckpt: dict | None, tokenizer_dir: 
         log.info(holdout(dc, heldout).summary())
     valid_corpus = load_split(dc, dc.valid, limit=dc.max_valid_pairs, heldout=heldout)
     train_corpus = None
+    paths = split_paths(dc, dc.train)  # the files the training split is read from, if any
     if ckpt is not None:
         tok = Tokenizer.from_state(ckpt["tokenizer"])
     elif tokenizer_dir is not None:
@@ -322,7 +323,6 @@ def _load_data(recipe: Recipe, out_dir: Path, ckpt: dict | None, tokenizer_dir: 
     else:
         # trained on this data with these settings before (another run, another system): the
         # same tokenizer from the cache, without reading the training text
-        paths = split_paths(dc, dc.train)
         cached = tokenizer_cache_dir(identity.of_files(paths), recipe.tokenizer, dc) \
             if paths else None
         if d.main and cached is not None and cached.is_dir():
@@ -339,8 +339,7 @@ def _load_data(recipe: Recipe, out_dir: Path, ckpt: dict | None, tokenizer_dir: 
             identity.store_dir(cached, tok.save)
         dist.barrier(d)
         tok = Tokenizer.load(out_dir / "tokenizer")
-    paths = split_paths(dc, dc.train) if train_corpus is None else None
-    train_id = identity.of_files(paths) if paths else None
+    train_id = identity.of_files(paths) if paths and train_corpus is None else None
     hit = cached_train(train_id, tok, dc) if train_id else None
     if hit is None:
         if train_corpus is None:
