@@ -5,7 +5,12 @@
 # 1. versions; 2. the RNN recurrences under bf16 autocast (float32 inside, the gradients of
 # fp32: bench/gpu_rnn_check.py); 3. training speed: tokens/s, MFU against the measured bf16 and
 # TF32 matrix rates, one Multi30k epoch's seconds, for the full recipes' Transformer and Bahdanau
-# RNN (bf16 and float32) and the benchmark models T and R (bench/gpu_bench.py train); 4. T and
+# RNN (bf16 and float32) and the benchmark models T and R (bench/gpu_bench.py train); 3b. CUDA
+# graphs (train.cuda_graphs) off and on: tokens/s and MFU of the Transformer and Bahdanau
+# recipes (float32, as they train on CUDA) and of a Transformer of base size (d_model 512, 6+6
+# layers, 8 heads, ff 2048) on synthetic long batches under bf16, with the graphs captured and
+# the padding their bucket shapes add (bench/gpu_bench.py train --plan; its correctness test,
+# graphs against eager updates, runs with the GPU-only tests in 6); 4. T and
 # the Bahdanau R of compare-cpu.yaml (the README's main job) trained by `nmt compare` on CUDA:
 # wall time and BLEU beside the CPU run's; 5. those models decoding test_2016_flickr greedy and
 # with beam 5 at several batch sizes, bf16 and float32 (bench/gpu_bench.py decode); 6. the test
@@ -14,8 +19,10 @@
 # speed. Each step has a time limit; a failing or cut step is reported (its log in OUT_DIR, all
 # of it also in OUT_DIR.tgz, or $PACK, after each step) and the next one runs. Last,
 # bench/gpu_report.py writes the measured part of a benchmark log (bench/log/) into OUT_DIR/section.md.
-# SIZES (models timed in 3), SYSTEMS (trained in 4) and TEST_SECONDS narrow it. Without CUDA it
-# says so and stops.
+# SIZES (models timed in 3), GRAPH_PLAN (the rows of 3b, MODEL:bf16|fp32:on|off,...), SYSTEMS
+# (trained in 4) and TEST_SECONDS narrow it; STEPS runs only the steps named (e.g.
+# STEPS="versions graphs-speed tests" for the CUDA graphs' measurements and tests alone). Without
+# CUDA it says so and stops.
 # The whole comparison of the full recipes on the GPU (9.2 minutes on an H200, 2026-12-04) fits a
 # second call:
 #   NMT="python3 cli.py" LIMIT=540 bench/parallel_compare.sh /tmp/gc/all recipes/multi30k-de-en/compare.yaml
@@ -45,6 +52,10 @@ export PYTHONUNBUFFERED=1
 step() {
   local name=$1 secs=$2 t0=$SECONDS rc
   shift 2
+  if [ -n "${STEPS:-}" ] && [[ " $STEPS " != *" $name "* ]]; then
+    echo "== $name: not in STEPS, skipped"
+    return 0
+  fi
   echo "== $name (at most ${secs}s)"
   timeout -k 5 "$secs" "$@" > "$out/$name.log" 2>&1
   rc=$?
@@ -106,6 +117,9 @@ step versions 30 bash -c versions
 step rnn-bf16 45 $py bench/gpu_rnn_check.py
 step train-speed 130 $py bench/gpu_bench.py train "$out/train.json" --cap "${CAP:-14}" \
   --sizes "${SIZES:-T-recipe,R-recipe,T,R}"
+TAIL=8 step graphs-speed 220 $py bench/gpu_bench.py train "$out/graphs.json" \
+  --cap "${GRAPH_CAP:-10}" --plan "${GRAPH_PLAN:-T-recipe:fp32:off,T-recipe:fp32:on,\
+R-recipe:fp32:off,R-recipe:fp32:on,base:bf16:off,base:bf16:on}"
 only=()
 for s in ${SYSTEMS:-transformer bahdanau}; do only+=(--only "$s"); done
 TAIL=8 step compare-cpu-on-gpu 170 $py cli.py compare recipes/multi30k-de-en/compare-cpu.yaml \
@@ -116,7 +130,7 @@ runs=$(ls -d "$out"/cmp/systems/*/ 2>/dev/null | while read -r d; do
 TAIL=45 step decode-speed 120 $py bench/gpu_bench.py decode "$out/decode.json" $runs
 TAIL=4 step ddp 120 bash -c ddp
 TAIL=3 step tests "${TEST_SECONDS:-240}" bash -c tests
-grep -E " (FAILED|ERROR) " "$out/tests.log" | cut -c1-200 | head -40
+[ -f "$out/tests.log" ] && grep -E " (FAILED|ERROR) " "$out/tests.log" | cut -c1-200 | head -40
 # the measured part of a benchmark log (bench/log/), from the files above (bench/gpu_report.py)
 $py bench/gpu_report.py "$out" > "$out/section.md" 2> "$out/section.err" \
   && echo "section: $out/section.md" || tail -3 "$out/section.err"

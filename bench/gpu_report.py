@@ -4,10 +4,10 @@ output directories, so that no figure is copied by hand:
 
     python bench/gpu_report.py OUT_DIR [--compare ROOT] [--write]
 
-OUT_DIR: gpu_check's (versions.log, steps.log, train.json, decode.json, rnn-bf16.log, ddp.log,
-tests.log, cmp/). ROOT: parallel_compare's (one folder per comparison recipe, TIMES). Prints
-the section; --write also writes it as bench/log/YYYY-MM-DD-gpu.md. What the run shows is
-written under it by hand.
+OUT_DIR: gpu_check's (versions.log, steps.log, train.json, graphs.json, decode.json,
+rnn-bf16.log, ddp.log, tests.log, cmp/). ROOT: parallel_compare's (one folder per comparison
+recipe, TIMES). Prints the section; --write also writes it as bench/log/YYYY-MM-DD-gpu.md.
+What the run shows is written under it by hand.
 """
 from __future__ import annotations
 
@@ -57,10 +57,37 @@ def train_table(train: dict) -> list[str]:
         if "error" in r:
             out.append(f"| {r['model']} | | {prec} | failed: {r['error'][:120]} | | | | | |")
             continue
-        epoch = f"{r['epoch_s']:.1f} s" + (" (cut, extrapolated)" if r["cut"] else "")
+        epoch = "" if r.get("epoch_s") is None else \
+            f"{r['epoch_s']:.1f} s" + (" (cut, extrapolated)" if r["cut"] else "")
         out.append(f"| {r['model']} | {r['batch_tokens']:,} | {prec} | {r['tok_s']:,.0f} | "
                    f"{r['ms_update']:.1f} | {epoch} | {100 * r['mfu']:.2f}% | "
                    f"{r['peak_gib']:.2f} | {r['loss_first']:.3f} -> {r['loss_last']:.3f} |")
+    return out
+
+
+def graphs_table(graphs: dict) -> list[str]:
+    """graphs.json: each model and precision with train.cuda_graphs off and on: tokens/s, MFU,
+    the speed-up of on over off, the graphs captured (and the seconds their warm-up and capture
+    took) and the positions the bucket shapes add."""
+    off = {(r["model"], r["bf16"]): r for r in graphs["train"]
+           if "tok_s" in r and not r.get("graphs")}
+    out = ["| model | batch tokens | precision | CUDA graphs | target tok/s | ms/update | MFU | "
+           "speed-up | graphs (capture s) | padding added | loss first -> last |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in graphs["train"]:
+        prec = "bf16" if r["bf16"] else "float32 (TF32)"
+        on = "on" if r.get("graphs") else "off"
+        if "error" in r:
+            out.append(f"| {r['model']} | | {prec} | {on} | failed: {r['error'][:120]} "
+                       f"| | | | | | |")
+            continue
+        base = off.get((r["model"], r["bf16"]))
+        speed = f"{r['tok_s'] / base['tok_s']:.2f}x" if r.get("graphs") and base else ""
+        captured = f"{r['graphs_captured']} ({r['capture_s']:.1f} s)" if r.get("graphs") else ""
+        padding = f"+{100 * r['padding_extra']:.0f}%" if r.get("graphs") else ""
+        out.append(f"| {r['model']} | {r['batch_tokens']:,} | {prec} | {on} | {r['tok_s']:,.0f} "
+                   f"| {r['ms_update']:.1f} | {100 * r['mfu']:.2f}% | {speed} | {captured} | "
+                   f"{padding} | {r['loss_first']:.3f} -> {r['loss_last']:.3f} |")
     return out
 
 
@@ -158,6 +185,11 @@ def section(out: Path, compare: Path | None) -> list[str]:
     sec += tests_summary(out)
     if train:
         sec += ["", "### Training speed (bench/gpu_bench.py train)", ""] + train_table(train)
+    graphs = _json(out / "graphs.json")
+    if graphs:
+        sec += ["", "### CUDA graphs (train.cuda_graphs) off and on, and a Transformer-base on "
+                    "synthetic long batches (bench/gpu_bench.py train --plan)", ""] + \
+            graphs_table(graphs)
     if (out / "cmp" / "systems").is_dir():
         sec += ["", "### compare-cpu.yaml's systems trained on the GPU (`nmt compare --device "
                     "cuda`)", ""] + systems_table(out / "cmp", _json(CPU_RUN / "results.json"))

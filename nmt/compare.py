@@ -82,7 +82,7 @@ NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # a system name is also a dire
 # changes to them (decoding and test sets are redone as needed)
 NOT_TRAINING = ("name", "decode.", "data.test", "data.max_test_pairs", "train.device",
                 "train.threads", "train.tensorboard", "train.progress_every",
-                "train.progress_seconds")
+                "train.progress_seconds", "train.cuda_graphs")
 # training summary fields given as the mean over a system's seeds (the others are its first run's)
 MEAN_OVER_SEEDS = ("best_bleu", "steps", "epochs", "time", "train_time", "tokens_per_s")
 # decode fields whose default changed since they were added, at their value before them

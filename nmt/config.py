@@ -150,6 +150,12 @@ class TrainConfig:
     # CUBLAS_WORKSPACE_CONFIG): on CUDA a resumed run can then end bit-identical to one never
     # interrupted, for some speed; CPU training is bit-exact either way (README, Guarantees)
     deterministic: bool = False
+    # CUDA graphs for updates (nmt/graphs.py): each batch padded to a bucket shape, and its
+    # forward and backward replayed as one captured graph per shape, not launched kernel by
+    # kernel; auto = on a single CUDA device (not under DDP), true = the same, warning where it
+    # cannot be, false = off. A shape that cannot be captured: one warning, eager updates. No-op
+    # on the CPU
+    cuda_graphs: bool | str = False
 
 
 @dataclass
@@ -321,6 +327,8 @@ def _check_train(tr: TrainConfig, c: Check) -> None:
     c(tr.tensorboard in (True, False, "auto"), "train.tensorboard",
       f"must be true, false or auto, got {tr.tensorboard!r}")
     _check_amp(tr.amp, "train.amp", c)
+    c(tr.cuda_graphs in (True, False, "auto"), "train.cuda_graphs",
+      f"must be auto, true or false, got {tr.cuda_graphs!r}")
     c(tr.max_minutes >= 0, "train.max_minutes", "must be >= 0 (0 = no time limit)")
     c(tr.max_steps > 0 or tr.max_epochs > 0 or tr.max_minutes > 0, "train.max_steps",
       "set max_steps, max_epochs or max_minutes, or training never ends")

@@ -60,7 +60,7 @@ CHECKPOINTS = ("last.pt", "best.pt")
 # the device, which may change too).
 RESUMABLE = ("train.max_steps", "train.max_epochs", "train.max_minutes", "train.patience",
              "train.max_bad_steps", "train.device", "train.threads", "train.tensorboard",
-             "train.progress_every", "train.progress_seconds",
+             "train.progress_every", "train.progress_seconds", "train.cuda_graphs",
              "decode.beam", "decode.alpha", "decode.nbest", "decode.batch_tokens", "decode.sample",
              "decode.temperature", "decode.top_k", "decode.top_p", "decode.seed",
              "decode.shortlist", "decode.shortlist_frequent",  # validation decodes without one

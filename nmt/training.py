@@ -37,6 +37,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
 
 from nmt import checkpoint, identity, rundir
 from nmt import distributed as dist
+from nmt import graphs
 from nmt.average import average_at_end
 from nmt.batching import BATCHERS, Batch, Prefetch, collate
 from nmt.config import Recipe, TrainConfig, save_recipe
@@ -426,7 +427,8 @@ class Trainer:
     restores weights, optimizer, schedule, state and RNG. Without `files` the trainer only
     updates (bench/ times updates this way): validate and save need a run directory.
     `amp` None follows train.amp (dist.uses_bf16); `compile` wraps the model in
-    torch.compile(dynamic=True).
+    torch.compile(dynamic=True). train.cuda_graphs: micro-batches padded to bucket shapes and
+    replayed as CUDA graphs (nmt/graphs.py), on one CUDA device only.
     """
 
     def __init__(self, model: torch.nn.Module, cfg: TrainConfig, train_pairs: Pairs,
@@ -442,14 +444,21 @@ class Trainer:
         self.valid_records: list[dict] = []
         self.bad_steps = 0                     # non-finite updates in a row
         self.interrupted = threading.Event()   # Ctrl-C/SIGTERM: every rank stops after the update
-        self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=(
-            dist.uses_bf16(cfg.amp, self.device) if amp is None else amp))
+        self.bf16 = dist.uses_bf16(cfg.amp, self.device) if amp is None else amp
+        self.amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
         self.src_lens, self.tgt_lens = pair_lengths(train_pairs)  # (N,) int64 arrays
         self.n_tok = self.tgt_lens + 1  # target tokens incl. EOS, as the loss counts
         self.per_update = self.d.world * cfg.accum_steps  # batches in one update, over all ranks
         if ckpt is not None:
             self._restore(ckpt)
         self.net = self._wrap(compile)
+        self.graphs: graphs.GraphedSteps | None = None
+        self.no_graphs_reason: str | None = None  # why a capture failed, if one did
+        why_not = graphs.unavailable(cfg.cuda_graphs, self.device, self.d.world, compile)
+        if why_not is None:
+            self.graphs = self.graphed_steps()
+        elif cfg.cuda_graphs is True:  # asked for outright: say why there are none
+            self._warn(f"train.cuda_graphs is true, but {why_not}: updates run without graphs")
         self.t_start = time.time() - self.state.elapsed
         upe = -(-len(self.epoch_batches(1)) // self.per_update)
         self.total = min((x for x in (cfg.max_steps, cfg.max_epochs * upe) if x > 0), default=0)
@@ -481,8 +490,12 @@ class Trainer:
         ahead changes nothing a resumed run depends on."""
         groups = (batches[i:i + self.per_update]
                   for i in range(start, len(batches), self.per_update))
-        return Prefetch((m for g in groups for m in self._micro(g)),
-                        lambda m: collate(self.pairs, m[0]), self.device)
+        return Prefetch((m for g in groups for m in self._micro(g)), self._collate, self.device)
+
+    def _collate(self, micro: tuple[list[int], float]) -> Batch:
+        """A micro-batch's Batch, padded to its bucket shape while CUDA graphs run updates."""
+        batch = collate(self.pairs, micro[0])
+        return batch if self.graphs is None else self.graphs.pad(batch)
 
     def update(self, group: list[list[int]], stream: Prefetch | None = None) -> UpdateResult:
         """One optimizer update on `group`, the update's batches over all ranks: this rank
@@ -499,7 +512,7 @@ class Trainer:
         ntok = sum(int(self.n_tok[b].sum()) for b in group)
         micro = self._micro(group)
         if stream is None:
-            stream = Prefetch(micro, lambda m: collate(self.pairs, m[0]), self.device)
+            stream = Prefetch(micro, self._collate, self.device)
         loss_sum = torch.zeros((), device=self.device)
         for j, (idx, weight) in enumerate(micro):
             (got, _), batch = next(stream)
@@ -516,12 +529,14 @@ class Trainer:
         bad, stop, spent = dist.any_flags(d, not (math.isfinite(norm) and math.isfinite(loss)),
                                           self.interrupted.is_set(), spent)
         lr = self.optimizer.param_groups[0]["lr"]
+        # graphs add into gradients at fixed addresses: zeroed in place, never freed
+        free = self.graphs is None
         if bad:
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=free)
             self._skipped()
         else:
             self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
+            self.optimizer.zero_grad(set_to_none=free)
             if cfg.schedule != "plateau":
                 self.scheduler.step()
             st.step += 1
@@ -535,7 +550,14 @@ class Trainer:
 
     def _backward(self, batch: Batch, weight: float, ntok: int, sync: bool) -> torch.Tensor:
         """Forward and backward of one micro-batch, its loss scaled by weight / ntok; returns
-        its summed loss (detached). `sync`: all-reduce the gradients now (DDP)."""
+        its summed loss (detached). `sync`: all-reduce the gradients now (DDP). With CUDA graphs
+        the padded batch's graph does it (the loss scaled through a tensor, so one graph serves
+        every update); a shape that cannot be captured turns them off for the rest of the run."""
+        if self.graphs is not None:
+            try:
+                return self.graphs.backward(batch, weight * self.d.world / ntok)
+            except Exception as e:  # whatever a capture refuses, the eager pass can do
+                self._no_graphs(e)
         with nullcontext() if sync else self.net.no_sync():
             with self.amp:
                 logits, _ = self.net(batch.src, batch.src_len, batch.tgt_in,
@@ -544,6 +566,28 @@ class Trainer:
             # DDP averages gradients over ranks: the world factor makes it a sum
             (loss * (weight * self.d.world / ntok)).backward()
         return loss.detach()
+
+    def graphed_steps(self, capture: bool = True) -> graphs.GraphedSteps:
+        """CUDA graphs of this trainer's micro-batch pass: the model's summed loss under the
+        run's autocast, whose weight cache is off (a graph must not hold casts made at capture).
+        capture=False: the same padded pass, run eagerly (the CPU tests check it so)."""
+        amp = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16,
+                             cache_enabled=False)
+
+        def loss(src, src_len, tgt_in, tgt_out):
+            with amp:
+                logits, _ = self.model(src, src_len, tgt_in, attention=False)  # (B, T, V)
+                return sequence_loss(logits, tgt_out, self.cfg.label_smoothing)
+        return graphs.GraphedSteps(self.model, loss, self.device, capture=capture)
+
+    def _no_graphs(self, e: Exception) -> None:
+        """A batch shape could not be captured: one warning, eager updates from now on (this
+        micro-batch included; the gradients of the update's earlier ones are kept)."""
+        why = (str(e).strip().splitlines() or [""])[0][:200]
+        self.no_graphs_reason = f"{type(e).__name__}: {why}"
+        self._warn(f"CUDA graphs: capturing an update failed ({self.no_graphs_reason}); "
+                   f"training goes on without them (train.cuda_graphs: false skips trying)")
+        self.graphs = None
 
     def _skipped(self) -> None:
         """Count a skipped update; too many in a row mean the run diverged."""

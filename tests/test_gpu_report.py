@@ -36,6 +36,13 @@ def gpu_check_dir(tmp_path: Path) -> Path:
         "device": "NVIDIA X1", "peak_tflops": {"bf16": 789.4, "tf32": 403.2},
         "train": [{"model": "T-recipe", **row}, {"model": "R-recipe", **row, "cut": True},
                   {"model": "T", "bf16": False, "error": "RuntimeError: out of memory"}]}))
+    on = {"graphs": True, "graphs_captured": 57, "capture_s": 12.25, "padding_extra": 0.163}
+    (out / "graphs.json").write_text(json.dumps({
+        "device": "NVIDIA X1", "peak_tflops": {"bf16": 789.4, "tf32": 403.2},
+        "train": [{"model": "R-recipe", **row, "bf16": False, "graphs": False},
+                  {"model": "R-recipe", **row, "bf16": False, **on, "tok_s": 185466.4},
+                  {"model": "base", **row, "epoch_s": None, "graphs": False},
+                  {"model": "base", "bf16": True, "graphs": True, "error": "RuntimeError: x"}]}))
     (out / "decode.json").write_text(json.dumps({"device": "NVIDIA X1", "decode": [
         {"run": "/x/transformer/", "beam": b, "amp": amp, "batch_tokens": bt,
          "seconds": 0.1 * b + bt / 1e5 + (0.003 if amp else 0.0), "bleu": 30 + b}
@@ -64,6 +71,12 @@ def test_every_measured_figure_lands_in_its_table(tmp_path):
     assert "| T-recipe | 4,096 | bf16 | 92,733 | 36.6 | 4.9 s | 1.30% | 1.17 |" in text
     assert "4.9 s (cut, extrapolated)" in text and "failed: RuntimeError: out of memory" in text
     assert "| bahdanau | NVIDIA X1 | 4.9 | 75 s | 35.56 | 38.46 |" in text
+    # CUDA graphs: off and on side by side, the speed-up, what capturing cost, the padding
+    assert "| R-recipe | 4,096 | float32 (TF32) | off | 92,733 | 36.6 | 1.30% |  |  |  |" in text
+    assert "| R-recipe | 4,096 | float32 (TF32) | on | 185,466 | 36.6 | 1.30% | 2.00x | " \
+        "57 (12.2 s) | +16% | 7.500 -> 4.700 |" in text
+    assert "| base | 4,096 | bf16 | off | 92,733 |" in text
+    assert "| base | | bf16 | on | failed: RuntimeError: x |" in text
     # decoding: one row per model and search, one column per precision and batch size, bf16 first
     table = [r for r in text.splitlines() if r.startswith("| transformer |")]
     assert [r.split(" | ")[1] for r in table] == ["greedy", "beam 5"]
