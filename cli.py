@@ -396,25 +396,19 @@ ENSEMBLE = typer.Option([], "--ensemble", help="Another checkpoint (run or .pt, 
                         "per step (repeatable; RNN and Transformer may mix).")
 
 
-def _parse_max_len(text: str) -> tuple[float, int]:
-    """--max-len N -> (a, b) = (0, N); Rx -> (R, 0); Rx+N -> (R, N): at most a * |x| + b."""
-    from nmt.api import _parse_max_len as parse
+def _decode_options(beam: Optional[int], batch_tokens: Optional[int], nbest: int,
+                    alpha: Optional[float], max_len: Optional[str], sample: bool,
+                    temperature: Optional[float], top_k: Optional[int], top_p: Optional[float],
+                    seed: Optional[int], amp: Optional[str], shortlist: Optional[int],
+                    shortlist_frequent: Optional[int]):
+    """The decoding options as given (None: the checkpoint recipe's); nmt.decode_options
+    applies and checks them, as it does the Python API's."""
+    from nmt.decode_options import DecodeOptions
 
-    return parse(text)
-
-
-def _decode_config(base, beam: Optional[int], batch_tokens: Optional[int], nbest: int = 1,
-                   alpha: Optional[float] = None, max_len: Optional[str] = None,
-                   sample: bool = False, temperature: Optional[float] = None,
-                   top_k: Optional[int] = None, top_p: Optional[float] = None,
-                   seed: Optional[int] = None, amp: Optional[str] = None,
-                   shortlist: Optional[int] = None, shortlist_frequent: Optional[int] = None):
-    """The checkpoint recipe's decode settings with the command line's changes (the API's
-    nmt.api.decode_options, so both read options alike)."""
-    from nmt.api import decode_options
-
-    return decode_options(base, beam, batch_tokens, nbest, alpha, max_len, sample, temperature,
-                          top_k, top_p, seed, amp, shortlist, shortlist_frequent)
+    return DecodeOptions(beam=beam, nbest=nbest, batch_tokens=batch_tokens, alpha=alpha,
+                         max_len=max_len, sample=sample, temperature=temperature, top_k=top_k,
+                         top_p=top_p, seed=seed, amp=amp, shortlist=shortlist,
+                         shortlist_frequent=shortlist_frequent)
 
 
 def _load_for_decoding(checkpoint: Path, device: str, ensemble: Optional[List[Path]] = None):
@@ -462,15 +456,12 @@ def translate_cmd(
         if input != "-" and Path(output).exists() and os.path.samefile(input, output):
             raise NMTError(f"-o {output} is the input file; translating it would overwrite "
                            f"it. Choose another -o")
+    options = _decode_options(beam, batch_tokens, nbest, alpha, max_len, sample, temperature,
+                              top_k, top_p, seed, amp, shortlist, shortlist_frequent)
     if is_ctranslate2_dir(checkpoint):
-        if shortlist or shortlist_frequent is not None:
-            raise NMTError(f"{checkpoint} is a CTranslate2 export: --shortlist applies to .pt "
-                           "checkpoints; drop it, or translate with the .pt")
-        return _translate_ctranslate2(checkpoint, input, output, beam, nbest, batch_tokens,
-                                      device, alpha, max_len, sample, ensemble, amp)
+        return _translate_ctranslate2(checkpoint, input, output, options, ensemble, device)
     model, tok, recipe, dev = _load_for_decoding(checkpoint, device, ensemble)
-    dcfg = _decode_config(recipe.decode, beam, batch_tokens, nbest, alpha, max_len, sample,
-                          temperature, top_k, top_p, seed, amp, shortlist, shortlist_frequent)
+    dcfg = options.apply(recipe.decode)
     use_shortlist(model, checkpoint, tok, recipe, dcfg)
     # a person typing at a terminal sees each translation at once; piped input is batched
     interactive = input == "-" and sys.stdin.isatty()
@@ -482,23 +473,19 @@ def translate_cmd(
         raise typer.Exit(1)
 
 
-def _translate_ctranslate2(path: Path, input: str, output: str, beam, nbest, batch_tokens,
-                           device: str, alpha, max_len, sample: bool, ensemble,
-                           amp: Optional[str]) -> None:
+def _translate_ctranslate2(path: Path, input: str, output: str, options, ensemble,
+                           device: str) -> None:
     """`nmt translate --checkpoint DIR` on a directory written by `nmt export`."""
     from nmt.distributed import resolve_device
     from nmt.export import CT2Model
     from nmt.prediction import translate_file
 
-    if sample or ensemble or amp is not None:
-        raise NMTError(f"{path} is a CTranslate2 export: it decodes by beam search alone, "
-                       "in the precision it was exported in; drop --sample/--ensemble/--amp, "
-                       "or translate with the .pt checkpoint")
+    options = options.for_ctranslate2(path, ensemble)  # before the model is loaded
     ct = CT2Model(path, resolve_device(device).type)
-    dcfg = _decode_config(ct.decode_config(), beam, batch_tokens, nbest, alpha, max_len)
+    dcfg = options.apply(ct.decode_config())
     interactive = input == "-" and sys.stdin.isatty()
     try:
-        translate_file(None, ct.tok, input, output, dcfg, "cpu", nbest,
+        translate_file(None, ct.tok, input, output, dcfg, "cpu", dcfg.nbest,
                        progress=sys.stderr.isatty() and not interactive,
                        interactive=interactive, decoder=lambda lines, first: ct.translate(
                            lines, dcfg))
@@ -568,12 +555,15 @@ def eval_cmd(
     perplexity of R given S."""
     import json
 
-    from nmt.evaluation import metrics, read_aligned, read_text, resolve_tokenize
+    from nmt.evaluation import (metrics, read_aligned, read_text, resolve_tokenize, score_systems,
+                                score_table)
 
     if tokenize != "auto" or checkpoint is None:  # else the checkpoint's recipe says, below
         tokenize = resolve_tokenize(tokenize, tgt_lang or "")
         metrics(tokenize, lowercase)  # a bad --tokenize fails before anything is decoded
     result: dict = {"refs": [str(p) for p in ref]}
+    options = _decode_options(beam, batch_tokens, 1, alpha, max_len, sample, temperature, top_k,
+                              top_p, seed, amp, shortlist, shortlist_frequent)
     if checkpoint is not None:
         if hyp or src is None:
             raise NMTError("with --checkpoint, give --src and --ref (and no --hyp)")
@@ -591,9 +581,7 @@ def eval_cmd(
             tokenize = resolve_tokenize(recipe.eval.tokenize, tgt_lang or recipe.data.tgt_lang)
             lowercase = lowercase or recipe.eval.lowercase
             metrics(tokenize, lowercase)
-        dcfg = _decode_config(recipe.decode, beam, batch_tokens, 1, alpha, max_len, sample,
-                              temperature, top_k, top_p, seed, amp, shortlist,
-                              shortlist_frequent)
+        dcfg = options.apply(recipe.decode)
         use_shortlist(model, checkpoint, tok, recipe, dcfg)
         lines, tf = translate_and_score(model, tok, src_lines, refs, dcfg, dev,
                                         progress=sys.stderr.isatty())
@@ -609,73 +597,24 @@ def eval_cmd(
         if not hyp or src is not None:
             raise NMTError("give --hyp FILE and --ref FILE (or --checkpoint RUN --src FILE "
                            "--ref FILE to translate first)")
-        decoding = {"--beam": beam, "--alpha": alpha, "--max-len": max_len,
-                    "--sample": sample or None, "--temperature": temperature, "--top-k": top_k,
-                    "--top-p": top_p, "--seed": seed, "--ensemble": ensemble or None,
-                    "--amp": amp, "--shortlist": shortlist,
-                    "--shortlist-frequent": shortlist_frequent}
-        stray = [k for k, v in decoding.items() if v is not None]
+        stray = options.given(ensemble)
         if stray:
             raise NMTError(f"{', '.join(stray)} control decoding, which needs --checkpoint RUN "
                            "--src FILE; --hyp files are scored as they are")
         hyps, refs = read_aligned([str(p) for p in hyp], [str(p) for p in ref])
     result["tokenize"] = tokenize
-    _score_systems(hyps, refs, result, tokenize, lowercase)
+    result.update(score_systems(hyps, refs, tokenize, lowercase))
     if json_out:
         print(json.dumps(result, indent=2))
-    else:
-        _print_scores(result)
-
-
-def _score_systems(hyps: dict, refs: list, result: dict, tokenize: str = "13a",
-                   lowercase: bool = False) -> None:
-    from nmt.evaluation import paired_bootstrap, score
-
-    result["systems"] = {}
-    for name, lines in hyps.items():
-        s = score(lines, refs, tokenize, lowercase)
-        result["signatures"] = s.pop("signatures")
-        result["systems"][name] = s
-    if len(hyps) > 1:
-        (base, base_lines), *others = hyps.items()
-        result["baseline"] = base
-        result["bootstrap"] = paired_bootstrap(base_lines, dict(others), refs, base, tokenize,
-                                               lowercase)
-
-
-def _print_scores(result: dict) -> None:
-    from rich.table import Table
-
-    bs = result.get("bootstrap")
-    names = list(result["systems"])
-    short = [Path(n).name for n in names]  # file names read better, when they are unique
-    shown = dict(zip(names, short if len(set(short)) == len(short) else names))
-    table = Table(title=f"scores against {', '.join(result['refs'])}",
-                  caption=None if not bs else "BLEU μ ± 95% CI and p: paired bootstrap, 1000 "
-                  "resamples, against the first system; * p < 0.05 (chrF's: --json)")
-    table.add_column("system", overflow="fold")
-    for col in ("BLEU", "chrF", "TER") + (("BLEU μ ± CI", "p") if bs else ()):
-        table.add_column(col, justify="right", no_wrap=True)
-    for name, s in result["systems"].items():
-        row = [shown[name], f"{s['bleu']:.2f}", f"{s['chrf']:.2f}", f"{s['ter']:.2f}"]
-        if bs:
-            b, p = bs[name], bs[name]["p_value"]
-            row += [f"{b['mean']:.2f} ± {b['ci']:.2f}",
-                    "baseline" if p is None else f"{p:.4f}{'*' if p < 0.05 else ''}"]
-        table.add_row(*row)
+        return
+    scores = score_table(result)
     out = Console()
-    out.print(table)
-    if "ppl" in result:
-        out.print(f"teacher-forced perplexity of the references: {result['ppl']:.2f} "
-                  f"(NLL {result['nll']:.4f} per token; scores of "
-                  + ("sampled translations" if result["decode"]["sample"]
-                     else f"beam {result['beam']}")
-                  + (f", shortlist {result['decode']['shortlist']},"
-                     f"{result['decode']['shortlist_frequent']}"
-                     if result["decode"]["shortlist"] else "") + ")",
-                  highlight=False)
-    for metric, sig in result["signatures"].items():
-        out.print(f"{metric} signature: {sig}", highlight=False, soft_wrap=True)
+    out.print(scores.table)
+    if scores.perplexity:
+        out.print(scores.perplexity, highlight=False)
+    for line in scores.signatures:
+        out.print(line, highlight=False, soft_wrap=True)
+
 
 # ---- compare and attention ----
 

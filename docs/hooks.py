@@ -5,7 +5,8 @@ A page asks for a generated block with a marker line; the hook replaces the mark
 - `<!-- recipe-fields -->`: every recipe section and field, from the dataclasses in
   nmt/config.py: name, type, default and the comment written beside the field;
 - `<!-- commands -->`: every `nmt` command with its options, from the Typer app in cli.py;
-- `<!-- modules -->`: every module of nmt/ with the first sentence of its docstring.
+- `<!-- modules -->`: every module of nmt/ with the first sentence of its docstring;
+- `<!-- attention-kinds -->`: every model family and attention kind of nmt/registry.py.
 
 An unknown marker, a field without a comment or a module without a docstring fails the build
 (mkdocs build --strict turns this hook's warnings into errors).
@@ -148,7 +149,25 @@ def modules() -> str:
     return "\n".join(rows)
 
 
-GENERATORS = {"recipe-fields": recipe_fields, "commands": commands, "modules": modules}
+# ----------------------------------------------------------------------------- attention kinds
+
+def attention_kinds() -> str:
+    """The model families and attention kinds of nmt/registry.py, with what builds each."""
+    _import_root()
+    from nmt import registry
+
+    rows = ["| `model.arch` | model class | what it is |", "|---|---|---|"]
+    rows += [f"| `{f.name}` | `{f.model}` | {f.about} |" for f in registry.FAMILIES.values()]
+    rows += ["", "| `model.attention` | decoder | score | what it computes |",
+             "|---|---|---|---|"]
+    for k in registry.ATTENTION_KINDS.values():
+        score = (f"`{k.score}`" + (" in a window" if k.local else "")) if k.attends else "-"
+        rows.append(f"| `{k.name}` | `{k.decoder}` | {score} | {k.about} |")
+    return "\n".join(rows)
+
+
+GENERATORS = {"recipe-fields": recipe_fields, "commands": commands, "modules": modules,
+              "attention-kinds": attention_kinds}
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:

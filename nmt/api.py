@@ -14,7 +14,7 @@
     >>> results = compare("recipes/smoke.yaml", out="runs/smoke")
 
 `Translator.translate` gives what `nmt translate` writes for the same lines and options (the
-same code decodes both: translate_cmd goes through `decode_options` and `Translator`).
+same code decodes both: translate_cmd goes through `DecodeOptions` and `Translator`).
 
 Why `nmt.api.compare` and not `nmt.compare`: `nmt.compare` is the submodule nmt/compare.py
 (what `nmt compare` runs). Python sets a package attribute to a submodule as soon as anything
@@ -34,6 +34,7 @@ import torch
 from nmt.checkpoint import load_for_inference
 from nmt import compare as comparison  # the module; `compare` below is the entry point
 from nmt.config import DecodeConfig, load_recipe, Recipe, validate
+from nmt.decode_options import DecodeOptions
 from nmt.distributed import resolve_device
 from nmt.ensemble import load_ensemble
 from nmt.errors import NMTError
@@ -44,24 +45,13 @@ from nmt.rundir import resume_recipe
 from nmt.search import decoding_generator, max_output_len, translate_batch
 from nmt.seq2seq import count_parameters
 from nmt.shortlist import use_shortlist
-from nmt.tokenizer import BOS, EOS
+from nmt.special import BOS, EOS
 from nmt.training import train as train_run
 
 __all__ = ["Translator", "Attention", "decode_options", "train", "compare"]
 
 # splits one text into the lines translated one by one (a pasted paragraph keeps its lines)
 _NEWLINES = re.compile(r"\r\n|\r|\n")
-
-
-def _parse_max_len(text: str) -> tuple[float, int]:
-    """--max-len N -> (a, b) = (0, N); Rx -> (R, 0); Rx+N -> (R, N): at most a * |x| + b."""
-    m = re.fullmatch(r"\s*(?:(\d+(?:\.\d*)?)\s*x\s*(?:\+\s*(\d+))?|(\d+))\s*", str(text))
-    if not m:
-        raise NMTError(f"--max-len {text!r}: give a number of tokens (80), a ratio of the "
-                       "source length (1.5x) or both (1.5x+10)")
-    if m.group(3) is not None:
-        return 0.0, int(m.group(3))
-    return float(m.group(1)), int(m.group(2) or 0)
 
 
 def decode_options(base: DecodeConfig, beam: int | None = None, batch_tokens: int | None = None,
@@ -72,40 +62,11 @@ def decode_options(base: DecodeConfig, beam: int | None = None, batch_tokens: in
                    shortlist: int | None = None,
                    shortlist_frequent: int | None = None) -> DecodeConfig:
     """`base` (a checkpoint recipe's decode settings) with the given changes (None: keep),
-    checked as a recipe's would be; `nmt translate`/`eval` options and the API's keywords
-    both come here. max_len: "80" tokens, "1.5x" or "1.5x+10" of the source length."""
-    sample = sample or base.sample
-    given = {"--temperature": temperature, "--top-k": top_k, "--top-p": top_p, "--seed": seed}
-    stray = [k for k, v in given.items() if v is not None]
-    if stray and not sample:
-        raise NMTError(f"{', '.join(stray)} only apply to sampling; add --sample")
-    if sample and (beam or 1) > 1:
-        raise NMTError(f"--sample draws one translation per line; drop --beam {beam}")
-    if sample and nbest > 1:
-        raise NMTError(f"--sample draws one translation per line; drop --nbest {nbest}")
-    for name, v in (("--beam", beam), ("--batch-tokens", batch_tokens), ("--nbest", nbest)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise NMTError(f"{name} {v!r}: must be a whole number >= 1")
-    if alpha is not None and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))
-                              or not alpha >= 0):
-        raise NMTError(f"--alpha {alpha!r}: must be a number >= 0")
-    beam = base.beam if beam is None else beam
-    if nbest > beam and not sample:
-        raise NMTError(f"--nbest {nbest} needs a beam at least that wide (beam is {beam}); "
-                       f"add --beam {nbest}")
-    a, b = (base.max_len_a, base.max_len_b) if max_len is None else _parse_max_len(max_len)
-    pick = lambda new, old: old if new is None else new  # noqa: E731
-    dcfg = replace(base, beam=1 if sample else beam, nbest=nbest,
-                   batch_tokens=pick(batch_tokens, base.batch_tokens),
-                   alpha=float(pick(alpha, base.alpha)), max_len_a=a, max_len_b=b, sample=sample,
-                   temperature=pick(temperature, base.temperature), top_k=pick(top_k, base.top_k),
-                   top_p=pick(top_p, base.top_p), seed=pick(seed, base.seed),
-                   amp=pick({"false": False, "true": True}.get(amp, amp)
-                            if isinstance(amp, str) else amp, base.amp),
-                   shortlist=pick(shortlist, base.shortlist),
-                   shortlist_frequent=pick(shortlist_frequent, base.shortlist_frequent))
-    validate(Recipe(decode=dcfg), where="command line")  # e.g. --top-p 2 names decode.top_p
-    return dcfg
+    checked as a recipe's would be: DecodeOptions(...).apply(base), the rules `nmt translate`,
+    `nmt eval` and `nmt serve` apply too (nmt.decode_options). max_len: "80" tokens, "1.5x"
+    or "1.5x+10" of the source length."""
+    return DecodeOptions(beam, nbest, batch_tokens, alpha, max_len, sample, temperature, top_k,
+                         top_p, seed, amp, shortlist, shortlist_frequent).apply(base)
 
 
 @dataclass
@@ -135,10 +96,10 @@ class Translator:
         >>> t.translate(["Zwei Hunde spielen im Schnee.", ""])   # one output per input
         ['Two dogs are playing in the snow.', '']
 
-    Keyword options (beam, alpha, max_len, batch_tokens, sample, temperature, top_k, top_p,
-    seed, amp, shortlist, shortlist_frequent) mean what `nmt translate`'s options mean; given
-    to `load` they become this Translator's defaults, given to a call they change that call
-    only.
+    Keyword options are the fields of nmt.decode_options.DecodeOptions (beam, alpha, max_len,
+    batch_tokens, sample, temperature, top_k, top_p, seed, amp, shortlist, shortlist_frequent)
+    and mean what `nmt translate`'s options mean; given to `load` they become this
+    Translator's defaults, given to a call they change that call only.
     """
 
     def __init__(self, model, tok, recipe: Recipe, device: torch.device,
@@ -163,8 +124,8 @@ class Translator:
             model, tok, recipe = load_ensemble([Path(path), *ensemble], dev)
         else:
             model, tok, recipe = load_for_inference(path, dev)
-        return cls(model, tok, recipe, dev, decode_options(recipe.decode, **decode), Path(path),
-                   bool(ensemble))
+        return cls(model, tok, recipe, dev, DecodeOptions(**decode).apply(recipe.decode),
+                   Path(path), bool(ensemble))
 
     # ---- what the model is
     @property
@@ -185,7 +146,7 @@ class Translator:
 
     def options(self, **decode) -> DecodeConfig:
         """This Translator's decode settings with a call's changes (checked)."""
-        return decode_options(self.decode, **decode) if decode else self.decode
+        return DecodeOptions(**decode).apply(self.decode) if decode else self.decode
 
     # ---- translating
     def translate(self, texts: Sequence[str], progress: bool = False, **decode) -> list[str]:

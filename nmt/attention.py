@@ -8,7 +8,9 @@ c = sum_j a_j h_j - is written once, in `Attention`.
 Shapes: query (B, T, Dq) holds T decoder positions at once (T = 1 inside a step loop, the whole
 target for Luong models without input feeding); keys (B, S, Dk); scores and weights (B, T, S).
 Every score module has `proj_keys(memory)`: the part that depends only on the source is computed
-once per sentence, not once per decoder step.
+once per sentence, not once per decoder step. Every one is built as Score(query_dim, key_dim):
+an attention kind's entry in registry.py names its score class, and decoders.attention_for
+builds it so.
 """
 from __future__ import annotations
 
@@ -38,10 +40,13 @@ class BahdanauScore(nn.Module):
 
     Bahdanau et al. 2015, Appendix A.1.2 (e_ij = v_a^T tanh(W_a s_{i-1} + U_a h_j)).
     W1 h_j is the expensive part and does not depend on the decoder, so `proj_keys` does it once.
+    `hidden` is the width of tanh's layer (0: the query's, the decoder's size, as every model
+    here), so it is built like every score module, from (query_dim, key_dim).
     """
 
-    def __init__(self, query_dim: int, key_dim: int, hidden: int):
+    def __init__(self, query_dim: int, key_dim: int, hidden: int = 0):
         super().__init__()
+        hidden = hidden or query_dim
         self.w1 = nn.Linear(key_dim, hidden, bias=False)      # U_a, on the keys
         self.w2 = nn.Linear(query_dim, hidden, bias=False)    # W_a, on the query
         self.v = nn.Linear(hidden, 1, bias=False)
@@ -87,10 +92,12 @@ class ConcatScore(nn.Module):
 
     W [s; h] = W_s s + W_h h, so one weight matrix is split in two column blocks: W_h h goes
     into `proj_keys` (once per sentence). It is Bahdanau's function with Luong's query h_t.
+    `hidden`: as BahdanauScore's (0: the query's width).
     """
 
-    def __init__(self, query_dim: int, key_dim: int, hidden: int):
+    def __init__(self, query_dim: int, key_dim: int, hidden: int = 0):
         super().__init__()
+        hidden = hidden or query_dim
         self.query_dim = query_dim
         self.w = nn.Linear(query_dim + key_dim, hidden, bias=False)  # W over [s; h]
         self.v = nn.Linear(hidden, 1, bias=False)

@@ -6,9 +6,10 @@ holds as many pairs as fit in `max_tokens` padded positions: short sentences com
 batches, long ones in small batches, and every step costs about the same.
 
 Moving batches to a GPU never makes the host wait for it: host tensors are pinned and copied
-asynchronously (`to_device`), the source lengths stay on the CPU (the RNN encoder packs with them
-there; models copy them to the device for the source mask themselves), and `Prefetch` prepares
-the next batch while the GPU still computes the current one. On the CPU all of it is a no-op.
+asynchronously (transfer.to_device), the source lengths stay on the CPU (the RNN encoder packs
+with them there; models copy them to the device for the source mask themselves), and `Prefetch`
+prepares the next batch while the GPU still computes the current one. On the CPU all of it is a
+no-op.
 """
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from nmt.tokenizer import BOS, EOS, PAD
+from nmt.special import BOS, EOS, PAD
+from nmt.transfer import to_device
 
 
 @dataclass
@@ -41,16 +43,6 @@ class Batch:
         return Batch(to_device(self.src, device), self.src_len.pin_memory(),
                      to_device(self.tgt_in, device), to_device(self.tgt_out, device),
                      self.ntokens, self.index)
-
-
-def to_device(x: Tensor, device) -> Tensor:
-    """A host tensor on `device` without making the host wait: to a GPU it is pinned and copied
-    asynchronously (a copy from pageable memory may wait for the GPU's queue); anything already
-    on `device` is returned as it is."""
-    device = torch.device(device)
-    if device.type == "cuda" and x.device.type == "cpu" and not x.is_pinned():
-        x = x.pin_memory()
-    return x.to(device, non_blocking=True)
 
 
 K = TypeVar("K")

@@ -70,6 +70,7 @@ from nmt.errors import NMTError
 from nmt.evaluation import (bleu_interval, length_unit, paired_bootstrap, resolve_tokenize, score,
                             scoring, seed_bootstrap, seed_interval, sentence_length)
 from nmt.prediction import translate_lines
+from nmt.registry import design as model_design
 from nmt.rundir import flat
 from nmt.tokenizer import Tokenizer
 from nmt.training import DATA_RECORD
@@ -699,17 +700,9 @@ def length_buckets(src: list[str], edges: list[int],
 
 def design(r) -> str:
     """What a system's decoder does with the source: the part that differs *because it is the
-    method* (the report prints it beside the parameter counts)."""
-    m = r.model
-    if m.arch == "transformer":
-        return f"{m.dec_layers} layers of self- and cross-attention, {m.heads} heads; no recurrence"
-    if m.attention == "none":
-        return "fixed context: the encoder summary c, into the RNN and the readout at every step"
-    if m.attention == "bahdanau":
-        return "attends from s_{i-1} (before the RNN step); c_i into the RNN and the readout"
-    feed = "; ~h_t fed back (input feeding)" if m.input_feeding else ""
-    return f"attends from h_t (after the RNN step), {m.attention.removeprefix('luong-')} " \
-           f"score; readout ~h_t = tanh(W_c [c_t; h_t]){feed}"
+    method* (the report prints it beside the parameter counts); its family's or attention
+    kind's line in registry.py."""
+    return model_design(r.model)
 
 
 def collect(cmp: Comparison, out: Path, tests: dict) -> dict:

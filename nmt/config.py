@@ -18,9 +18,8 @@ from typing import Any, Callable
 import yaml
 
 from nmt.errors import NMTError
+from nmt.registry import ARCHS, ATTENTIONS
 
-ATTENTIONS = ("none", "bahdanau", "luong-dot", "luong-general", "luong-concat",
-              "scaled-dot", "cosine", "luong-local")
 INIT_STEPS = ("zero_bias", "xavier", "orthogonal", "identity_general")  # nmt/initialization.py
 SHORTLIST_MAX = 100  # decode.shortlist: most candidates per source piece (nmt/shortlist.py)
 SOURCES = ("multi30k", "files", "tsv", "csv", "jsonl", "hf")  # data.source, read by nmt/data.py
@@ -79,9 +78,11 @@ class TokenizerConfig:
 
 @dataclass
 class ModelConfig:
-    arch: str = "transformer"       # transformer | rnn
+    arch: str = "transformer"       # transformer | rnn (a family of nmt/registry.py)
     # --- RNN (Bahdanau/Luong family) ---
-    attention: str = "bahdanau"     # one of ATTENTIONS; `none` is the Cho/Sutskever baseline
+    # an attention kind of nmt/registry.py (none, bahdanau, luong-dot, ...: docs/architecture.md);
+    # `none` is the Cho/Sutskever baseline
+    attention: str = "bahdanau"
     rnn_type: str = "gru"           # gru | lstm
     emb_dim: int = 256              # RNN token embedding size
     hidden_size: int = 512          # RNN decoder size; a bidirectional encoder splits it in two
@@ -284,7 +285,7 @@ def _check_data(d: DataConfig, t: TokenizerConfig, c: Check) -> None:
 
 
 def _check_model(m: ModelConfig, c: Check) -> None:
-    c(m.arch in ("transformer", "rnn"), "model.arch", "must be transformer or rnn")
+    c(m.arch in ARCHS, "model.arch", f"must be {' or '.join(ARCHS)}")
     c(m.attention in ATTENTIONS, "model.attention",
       f"unknown attention {m.attention!r}; use one of {', '.join(ATTENTIONS)}")
     c(m.rnn_type in ("gru", "lstm"), "model.rnn_type", "must be gru or lstm")

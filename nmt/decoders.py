@@ -10,15 +10,20 @@ The RNN hidden state is (layers, B, H) inside torch but stored batch-first, (B, 
 the state dict, so that beam search can index_select every state tensor along dim 0. Beam search
 may keep the source side (memory, keys, mask, final) once per sentence for its G hypotheses
 (Seq2Seq.grouped_source): Attention then takes a sentence's G rows as its positions.
+
+Which decoder and which score module a recipe's `model.attention` gets is its entry in
+registry.py (by class name); `attention_for` builds the attention module an entry describes.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
-from nmt.attention import (Attention, BahdanauScore, ConcatScore, CosineScore, DotScore,
-                           GeneralScore, LocalPosition, ScaledDotScore)
+from nmt import attention as scores  # the score classes, looked up by an entry's name
+from nmt.attention import Attention, LocalPosition
+from nmt.config import ModelConfig
 from nmt.encoders import Hidden, run_rnn
+from nmt.registry import AttentionKind
 from nmt.seq2seq import OutputLayer
 
 
@@ -71,6 +76,12 @@ class RNNDecoder(nn.Module):
         """Readout t (B, T, R) -> logits (B, T, V): one matmul for all positions."""
         return self.out(self.proj(self.dropout(t)))
 
+    @classmethod
+    def from_config(cls, m: ModelConfig, embed: nn.Embedding, kind: AttentionKind) -> RNNDecoder:
+        """The decoder a recipe's model settings describe, attending as `kind` says, over the
+        encoder's annotations (model.hidden_size features, as the decoder)."""
+        raise NotImplementedError
+
 
 class ContextDecoder(RNNDecoder):
     """Cho et al. 2014 (no attention) and Bahdanau et al. 2015 (additive attention).
@@ -90,11 +101,18 @@ class ContextDecoder(RNNDecoder):
     """
 
     def __init__(self, embed: nn.Embedding, enc_dim: int, hidden: int, layers: int,
-                 rnn_type: str, dropout: float, readout: int, attention: bool, tie: bool):
+                 rnn_type: str, dropout: float, readout: int, attention: AttentionKind,
+                 tie: bool):
         emb = embed.embedding_dim
         super().__init__(embed, emb + enc_dim, hidden, layers, rnn_type, dropout, readout, tie)
-        self.attention = Attention(BahdanauScore(hidden, enc_dim, hidden)) if attention else None
+        self.attention = attention_for(attention, hidden, enc_dim, window=0)
         self.deep_out = nn.Linear(hidden + enc_dim + emb, readout)
+
+    @classmethod
+    def from_config(cls, m: ModelConfig, embed: nn.Embedding,
+                    kind: AttentionKind) -> ContextDecoder:
+        return cls(embed, m.hidden_size, m.hidden_size, m.dec_layers, m.rnn_type, m.dropout,
+                   m.readout or m.hidden_size, kind, m.tie_embeddings)
 
     def start(self, enc: dict[str, Tensor]) -> dict[str, Tensor]:
         state = self.init_state(enc)
@@ -125,21 +143,16 @@ class ContextDecoder(RNNDecoder):
         return self.logits(t), attn, {**state, "hidden": _batch_first(h)}
 
 
-def luong_attention(kind: str, hidden: int, enc_dim: int, window: int) -> Attention:
-    """`model.attention` name -> Attention (Luong et al. 2015, Eq. 8; local-p Eq. 9-10)."""
-    if kind == "luong-dot":
-        return Attention(DotScore(hidden, enc_dim))
-    if kind == "luong-general":
-        return Attention(GeneralScore(hidden, enc_dim))
-    if kind == "luong-concat":
-        return Attention(ConcatScore(hidden, enc_dim, hidden))
-    if kind == "scaled-dot":
-        return Attention(ScaledDotScore(hidden, enc_dim))
-    if kind == "cosine":
-        return Attention(CosineScore(hidden, enc_dim))
-    if kind == "luong-local":   # local-p with the general score, the paper's best variant
-        return Attention(GeneralScore(hidden, enc_dim), LocalPosition(hidden, window))
-    raise ValueError(f"not a Luong attention: {kind}")
+def attention_for(kind: AttentionKind, hidden: int, enc_dim: int,
+                  window: int) -> Attention | None:
+    """The attention module of `kind` (an entry of registry.ATTENTION_KINDS) for a decoder of
+    `hidden` units over annotations of `enc_dim` features: its score class of attention.py
+    (Luong et al. 2015, Eq. 8, and the others), with the predictive window of half-width
+    `window` for a local kind (local-p, Eq. 9-10); None for the attention-free baseline."""
+    if not kind.attends:
+        return None
+    score = getattr(scores, kind.score)(hidden, enc_dim)
+    return Attention(score, LocalPosition(hidden, window) if kind.local else None)
 
 
 class LuongDecoder(RNNDecoder):
@@ -159,14 +172,23 @@ class LuongDecoder(RNNDecoder):
     """
 
     def __init__(self, embed: nn.Embedding, enc_dim: int, hidden: int, layers: int,
-                 rnn_type: str, dropout: float, readout: int, attention: str,
+                 rnn_type: str, dropout: float, readout: int, attention: AttentionKind,
                  input_feeding: bool, window: int, tie: bool):
         emb = embed.embedding_dim
         super().__init__(embed, emb + (readout if input_feeding else 0), hidden, layers,
                          rnn_type, dropout, readout, tie)
-        self.attention = luong_attention(attention, hidden, enc_dim, window)
+        self.attention = attention_for(attention, hidden, enc_dim, window)
+        if self.attention is None:
+            raise ValueError(f"{attention.name}: LuongDecoder needs an attention kind with a score")
         self.w_c = nn.Linear(enc_dim + hidden, readout, bias=False)
         self.input_feeding = input_feeding
+
+    @classmethod
+    def from_config(cls, m: ModelConfig, embed: nn.Embedding,
+                    kind: AttentionKind) -> LuongDecoder:
+        return cls(embed, m.hidden_size, m.hidden_size, m.dec_layers, m.rnn_type, m.dropout,
+                   m.readout or m.hidden_size, kind, m.input_feeding, m.local_window,
+                   m.tie_embeddings)
 
     def start(self, enc: dict[str, Tensor]) -> dict[str, Tensor]:
         state = self.init_state(enc)

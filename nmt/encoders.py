@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
-from nmt.batching import to_device
+from nmt.transfer import to_device
 
 Hidden = Tensor | tuple[Tensor, Tensor]  # GRU h, or LSTM (h, c); each (layers, B, H)
 

@@ -8,6 +8,8 @@ resampled: both sources of variance in one test).
 References follow sacreBLEU: `refs` is a list of reference *streams*, each with one line per
 hypothesis (one reference set = `[ref_lines]`).
 
+`nmt eval` prints what score_systems and score_table make here (cli.py only prints them).
+
 Which tokenizer BLEU uses follows the target language (recipe field eval.tokenize, `auto` by
 default: resolve_tokenize is its one owner), so that a Japanese or Chinese target, written without
 spaces, is not scored as one "word" per line; docs/scoring.md has the table and the reasons.
@@ -16,9 +18,11 @@ from __future__ import annotations
 
 import importlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rich.table import Table
 from sacrebleu.metrics import BLEU, CHRF, TER
 from sacrebleu.significance import PairedTest, estimate_ci
 
@@ -191,6 +195,25 @@ def paired_bootstrap(baseline: list[str], systems: dict[str, list[str]], refs: l
     return rows
 
 
+def score_systems(hyps: dict[str, list[str]], refs: list[list[str]], tokenize: str = "13a",
+                  lowercase: bool = False) -> dict:
+    """`nmt eval`'s scores of each system's hypotheses (name -> lines): {"systems": name ->
+    {"bleu", "chrf", "ter"}, "signatures": metric -> its sacreBLEU signature} and, with
+    several systems, the paired bootstrap of each against the first: "baseline" (its name)
+    and "bootstrap" (paired_bootstrap's rows)."""
+    result: dict = {"systems": {}}
+    for name, lines in hyps.items():
+        s = score(lines, refs, tokenize, lowercase)
+        result["signatures"] = s.pop("signatures")
+        result["systems"][name] = s
+    if len(hyps) > 1:
+        (base, base_lines), *others = hyps.items()
+        result["baseline"] = base
+        result["bootstrap"] = paired_bootstrap(base_lines, dict(others), refs, base, tokenize,
+                                               lowercase)
+    return result
+
+
 def seed_interval(runs: list[list[str]], refs: list[str], tokenize: str = "13a",
                   lowercase: bool = False) -> dict:
     """Mean corpus BLEU over the seeds' hypotheses `runs` (one list per seed) with the 95%
@@ -330,3 +353,43 @@ def read_aligned(hyp_paths: list[str], ref_paths: list[str]) -> tuple[dict[str, 
             raise NMTError(f"{p} has {len(lines)} lines but {first} has {n}; "
                            "hypotheses and references must be line-aligned")
     return hyps, refs
+
+
+@dataclass
+class ScoreTable:
+    """What `nmt eval` prints for a result (score_systems' keys, and with --checkpoint its
+    perplexity and decode settings), each part to be printed as it is."""
+    table: Table             # one row per system: BLEU, chrF, TER (and bootstrap mean and p)
+    perplexity: str | None   # with --checkpoint: the references' teacher-forced perplexity
+    signatures: list[str]    # one line per metric, never wrapped, so it can be copied whole
+
+
+def score_table(result: dict) -> ScoreTable:
+    """`nmt eval`'s table of `result` (what --json prints)."""
+    bs = result.get("bootstrap")
+    names = list(result["systems"])
+    short = [Path(n).name for n in names]  # file names read better, when they are unique
+    shown = dict(zip(names, short if len(set(short)) == len(short) else names))
+    table = Table(title=f"scores against {', '.join(result['refs'])}",
+                  caption=None if not bs else "BLEU μ ± 95% CI and p: paired bootstrap, 1000 "
+                  "resamples, against the first system; * p < 0.05 (chrF's: --json)")
+    table.add_column("system", overflow="fold")
+    for col in ("BLEU", "chrF", "TER") + (("BLEU μ ± CI", "p") if bs else ()):
+        table.add_column(col, justify="right", no_wrap=True)
+    for name, s in result["systems"].items():
+        row = [shown[name], f"{s['bleu']:.2f}", f"{s['chrf']:.2f}", f"{s['ter']:.2f}"]
+        if bs:
+            b, p = bs[name], bs[name]["p_value"]
+            row += [f"{b['mean']:.2f} ± {b['ci']:.2f}",
+                    "baseline" if p is None else f"{p:.4f}{'*' if p < 0.05 else ''}"]
+        table.add_row(*row)
+    perplexity = None
+    if "ppl" in result:
+        decode = result["decode"]
+        perplexity = (f"teacher-forced perplexity of the references: {result['ppl']:.2f} "
+                      f"(NLL {result['nll']:.4f} per token; scores of "
+                      + ("sampled translations" if decode["sample"] else f"beam {result['beam']}")
+                      + (f", shortlist {decode['shortlist']},{decode['shortlist_frequent']}"
+                         if decode["shortlist"] else "") + ")")
+    signatures = [f"{metric} signature: {sig}" for metric, sig in result["signatures"].items()]
+    return ScoreTable(table, perplexity, signatures)

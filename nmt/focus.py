@@ -21,10 +21,11 @@ import math
 
 import torch
 
-from nmt.batching import collate, to_device, token_batches
+from nmt.batching import collate, token_batches
 from nmt.model import RNNSeq2Seq
 from nmt.prediction import decoding_precision, eval_mode
-from nmt.tokenizer import PAD
+from nmt.special import PAD
+from nmt.transfer import to_device
 
 
 def attention_focus(model, pairs: list[tuple[list[int], list[int]]], batch_tokens: int,

@@ -23,7 +23,7 @@ import torch
 from matplotlib import font_manager
 
 from nmt.search import greedy
-from nmt.tokenizer import BOS, EOS
+from nmt.special import BOS, EOS
 
 
 # fonts for the scripts that DejaVu Sans (matplotlib's own: Latin, Greek, Cyrillic, Arabic,

@@ -30,7 +30,7 @@ from nmt.config import DecodeConfig
 from nmt.distributed import decode_batch_tokens, uses_bf16
 from nmt.errors import NMTError
 from nmt.search import decoding_generator, max_output_len, translate_batch
-from nmt.tokenizer import PAD
+from nmt.special import PAD
 
 CHUNK_LINES = 10_000   # lines read, sorted and decoded together when streaming a file
 MAX_SRC_TOKENS = 1024  # source cap (incl. EOS) for models without a position table

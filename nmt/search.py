@@ -53,10 +53,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from nmt.batching import to_device
 from nmt.config import DecodeConfig
 from nmt.seq2seq import output_subset
-from nmt.tokenizer import BOS, EOS, PAD
+from nmt.special import BOS, EOS, PAD
+from nmt.transfer import to_device
 
 NEG_INF = float("-inf")
 Hyp = tuple[list[int], float]

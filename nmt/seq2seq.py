@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nmt.batching import to_device
+from nmt.transfer import to_device
 
 
 class Seq2Seq(nn.Module):

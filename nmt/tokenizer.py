@@ -1,8 +1,8 @@
 """SentencePiece subwords (Kudo & Richardson 2018): unigram LM (Kudo 2018) or BPE (Sennrich et al.
 2016), one joint model over both languages by default, or one model per side.
 
-Special ids are fixed here, once, and every model is trained with them, so PAD/UNK/BOS/EOS mean
-the same in every vocabulary and the model code never asks the tokenizer.
+Special ids are fixed once (nmt/special.py) and every model is trained with them, so
+PAD/UNK/BOS/EOS mean the same in every vocabulary and the model code never asks the tokenizer.
 """
 from __future__ import annotations
 
@@ -18,9 +18,7 @@ import sentencepiece as spm
 
 from nmt.config import TokenizerConfig
 from nmt.errors import NMTError
-
-PAD, UNK, BOS, EOS = 0, 1, 2, 3
-SPECIAL = (PAD, BOS, EOS)  # ids that never reach detokenized text (UNK shows as ⁇)
+from nmt.special import BOS, EOS, PAD, SPECIAL, UNK  # also imported from here by export, tests
 
 JOINT_FILE, SRC_FILE, TGT_FILE = "spm.model", "src.model", "tgt.model"
 INFO_FILE = "tokenizer.json"  # what was built: pieces per model (asked and built), sample, coverage

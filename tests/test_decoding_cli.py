@@ -6,9 +6,10 @@ import pytest
 from helpers_ckpt import make_checkpoint, multi30k_lines
 from typer.testing import CliRunner
 
-from cli import _parse_max_len, app
+from cli import app
 from nmt import checkpoint
 from nmt.config import Recipe, to_dict
+from nmt.decode_options import parse_max_len
 from nmt.errors import NMTError
 from nmt.model import build_model
 from nmt.tokenizer import Tokenizer
@@ -52,12 +53,12 @@ def _translate(run, src, *args):
 
 
 def test_max_len_forms():
-    assert _parse_max_len("80") == (0.0, 80)
-    assert _parse_max_len("1.5x") == (1.5, 0)
-    assert _parse_max_len("2x+10") == (2.0, 10)
+    assert parse_max_len("80") == (0.0, 80)
+    assert parse_max_len("1.5x") == (1.5, 0)
+    assert parse_max_len("2x+10") == (2.0, 10)
     for bad in ("x", "-3", "1.5y", "2x-1", ""):
         with pytest.raises(NMTError, match="--max-len"):
-            _parse_max_len(bad)
+            parse_max_len(bad)
 
 
 def test_translate_length_controls(runs, src_file):
