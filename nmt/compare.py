@@ -72,7 +72,6 @@ from nmt.evaluation import (bleu_interval, length_unit, paired_bootstrap, resolv
 from nmt.prediction import translate_lines
 from nmt.rundir import flat
 from nmt.tokenizer import Tokenizer
-from nmt.layout import DATA_RECORD
 
 console = Console(stderr=True)
 # sections every system must share, or BLEU is not comparable
@@ -289,7 +288,7 @@ def build_tokenizer(first: Recipe, tok_dir: Path, heldout: Path | None = None) -
     Tokenizer.train(train.src, train.tgt, tok_dir, first.tokenizer,
                     log=lambda line: console.print(f"[bold]tokenizer[/] {escape(line)}"))
     (tok_dir / layout.TOKENIZER_SETTINGS).write_text(json.dumps(_tokenizer_key(first), indent=2))
-    (tok_dir / DATA_RECORD).write_text(json.dumps({"train": identity.of_corpus(train)}))
+    (tok_dir / layout.DATA_RECORD).write_text(json.dumps({"train": identity.of_corpus(train)}))
 
 
 def _tokenizer_key(r: Recipe | dict) -> dict:
@@ -349,7 +348,7 @@ def _data_changed(d: Path, r: Recipe, splits=("train", "valid")) -> str | None:
     shared tokenizer was made from) differs from r's now; None when it is the same, or when d
     has no record (made before data.json existed)."""
     try:
-        recorded = json.loads((d / DATA_RECORD).read_text())
+        recorded = json.loads((d / layout.DATA_RECORD).read_text())
     except (OSError, ValueError):
         return None
     names = {"train": r.data.train, "valid": r.data.valid}
