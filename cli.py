@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from nmt import __version__
+from nmt import __version__, layout
 from nmt.allocator import keep_freed_memory
 from nmt.atomic import check_parent
 from nmt.errors import NMTError
@@ -274,7 +274,7 @@ def train_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (w
               out: Optional[Path] = typer.Option(None, "--out", help="Run directory "
                                                  "(default runs/<recipe name>)."),
               resume: bool = typer.Option(False, "--resume", help="Continue the run in --out "
-                                          "from its last.pt, with the recipe stored there "
+                                          f"from its {layout.LAST}, with the recipe stored there "
                                           "(--set may change only when to stop and the "
                                           "device)."),
               overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run "
@@ -284,7 +284,7 @@ def train_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (w
               device: Optional[str] = typer.Option(None, "--device", help="auto | cpu | cuda "
                                                    "(overrides train.device)."),
               init_from: Optional[Path] = typer.Option(None, "--init-from", help="Fine-tune: "
-                                                       "start from this run's best.pt (or a "
+                                                       f"start from this run's {layout.BEST} (or a "
                                                        ".pt file) and its tokenizer; optimizer, "
                                                        "schedule and steps start fresh."),
               data: Optional[str] = DATA, src: Optional[str] = SRC_LANG,
@@ -293,11 +293,9 @@ def train_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (w
     """Train a model: best.pt, last.pt, metrics.jsonl and recipe.yaml go into the run directory.
 
     For several GPUs: torchrun --nproc_per_node=N cli.py train RECIPE ..."""
-    import tempfile
-
     from nmt.config import load_recipe, recipe_from_dict
     from nmt.finetune import load_init
-    from nmt.rundir import resume_command, resume_recipe
+    from nmt.rundir import resume_command
     from nmt.training import train
 
     if init_from is not None and resume:
@@ -307,11 +305,13 @@ def train_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (w
     sets = data_sets + set_ + ([f"train.device={device}"] if device else [])
     if resume and data_sets:
         raise NMTError("--resume continues with the run's own data; drop --data/--src/--tgt")
+    # with --resume the recipe is the run's own: training reads it from last.pt once it holds
+    # the run directory's lock, and applies `sets` to it
+    r = None
     if resume:
         if out is None and recipe is None:
             raise NMTError("--resume needs --out RUN_DIR: the run to continue")
         out = out or Path("runs") / load_recipe(recipe).name
-        r = resume_recipe(out, sets)  # the run's own recipe, whatever the file says now
     elif recipe is None and data_sets:  # the default recipe (a Transformer) on your data
         r = recipe_from_dict({}, where="default recipe", overrides=sets)
         r.name = Path(data or src_file or "default").name.split(".")[0] or "default"
@@ -321,16 +321,15 @@ def train_cmd(recipe: Optional[Path] = typer.Argument(None, help="Recipe YAML (w
     else:
         r = load_recipe(recipe, sets)
     out = out or Path("runs") / r.name
-    with tempfile.TemporaryDirectory(prefix="nmt-init-") as tmp:
-        init = load_init(init_from, r) if init_from is not None else None
-        if init is not None:
-            init.tokenizer.save(Path(tmp) / "tokenizer")
-            err.print(f"fine-tuning from {init.path} (step {init.step}): its weights and "
-                      "tokenizer; optimizer, schedule and step count start fresh",
-                      highlight=False, markup=False)
-        summary = train(r, out, resume=resume, overwrite=overwrite, quiet=quiet,
-                        tokenizer_dir=Path(tmp) / "tokenizer" if init else None,
-                        init_weights=init.weights if init else None)
+    init = load_init(init_from, r) if init_from is not None and r is not None else None
+    if init is not None:
+        err.print(f"fine-tuning from {init.path} (step {init.step}): its weights and "
+                  "tokenizer; optimizer, schedule and step count start fresh",
+                  highlight=False, markup=False)
+    summary = train(r, out, resume=resume, overwrite=overwrite, quiet=quiet,
+                    tokenizer=init.tokenizer if init else None,
+                    init_weights=init.weights if init else None,
+                    overrides=sets if resume else None)
     if summary["interrupted"]:
         # one plain line, never wrapped, so it can be copied whole; the checkpoint holds the
         # recipe, so it needs no recipe file and no --set
@@ -346,7 +345,8 @@ def average_cmd(
                                              "first of the .pt files."),
         files: List[Path] = typer.Argument(None, help="More .pt files to average."),
         last: Optional[int] = typer.Option(None, "--last", help="Average the run's last K "
-                                           "periodic checkpoints (step-N.pt; train with "
+                                           "periodic checkpoints "
+                                           f"({layout.PERIODIC.format(step='N')}; train with "
                                            "train.keep_last >= K)."),
         out: Path = typer.Option(..., "-o", "--out", help="The averaged checkpoint (.pt).")):
     """Average the weights of checkpoints of one model into one that translate, eval and
@@ -386,7 +386,7 @@ SHORTLIST = typer.Option(None, "--shortlist", min=0, help="Vocabulary shortlist:
                          "output layer only for the K target pieces that co-occur best with "
                          "each source piece of a batch in the training data, plus the most "
                          "frequent ones (built once from the training data, saved beside the "
-                         "checkpoint as shortlist.pt); 0 = the full softmax (default: the "
+                         f"checkpoint as {layout.SHORTLIST}); 0 = the full softmax (default: the "
                          "recipe's decode.shortlist).")
 SHORTLIST_FREQUENT = typer.Option(None, "--shortlist-frequent", min=0, help="With --shortlist: "
                                   "the N most frequent target pieces are always allowed "
@@ -427,8 +427,8 @@ def _load_for_decoding(checkpoint: Path, device: str, ensemble: Optional[List[Pa
 @user_errors
 def translate_cmd(
         input: str = typer.Argument("-", help="UTF-8 text, one sentence per line; - = stdin."),
-        checkpoint: Path = typer.Option(..., "--checkpoint", help="Run directory (its best.pt) "
-                                        "or a .pt file."),
+        checkpoint: Path = typer.Option(..., "--checkpoint", help=f"Run directory (its "
+                                        f"{layout.BEST}) or a .pt file."),
         output: str = typer.Option("-", "-o", "--output", help="Output file; - = stdout."),
         beam: Optional[int] = typer.Option(None, "--beam", min=1, help="Beam size; 1 = greedy "
                                            "(default: the recipe's decode.beam)."),
@@ -497,7 +497,8 @@ def _translate_ctranslate2(path: Path, input: str, output: str, options, ensembl
 @app.command("export")
 @user_errors
 def export_cmd(
-        checkpoint: Path = typer.Argument(..., help="Run directory (its best.pt) or .pt file."),
+        checkpoint: Path = typer.Argument(..., help=f"Run directory (its {layout.BEST}) or .pt "
+                                          "file."),
         to: str = typer.Option("ctranslate2", "--to", help="Target format: ctranslate2."),
         out: Path = typer.Option(..., "-o", "--out", help="Directory to write."),
         quantization: str = typer.Option("float32", "--quantization", help="CTranslate2 "

@@ -44,13 +44,14 @@ SYSTEMS = {"none": "no-attention", "bahdanau": "bahdanau", "luong-dot": "luong-d
 def _run(job: dict) -> dict:
     import torch
 
+    from nmt.tokenizer import Tokenizer
     from nmt.training import train
 
     torch.set_num_threads(job["threads"])
     recipe = load_recipe(job["recipe"], job["overrides"])
     t0 = time.time()
     summary = train(recipe, Path(job["out"]), overwrite=True, quiet=True,
-                    tokenizer_dir=Path(job["tokenizer"]))
+                    tokenizer=Tokenizer.load(Path(job["tokenizer"])))
     curve = [r for r in map(json.loads, (Path(job["out"]) / "metrics.jsonl").open())
              if "val_bleu" in r]
     return {**{k: job[k] for k in ("system", "scheme", "seed")}, "wall": time.time() - t0,

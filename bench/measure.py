@@ -213,7 +213,8 @@ def brief_train_worker(spec: BriefTrainSpec) -> dict:
                  schedule="inverse_sqrt" if k == "T" else "constant", warmup=max(steps // 4, 1))
     recipe = Recipe(name=f"bench-{k}", model=CONFIGS[k], train=tr)
     t0 = time.time()
-    summary = train(recipe, Path(spec.out), overwrite=True, quiet=True, tokenizer_dir=TOK_DIR)
+    summary = train(recipe, Path(spec.out), overwrite=True, quiet=True,
+                    tokenizer=Tokenizer.load(TOK_DIR))
     return {"seconds": time.time() - t0, "best_bleu": summary.get("best_bleu"),
             "tokens_per_s": summary.get("tokens_per_s")}
 

@@ -322,11 +322,12 @@ def run_ours(name: str, model: ModelConfig, budget: int, updates: int, valid_eve
 def child_train(recipe_file: str, out: str, per_batch: str) -> None:
     """The child of run_ours: train, print the summary as JSON."""
     from nmt.config import load_recipe
+    from nmt.tokenizer import Tokenizer
     from nmt.training import train
 
     batcher = joey_batches(int(per_batch)) if int(per_batch) else token_batches
     summary = train(load_recipe(recipe_file), Path(out), overwrite=True, quiet=True,
-                    tokenizer_dir=measure.TOK_DIR, batcher=batcher)
+                    tokenizer=Tokenizer.load(measure.TOK_DIR), batcher=batcher)
     print(json.dumps(summary))
 
 

@@ -41,7 +41,6 @@ from nmt.errors import NMTError
 from nmt.evaluation import score
 from nmt.export import is_ctranslate2_dir
 from nmt.prediction import _one_line, decoding_precision, eval_mode, source_cap, translate_lines
-from nmt.rundir import resume_recipe
 from nmt.search import decoding_generator, max_output_len, translate_batch
 from nmt.seq2seq import count_parameters
 from nmt.shortlist import use_shortlist
@@ -245,17 +244,17 @@ def train(recipe: str | Path | Recipe | None = None, out: str | Path | None = No
     """
 
     sets = list(sets) + ([f"train.device={device}"] if device else [])
-    if resume:
+    if resume:  # the run's own recipe with `sets`, read from its last.pt under its lock
         if out is None:
             raise NMTError("resume=True needs out=RUN_DIR: the run to continue")
-        r = resume_recipe(Path(out), sets)
-    elif recipe is None:
+        return train_run(None, Path(out), resume=True, overwrite=overwrite, quiet=quiet,
+                         overrides=sets)
+    if recipe is None:
         raise NMTError("give a recipe (a YAML path or a Recipe) to train, or resume=True with "
                        "out=RUN_DIR")
-    else:
-        r = _recipe(recipe, sets)
+    r = _recipe(recipe, sets)
     out = Path(out) if out is not None else Path("runs") / r.name
-    return train_run(r, out, resume=resume, overwrite=overwrite, quiet=quiet)
+    return train_run(r, out, overwrite=overwrite, quiet=quiet)
 
 
 def compare(recipe, out: str | Path | None = None, *, sets: Sequence[str] = (),

@@ -15,14 +15,11 @@ from typing import Callable
 
 import torch
 
-from nmt import checkpoint
+from nmt import checkpoint, layout
 from nmt.config import recipe_from_dict
 from nmt.errors import NMTError
 from nmt.model import build_model
 from nmt.tokenizer import Tokenizer
-
-AVERAGED = "averaged.pt"  # what training writes when train.average_last is set
-
 
 def periodic_checkpoints(run_dir: Path, last: int) -> list[Path]:
     """The newest `last` step-N.pt files of a run directory, oldest first."""
@@ -32,18 +29,12 @@ def periodic_checkpoints(run_dir: Path, last: int) -> list[Path]:
                        "or the .pt files to average")
     if last < 1:
         raise NMTError(f"--last must be >= 1, got {last}")
-    found = sorted(run_dir.glob("step-*.pt"), key=_step_of)
+    found = layout.periodic(run_dir)
     if len(found) < last:
-        raise NMTError(f"{run_dir}: {len(found)} periodic checkpoint(s) (step-N.pt), --last "
+        raise NMTError(f"{run_dir}: {len(found)} periodic checkpoint(s) "
+                       f"({layout.PERIODIC.format(step='N')}), --last "
                        f"asks for {last}; train with train.keep_last >= {last} to keep them")
     return found[-last:]
-
-
-def _step_of(p: Path) -> int:
-    try:
-        return int(p.stem.split("-", 1)[1])
-    except ValueError:
-        return -1
 
 
 def _model_diff(a: dict, b: dict) -> str:
@@ -63,10 +54,10 @@ def average_checkpoints(paths: list[Path]) -> dict:
     first = checkpoint.load(paths[0])
     ref_model, ref_tok = first["recipe"]["model"], first["tokenizer"]
     total = {k: v.double() if v.is_floating_point() else v for k, v in first["model"].items()}
-    step = _trained_steps(first)
+    step = layout.checkpoint_step(first)
     for p in paths[1:]:
         ck = checkpoint.load(p)
-        step = _trained_steps(ck)
+        step = layout.checkpoint_step(ck)
         where = f"{ck['path']} and {first['path']}"
         if ck["recipe"]["model"] != ref_model:
             raise NMTError(f"cannot average {where}: different architectures "
@@ -113,11 +104,6 @@ def average(run: Path | None, files: list[Path], last: int | None, out: Path) ->
     return paths
 
 
-def _trained_steps(ck: dict) -> int | None:
-    """The updates behind a checkpoint: training keeps them in its RunState ("state")."""
-    return ck.get("state", {}).get("step", ck.get("step"))
-
-
 def average_at_end(run_dir: Path, last: int, validate: Callable[[torch.nn.Module], dict],
                    state, log) -> dict:
     """End of training (train.average_last = K): write averaged.pt from the last K periodic
@@ -128,23 +114,24 @@ def average_at_end(run_dir: Path, last: int, validate: Callable[[torch.nn.Module
     Returns the record written (kind "average"); a run that kept fewer than K checkpoints
     averages those there are and says so.
     """
-    have = sorted(Path(run_dir).glob("step-*.pt"), key=_step_of)
+    have = layout.periodic(run_dir)
     if not have:
         log.info("average_last: no periodic checkpoint was written; nothing to average")
         return {}
     paths = have[-last:]
     payload = average_checkpoints(paths)
-    checkpoint.save(Path(run_dir) / AVERAGED, payload)
+    checkpoint.save(Path(run_dir) / layout.AVERAGED, payload)
     recipe = recipe_from_dict(payload["recipe"], where=f"{run_dir} (recipe)")
     tok = Tokenizer.from_state(payload["tokenizer"])
     model = build_model(recipe.model, tok.src_vocab_size, tok.tgt_vocab_size, joint=tok.joint)
     model.load_state_dict(payload["model"])
-    steps = [_step_of(p) for p in paths]
+    steps = [layout.step_of(p) for p in paths]
     rec = {"kind": "average", "step": state.step, "averaged_steps": steps, **validate(model),
            "best_bleu": state.best_bleu}
     log.record(rec)
     short = f" (only {len(paths)} were kept)" if len(paths) < last else ""
     log.info(f"averaged the last {len(paths)} checkpoint{'s' * (len(paths) != 1)}{short} (steps "
-             f"{', '.join(map(str, steps))}) -> {AVERAGED}: valid BLEU {rec['val_bleu']:.2f}, "
-             f"loss {rec['val_loss']:.3f}; best.pt: BLEU {state.best_bleu:.2f}")
+             f"{', '.join(map(str, steps))}) -> {layout.AVERAGED}: valid BLEU "
+             f"{rec['val_bleu']:.2f}, loss {rec['val_loss']:.3f}; {layout.BEST}: BLEU "
+             f"{state.best_bleu:.2f}")
     return rec

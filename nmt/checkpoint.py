@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from nmt import __version__
+from nmt import __version__, layout
 from nmt.atomic import atomic_write
 from nmt.config import Recipe, recipe_from_dict, to_dict
 from nmt.errors import NMTError
@@ -48,7 +48,7 @@ def save(path: Path, payload: dict[str, Any], then: str = "continue with --resum
         if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
             kept = f"the previous {path.name} is kept" if path.is_file() else "nothing was written"
             raise NMTError(f"{path}: disk full while writing it ({cause.strerror}); {kept}. Free "
-                           f"space (old runs, step-*.pt files), then {then}") \
+                           f"space (old runs, {layout.PERIODIC_GLOB} files), then {then}") \
                 from None
         if isinstance(cause, OSError) and cause is not e:
             raise cause from None  # the file system's error, which the CLI reports in one line
@@ -56,17 +56,19 @@ def save(path: Path, payload: dict[str, Any], then: str = "continue with --resum
 
 
 def resolve(path: str | Path, which: str = "best") -> Path:
-    """A run directory means its `best.pt` (or `last.pt` when no best exists yet)."""
+    """A run directory means its `best.pt` (or `last.pt` when no best exists yet); `which`
+    "last" asks for its last.pt first."""
     path = Path(path)
     if path.is_dir():
-        for name in (f"{which}.pt", "best.pt", "last.pt"):
+        wanted = layout.CHECKPOINT[which]
+        for name in (wanted, layout.BEST, layout.LAST):
             if (path / name).is_file():
-                if name != f"{which}.pt":
-                    print(f"warning: {path} has no {which}.pt (no validation finished yet?); "
+                if name != wanted:
+                    print(f"warning: {path} has no {wanted} (no validation finished yet?); "
                           f"using {name}", file=sys.stderr)
                 return path / name
-        raise NMTError(f"{path}: no checkpoint (best.pt or last.pt) in this run directory; "
-                       "train first with `nmt train`")
+        raise NMTError(f"{path}: no checkpoint ({layout.BEST} or {layout.LAST}) in this run "
+                       "directory; train first with `nmt train`")
     if not path.is_file():
         raise NMTError(f"{path}: checkpoint not found")
     return path

@@ -60,7 +60,7 @@ import torch
 from rich.console import Console
 from rich.markup import escape
 
-from nmt import identity, report, rundir, training
+from nmt import identity, layout, report, rundir, training
 from nmt.checkpoint import load_for_inference
 from nmt.config import (DecodeConfig, Recipe, apply_overrides, coerce, read_yaml,
                         recipe_from_dict, to_dict)
@@ -73,7 +73,6 @@ from nmt.prediction import translate_lines
 from nmt.registry import design as model_design
 from nmt.rundir import flat
 from nmt.tokenizer import Tokenizer
-from nmt.training import DATA_RECORD
 
 console = Console(stderr=True)
 # sections every system must share, or BLEU is not comparable
@@ -289,8 +288,8 @@ def build_tokenizer(first: Recipe, tok_dir: Path, heldout: Path | None = None) -
                        heldout=heldout)
     Tokenizer.train(train.src, train.tgt, tok_dir, first.tokenizer,
                     log=lambda line: console.print(f"[bold]tokenizer[/] {escape(line)}"))
-    (tok_dir / "settings.json").write_text(json.dumps(_tokenizer_key(first), indent=2))
-    (tok_dir / DATA_RECORD).write_text(json.dumps({"train": identity.of_corpus(train)}))
+    (tok_dir / layout.TOKENIZER_SETTINGS).write_text(json.dumps(_tokenizer_key(first), indent=2))
+    (tok_dir / layout.DATA_RECORD).write_text(json.dumps({"train": identity.of_corpus(train)}))
 
 
 def _tokenizer_key(r: Recipe | dict) -> dict:
@@ -319,13 +318,13 @@ def _changes(old: dict, new: dict) -> str:
 
 def _stale_tokenizer(tok_dir: Path, r: Recipe) -> str | None:
     """Why the shared tokenizer in tok_dir is not the one r asks for (None: it is, or none)."""
-    settings = tok_dir / "settings.json"
+    settings = tok_dir / layout.TOKENIZER_SETTINGS
     if not any(tok_dir.glob("*.model")):
         return None
     if settings.is_file():
         built = json.loads(settings.read_text())
     else:  # written before settings.json existed: a system's resolved recipe records them
-        trained = sorted((tok_dir.parent / "systems").glob("*/recipe.yaml"))
+        trained = sorted(layout.ComparisonDir(tok_dir.parent).systems.glob(f"*/{layout.RECIPE}"))
         if not trained:
             return "it was built without a record of its settings"
         built = _tokenizer_key(read_yaml(trained[0]))
@@ -350,7 +349,7 @@ def _data_changed(d: Path, r: Recipe, splits=("train", "valid")) -> str | None:
     shared tokenizer was made from) differs from r's now; None when it is the same, or when d
     has no record (made before data.json existed)."""
     try:
-        recorded = json.loads((d / DATA_RECORD).read_text())
+        recorded = json.loads((d / layout.DATA_RECORD).read_text())
     except (OSError, ValueError):
         return None
     names = {"train": r.data.train, "valid": r.data.valid}
@@ -364,8 +363,8 @@ def _data_changed(d: Path, r: Recipe, splits=("train", "valid")) -> str | None:
 
 def _stale_system(run_dir: Path, r: Recipe, tok_dir: Path) -> str | None:
     """Why the run in run_dir is not what r asks for (None: it is, or there is no run yet)."""
-    saved = run_dir / "recipe.yaml"
-    if not saved.is_file() or not (run_dir / "last.pt").is_file():
+    saved = run_dir / layout.RECIPE
+    if not saved.is_file() or not (run_dir / layout.LAST).is_file():
         return None  # nothing trained yet (a start without a checkpoint is simply redone)
     # read as a Recipe, so that a field added since the run was trained counts at its default,
     # which is what the run trained with (as `nmt train --resume` reads it)
@@ -388,7 +387,7 @@ def _stale_system(run_dir: Path, r: Recipe, tok_dir: Path) -> str | None:
     if held_out(trained.data) != held_out(r.data):
         return (f"the splits held out of its corpus changed ({', '.join(held_out(trained.data))}"
                 f" -> {', '.join(held_out(r.data))}), and with them its training part")
-    if _tokenizer_files(run_dir / "tokenizer") != _tokenizer_files(tok_dir):
+    if _tokenizer_files(run_dir / layout.TOKENIZER) != _tokenizer_files(tok_dir):
         return "it was trained with another tokenizer"
     return _data_changed(run_dir, r)
 
@@ -404,7 +403,7 @@ def _decode_key(r: Recipe, src: list[str]) -> dict:
 
 
 def _fresh_hyp(hyp: Path, key: dict) -> bool:
-    info = hyp.with_suffix(".json")
+    info = layout.decoding_record(hyp)
     if not (hyp.is_file() and info.is_file()):
         return False
     saved = json.loads(info.read_text())
@@ -440,15 +439,16 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
     if out.exists() and not out.is_dir():
         raise NMTError(f"--out {out}: is a file, not a directory")
     scoring(first)  # a package eval.tokenize needs and lacks: an error before any training
-    tok_dir = out / "tokenizer"
+    where = layout.ComparisonDir(out)
+    tok_dir = where.tokenizer
 
     # ---- everything that would be reused must be what is asked for now, checked up front
     for sr in todo:  # a run an --overwrite (--retrain) set aside and was killed: back first
-        rundir.recover(out / "systems" / sr.dir)
+        rundir.recover(where.system(sr.dir))
     stale_tok = _stale_tokenizer(tok_dir, first)
     stale: dict[str, str] = {}  # run directory -> what changed since it was trained
     for sr in todo if not stale_tok else []:
-        why = _stale_system(out / "systems" / sr.dir, sr.recipe, tok_dir)
+        why = _stale_system(where.system(sr.dir), sr.recipe, tok_dir)
         if why:
             stale[sr.dir] = why
     if (stale_tok or stale) and not retrain:
@@ -458,7 +458,7 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
         raise NMTError(f"{out} holds results for another recipe ({what}). Pass --retrain to "
                        f"train {'them' if stale_tok or len(stale) > 1 else 'it'} again, or "
                        f"choose another --out")
-    heldout = out / "heldout"  # one held-out split, shared by every system
+    heldout = where.heldout  # one held-out split, shared by every system
     if held_out(first.data):
         console.print(holdout(first.data, heldout).summary(), highlight=False, markup=False)
     tests = {s: load_split(first.data, s, limit=first.data.max_test_pairs, heldout=heldout)
@@ -477,13 +477,13 @@ def run(cmp: Comparison, out: Path, only: list[str] | None = None, device: str =
     else:
         for i, sr in enumerate(todo, 1):
             head = f"[bold][{i}/{len(todo)}] {sr.dir}[/]"
-            _train_and_decode(sr, out / "systems" / sr.dir, tok_dir, tests, stale.get(sr.dir),
+            _train_and_decode(sr, where.system(sr.dir), tok_dir, tests, stale.get(sr.dir),
                               head, device, quiet)
 
     results = collect(cmp, out, tests)
-    (out / "results.json").write_text(json.dumps(results, indent=2))
+    where.results.write_text(json.dumps(results, indent=2))
     report.write(cmp, out, results, tests, tok)
-    console.print(f"[bold green]report:[/] {escape(str(out / 'report.md'))}")
+    console.print(f"[bold green]report:[/] {escape(str(where.report))}")
     return results
 
 
@@ -504,10 +504,11 @@ def _side_by_side(todo: list[SeedRun], out: Path, tok_dir: Path, tests: dict,
         while waiting or running:
             while waiting and len(running) < jobs:
                 sr = waiting.pop(0)
-                log = out / "systems" / f"{sr.dir}.log"
+                log = layout.ComparisonDir(out).system_log(sr.dir)
                 log.parent.mkdir(parents=True, exist_ok=True)
                 p = ctx.Process(target=_run_alone, name=sr.dir, args=(
-                    sr, threads, out / "systems" / sr.dir, tok_dir, tests, stale.get(sr.dir),
+                    sr, threads, layout.ComparisonDir(out).system(sr.dir), tok_dir, tests,
+                    stale.get(sr.dir),
                     device, log))
                 p.start()
                 running[p.sentinel] = (p, sr, log, time.time())
@@ -528,11 +529,11 @@ def _side_by_side(todo: list[SeedRun], out: Path, tok_dir: Path, tests: dict,
         # the runs are in sessions of their own, out of the terminal's reach: tell each once
         for p, *_ in running.values():
             os.kill(p.pid, signal.SIGINT)
-        console.print("[yellow]stopping:[/] every running system saves last.pt first")
+        console.print(f"[yellow]stopping:[/] every running system saves {layout.LAST} first")
         for p, *_ in running.values():
             p.join()
-        raise NMTError("interrupted: the running systems saved last.pt; run the same command "
-                       "again to resume") from None
+        raise NMTError(f"interrupted: the running systems saved {layout.LAST}; run the same "
+                       "command again to resume") from None
     finally:
         signal.signal(signal.SIGTERM, term)
     if failed:
@@ -593,7 +594,7 @@ def _train_and_decode(sr: SeedRun, run_dir: Path, tok_dir: Path, tests: dict,
     then every test set decoded unless its hypotheses are already what is asked for. `stale`:
     why the run there is for another recipe (it is trained again)."""
     r = sr.recipe
-    done = run_dir / "done.json"
+    done = run_dir / layout.DONE
     if stale:
         why = stale if stale.startswith("data changed") else f"recipe changed ({stale})"
         console.print(f"{head}: {escape(why)}: training again")
@@ -601,13 +602,13 @@ def _train_and_decode(sr: SeedRun, run_dir: Path, tok_dir: Path, tests: dict,
     if done.is_file():
         console.print(f"{head}: trained already, skipping")
     else:
-        resume = not stale and (run_dir / "last.pt").is_file()
+        resume = not stale and (run_dir / layout.LAST).is_file()
         console.print(f"{head}: {'resuming' if resume else 'training'}")
         if device != "auto":
             r.train.device = device
         summary = training.train(r, run_dir, resume=resume, overwrite=bool(stale),
-                                 quiet=quiet, tokenizer_dir=tok_dir,
-                                 heldout_dir=run_dir.parent.parent / "heldout")
+                                 quiet=quiet, tokenizer=Tokenizer.load(tok_dir),
+                                 heldout_dir=layout.ComparisonDir.of_system(run_dir).heldout)
         if summary.get("interrupted"):
             raise NMTError(f"interrupted while training {sr.dir}; run the same command again "
                            "to resume")
@@ -616,7 +617,7 @@ def _train_and_decode(sr: SeedRun, run_dir: Path, tok_dir: Path, tests: dict,
         summary["seed"] = r.train.seed
         done.write_text(json.dumps(summary, indent=2, default=str))
     for split, corpus in tests.items():
-        hyp = run_dir / f"{split}.hyp"
+        hyp = layout.hypotheses(run_dir, split)
         key = _decode_key(r, corpus.src)
         if not stale and _fresh_hyp(hyp, key):
             continue
@@ -646,7 +647,7 @@ def _decode(run_dir: Path, src: list[str], hyp: Path, device: str, r: Recipe,
     info = {"seconds": seconds, "sentences": len(src), "sent_per_s": len(src) / seconds,
             "device": _device_name(dev, used), "beam": r.decode.beam,
             "batch_tokens": decode_batch_tokens(r.decode.batch_tokens, dev), **key}
-    hyp.with_suffix(".json").write_text(json.dumps(info, indent=2))
+    layout.decoding_record(hyp).write_text(json.dumps(info, indent=2))
 
 
 def _device_name(dev: torch.device, threads: int | None = None) -> str:
@@ -661,7 +662,7 @@ def _device_name(dev: torch.device, threads: int | None = None) -> str:
 # ----------------------------------------------------------------------------- scoring
 
 def _metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
+    path = run_dir / layout.METRICS
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -771,11 +772,11 @@ def _run_result(sr: SeedRun, out: Path, tests: dict, left_out: dict,
     another recipe (then noted in left_out, as is a test set decoded for other settings). The
     test sets are scored now, with the scoring `ev` (collect's) asks for, from the hypothesis
     files: a change of eval.tokenize re-scores them without decoding again."""
-    r, run_dir = sr.recipe, out / "systems" / sr.dir
-    done = run_dir / "done.json"
+    r, run_dir = sr.recipe, layout.ComparisonDir(out).system(sr.dir)
+    done = run_dir / layout.DONE
     if not done.is_file():
         return None
-    why = _stale_system(run_dir, r, out / "tokenizer")
+    why = _stale_system(run_dir, r, layout.ComparisonDir(out).tokenizer)
     if why:  # trained for another recipe (possible with --only): never scored as this one
         left_out[sr.dir] = why
         console.print(f"[yellow]warning:[/] system {sr.dir} left out of the report: it was "
@@ -794,7 +795,7 @@ def _run_result(sr: SeedRun, out: Path, tests: dict, left_out: dict,
                         for m in valid], "tests": {}}
     hyps = {}
     for split, corpus in tests.items():
-        hyp_path = run_dir / f"{split}.hyp"
+        hyp_path = layout.hypotheses(run_dir, split)
         if not _fresh_hyp(hyp_path, _decode_key(r, corpus.src)):
             if hyp_path.is_file():
                 left_out[f"{sr.dir}/{split}"] = "decoded for other settings"
@@ -806,7 +807,8 @@ def _run_result(sr: SeedRun, out: Path, tests: dict, left_out: dict,
         hyps[split] = read_lines(hyp_path)
         result["tests"][split] = score(hyps[split], [corpus.tgt], ev["tokenize"],
                                        ev["lowercase"])
-        result["tests"][split]["decode"] = json.loads(hyp_path.with_suffix(".json").read_text())
+        result["tests"][split]["decode"] = json.loads(
+            layout.decoding_record(hyp_path).read_text())
     return {"result": result, "hyps": hyps}
 
 

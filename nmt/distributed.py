@@ -86,6 +86,12 @@ def decode_batch_tokens(batch_tokens: int | str, device: torch.device | str) -> 
     return 16384 if torch.device(device).type == "cuda" else 4096
 
 
+def is_main_process() -> bool:
+    """Whether this process is rank 0 (or the only one), from torchrun's environment: known
+    before the process group is joined, which needs the device the recipe names."""
+    return int(os.environ.get("WORLD_SIZE", "1")) == 1 or int(os.environ["RANK"]) == 0
+
+
 def setup(device_name: str) -> Dist:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1), else a single process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -28,7 +28,7 @@ from pathlib import Path
 import sentencepiece as spm
 import torch
 
-from nmt import checkpoint, rundir
+from nmt import checkpoint, layout, rundir
 from nmt.atomic import check_parent
 from nmt.config import DecodeConfig, recipe_from_dict
 from nmt.distributed import decode_batch_tokens
@@ -157,7 +157,7 @@ def export_ctranslate2(source: str | Path, out_dir: str | Path, quantization: st
     try:
         _Converter().convert(str(tmp), quantization=quantization, force=True)
         tok.save(tmp)
-        manifest = {"from": str(ck["path"]), "step": ck.get("step"),
+        manifest = {"from": str(ck["path"]), "step": layout.checkpoint_step(ck),
                     "quantization": quantization, "max_positions": recipe.model.max_positions,
                     "decode": {k: v for k, v in vars(recipe.decode).items()}}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -185,7 +185,7 @@ def _is_run_dir(d: Path) -> bool:
     """A training run directory: a checkpoint, a lock a training holds, or the lock file beside
     anything a run writes (a `.lock` alone is too common a name: pytest's temporary directories
     have one)."""
-    lock = d / rundir.LOCK
+    lock = d / layout.LOCK
     return rundir.has_checkpoint(d) or (lock.exists() and (bool(rundir.outputs(d)) or
                                                            _held(lock)))
 

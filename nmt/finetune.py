@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from nmt import checkpoint
+from nmt import checkpoint, layout
 from nmt.config import Recipe, recipe_from_dict, to_dict
 from nmt.errors import NMTError
 from nmt.tokenizer import Tokenizer
@@ -48,5 +48,5 @@ def load_init(source: str | Path, recipe: Recipe) -> Init:
         raise NMTError(f"--init-from {where}: the recipe asks for another vocabulary "
                        f"({'; '.join(vocab)}); the checkpoint's tokenizer is reused, so give the "
                        "tokenizer section it was trained with")
-    step = ck.get("state", {}).get("step", ck.get("step"))  # training keeps it in its RunState
-    return Init(where, ck["model"], Tokenizer.from_state(ck["tokenizer"]), step)
+    return Init(where, ck["model"], Tokenizer.from_state(ck["tokenizer"]),
+                layout.checkpoint_step(ck))

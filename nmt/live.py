@@ -22,6 +22,7 @@ from typing import Callable
 
 import matplotlib.image
 
+from nmt import layout
 from nmt.plots import heatmaps, sentence_attention
 
 
@@ -88,7 +89,7 @@ class TensorBoardLog:
                 warn("train.tensorboard is true but tensorboard is not installed (pip install "
                      "'nmt[tensorboard]'); no event files are written")
             return
-        self.dir = Path(out_dir) / "tensorboard"
+        self.dir = Path(out_dir) / layout.TENSORBOARD
         self.writer = SummaryWriter(str(self.dir))
 
     def record(self, rec: dict) -> None:

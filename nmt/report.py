@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from nmt import plots, report_html
+from nmt import layout, plots, report_html
 from nmt.checkpoint import load_for_inference
 from nmt.data import read_lines
 from nmt.evaluation import BOOTSTRAP_SAMPLES
@@ -23,7 +23,7 @@ def _pm(mean, sd, digits=1) -> str:
 def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
     """report.md (and its figures) in `out`: the systems' table, significance against the
     baseline per test set, learning curves, BLEU by length, attention and examples."""
-    systems = results["systems"]
+    systems, where = results["systems"], layout.ComparisonDir(out)
     lines = [f"# {cmp.name}", ""]
     if not systems:
         lines.append("No system has finished training yet.")
@@ -40,12 +40,12 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
         lines += _attention(systems, splits[0], tests[splits[0]], picks[:cmp.heatmaps], out,
                             views)
         lines += _translations(systems, splits[0], tests[splits[0]], picks[:cmp.examples], out)
-        report_html.write(out / "report.html", cmp.name, splits[0], tests[splits[0]], picks, {
-            n: read_lines(out / "systems" / n / f"{splits[0]}.hyp") for n in systems
+        report_html.write(where.report_html, cmp.name, splits[0], tests[splits[0]], picks, {
+            n: read_lines(where.hypotheses(n, splits[0])) for n in systems
             if splits[0] in systems[n]["tests"]}, views)
         lines += ["", "The same examples with every system's attention to hover over: "
-                      "[report.html](report.html)."]
-    (out / "report.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+                      f"[{layout.REPORT_HTML}]({layout.REPORT_HTML})."]
+    where.report.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _table(systems: dict, splits: list[str], seeds: int) -> list[str]:
@@ -145,14 +145,14 @@ def _figures(systems: dict, splits: list[str], out: Path, seeds: int,
              unit: str = "words") -> list[str]:
     """Learning curves (with their band over seeds) and BLEU by source length (in `unit`) per
     test set."""
-    plots.learning_curves(systems, out / "learning_curves.png")
+    plots.learning_curves(systems, out / layout.LEARNING_CURVES)
     lines = ["", "## Learning curves", ""]
     if seeds > 1:
         lines += [f"Lines: the mean validation BLEU over the {seeds} seeds; shaded band: their "
                   f"lowest to highest.", ""]
-    lines.append("![learning curves](learning_curves.png)")
+    lines.append(f"![learning curves]({layout.LEARNING_CURVES})")
     for split in splits:
-        name = f"bleu_by_length_{split}.png"
+        name = layout.length_figure(split)
         plots.bleu_by_length(systems, split, out / name, unit)
         lines += ["", f"## BLEU by source length: {split}", ""] + \
             _length_table(systems, split, unit) + \
@@ -170,7 +170,7 @@ def _attention(systems: dict, split: str, corpus, picks: list[int], out: Path,
     receives (system, line) -> (source pieces, output pieces, maps) of each picked sentence."""
     figures, focus = [], []
     for name in systems:
-        model, stok, _ = load_for_inference(out / "systems" / name, "cpu")
+        model, stok, _ = load_for_inference(layout.ComparisonDir(out).system(name), "cpu")
         pairs = list(zip(stok.encode_src(corpus.src[:FOCUS_PAIRS]),
                          stok.encode_tgt(corpus.tgt[:FOCUS_PAIRS])))
         f = attention_focus(model, pairs, 4096, "cpu")
@@ -183,7 +183,7 @@ def _attention(systems: dict, split: str, corpus, picks: list[int], out: Path,
                 views[(name, i)] = (src_p, out_p, maps)
             if not maps:
                 continue
-            fig = f"attention_{name}_{k + 1}.png"
+            fig = layout.attention_figure(name, k + 1)
             plots.heatmaps(maps, src_p, out_p, out / fig, title=f"{name}: {split} line {i + 1}")
             figures.append(f"![{name} attention, {split} line {i + 1}]({fig})")
     if focus:
@@ -209,7 +209,7 @@ def _translations(systems: dict, split: str, corpus, picks: list[int], out: Path
                   f"**reference**: {corpus.tgt[i]}  "]
         for name in systems:
             if split in systems[name]["tests"]:  # else left out: decoded for other settings
-                hyp = read_lines(out / "systems" / name / f"{split}.hyp")
+                hyp = read_lines(layout.ComparisonDir(out).hypotheses(name, split))
                 lines.append(f"**{name}**: {hyp[i]}  ")
         lines.append("")
     return lines

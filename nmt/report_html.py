@@ -8,6 +8,8 @@ import html
 import json
 from pathlib import Path
 
+from nmt import layout
+
 STATIC = Path(__file__).parent / "static"
 
 _RENDER = """
@@ -53,7 +55,7 @@ def write(path: Path, title: str, split: str, corpus, picks: list[int],
         systems = []
         for name, hyps in translations.items():
             a = _attention(views.get((name, i)))
-            meta = "heatmap: the greedy output, as in report.md's figures" if a and \
+            meta = f"heatmap: the greedy output, as in {layout.REPORT}'s figures" if a and \
                 a["kind"] != "none" else ""
             systems.append({"name": name, "meta": meta, "translation": hyps[i], "attention": a})
         examples.append({"line": i + 1, "source": corpus.src[i], "reference": corpus.tgt[i],
@@ -72,7 +74,7 @@ def write(path: Path, title: str, split: str, corpus, picks: list[int],
 </head>
 <body>
 <header><h1>{html.escape(title)} <span class="sub">examples from {html.escape(split)}: every
-system's translation and attention (report.md has the scores)</span></h1></header>
+system's translation and attention ({layout.REPORT} has the scores)</span></h1></header>
 <main>
 <p class="hint">Hover an output token to see which source tokens it attends to.</p>
 <div id="examples"></div>

@@ -44,14 +44,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from nmt import checkpoint
+from nmt import checkpoint, layout
 from nmt.config import Recipe, recipe_from_dict, to_dict
 from nmt.errors import NMTError
 
 # what a run writes into its directory; finding any of them means the directory is taken
-RUN_OUTPUTS = ("last.pt", "best.pt", "metrics.jsonl", "recipe.yaml", "train.log", "tokenizer",
-               "averaged.pt", "tensorboard")
-CHECKPOINTS = ("last.pt", "best.pt")
+# (besides the periodic step-N.pt checkpoints; nmt/layout.py spells every name)
+CHECKPOINTS = (layout.LAST, layout.BEST)
+RUN_OUTPUTS = (*CHECKPOINTS, layout.METRICS, layout.RECIPE, layout.LOG, layout.TOKENIZER,
+               layout.AVERAGED, layout.TENSORBOARD)
 # recipe fields that --resume may change: when to stop, where to run, what the run reports, and
 # how the finished model decodes; nothing that changes what the updates compute. Validation
 # decodes greedily with the recipe's length limits, and its BLEU steers the plateau schedule and
@@ -67,10 +68,7 @@ RESUMABLE = ("train.max_steps", "train.max_epochs", "train.max_minutes", "train.
              # where the data lies: training resumes only on the content it was trained on
              # (checked by its identity, training._same_data)
              "data.path", "data.src_file", "data.tgt_file")
-LOCK = ".lock"
-STASH = ".replaced"  # the old run while --overwrite has not yet committed to the new one
-PARTIAL = ".replaced.partial"  # the old run while its files move into or out of STASH
-TRASH = ".replaced.committed"  # (+ -PID) a committed STASH, only ever deleted
+LOCK, STASH, PARTIAL, TRASH = layout.LOCK, layout.STASH, layout.PARTIAL, layout.TRASH
 # keys every checkpoint written by training holds, so that --resume can continue from it
 RESUME_KEYS = ("recipe", "tokenizer", "model", "optimizer", "scheduler", "rng", "state")
 
@@ -79,12 +77,11 @@ def outputs(out_dir: Path) -> list[Path]:
     """Everything of a run in out_dir (checkpoints, logs, recipe, tokenizer)."""
     if not out_dir.is_dir():
         return []
-    return [out_dir / n for n in RUN_OUTPUTS if (out_dir / n).exists()] + \
-        sorted(out_dir.glob("step-*.pt"))
+    return [out_dir / n for n in RUN_OUTPUTS if (out_dir / n).exists()] + layout.periodic(out_dir)
 
 
 def has_checkpoint(out_dir: Path) -> bool:
-    return any((out_dir / n).is_file() for n in CHECKPOINTS) or any(out_dir.glob("step-*.pt"))
+    return any((out_dir / n).is_file() for n in CHECKPOINTS) or bool(layout.periodic(out_dir))
 
 
 def _remove(p: Path) -> None:
@@ -341,22 +338,44 @@ def resume_command(out_dir: Path) -> str:
     return f"nmt train --out {shlex.quote(str(out_dir))} --resume"
 
 
-def load_last(out_dir: Path) -> dict:
-    """last.pt of out_dir, checked to be a checkpoint training can continue from."""
+def resumable(out_dir: Path) -> None:
+    """Refuse a --resume of a directory without last.pt before anything is written there (the
+    lock would create the directory); an --overwrite that was killed is put back first. Reads
+    no checkpoint: read_last does, once, under the run's lock."""
     out_dir = Path(out_dir)
     recover(out_dir)
-    path = out_dir / "last.pt"
+    if not (out_dir / layout.LAST).is_file():
+        _nothing_to_resume(out_dir)
+
+
+def _nothing_to_resume(out_dir: Path) -> None:
+    hint = ("start it without --resume (the run stopped before its first checkpoint, so "
+            "nothing is lost)" if outputs(out_dir) else "start the run without --resume")
+    raise NMTError(f"{out_dir}: nothing to resume (no {layout.LAST}); {hint}")
+
+
+def read_last(out_dir: Path) -> dict:
+    """last.pt of out_dir, checked to be a checkpoint training can continue from. Training
+    calls it once per resume, holding the directory's lock (claim), so the checkpoint it
+    continues from is the one no other process can replace meanwhile."""
+    path = Path(out_dir) / layout.LAST
     if not path.is_file():
-        hint = ("start it without --resume (the run stopped before its first checkpoint, so "
-                "nothing is lost)" if outputs(out_dir) else "start the run without --resume")
-        raise NMTError(f"{out_dir}: nothing to resume (no last.pt); {hint}")
+        _nothing_to_resume(Path(out_dir))
     ckpt = checkpoint.load(path, which="last")
     missing = [k for k in RESUME_KEYS if k not in ckpt]
     if missing:
         raise NMTError(f"{path}: not a checkpoint training can continue from (it lacks "
-                       f"{', '.join(missing)}: a best.pt or an averaged model copied over "
-                       f"last.pt?); restore the run's own last.pt, or start a new run")
+                       f"{', '.join(missing)}: a {layout.BEST} or an averaged model copied over "
+                       f"{layout.LAST}?); restore the run's own {layout.LAST}, or start a new run")
     return ckpt
+
+
+def load_last(out_dir: Path) -> dict:
+    """last.pt of out_dir (read_last), after putting back a run an --overwrite set aside and
+    was killed: for a look at a run that no training holds (resume_recipe without a
+    checkpoint)."""
+    recover(Path(out_dir))
+    return read_last(out_dir)
 
 
 def resume_recipe(out_dir: Path, overrides: list[str] | None = None, recipe: Recipe | None = None,
@@ -364,7 +383,8 @@ def resume_recipe(out_dir: Path, overrides: list[str] | None = None, recipe: Rec
     """The recipe to resume out_dir with: the one stored in its last.pt (`ckpt`, read when not
     given), with changes to RESUMABLE fields only. The changes come either as `--set` overrides
     (`nmt train --resume`: the printed resume command needs no recipe file and no --set) or as
-    the whole recipe a caller asks for (`recipe`: `nmt compare`, `training.train(resume=True)`).
+    the whole recipe a caller asks for (`recipe`: `nmt compare`); training.train passes the
+    last.pt it read under the lock.
     Any other field may only repeat the stored value (the name excepted); a model change is
     named as such, since it could not even load the weights."""
     ckpt = ckpt if ckpt is not None else load_last(out_dir)

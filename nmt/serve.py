@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from nmt import layout
 from nmt.api import Translator
 from nmt.distributed import decode_batch_tokens
 from nmt.errors import NMTError
@@ -100,13 +101,14 @@ def recorded_bleu(path: Path) -> dict:
     run = path if path.is_dir() else path.parent
     out: dict = {}
     try:
-        vals = [r["val_bleu"] for r in map(json.loads, (run / "metrics.jsonl").read_text(
+        vals = [r["val_bleu"] for r in map(json.loads, (run / layout.METRICS).read_text(
             encoding="utf-8").splitlines()) if r.get("kind") == "valid" and "val_bleu" in r]
         if vals:
             out["validation"] = round(max(vals), 2)
-        results = run.parent.parent / "results.json"
-        if run.parent.name == "systems" and results.is_file():
-            tests = json.loads(results.read_text())["systems"].get(run.name, {}).get("tests", {})
+        comparison = layout.ComparisonDir.of_system(run)
+        if comparison is not None and comparison.results.is_file():
+            results = json.loads(comparison.results.read_text())
+            tests = results["systems"].get(run.name, {}).get("tests", {})
             out.update({split: round(t["bleu"], 2) for split, t in tests.items() if "bleu" in t})
     except (OSError, ValueError, KeyError, TypeError):
         pass  # a run without records (or with odd ones) is still served

@@ -16,7 +16,7 @@ sorted: `vocabulary`. Search restricts the output layer to it (nmt.seq2seq.outpu
 nmt.search) and normalises over it. The union is per batch, not per sentence: one matrix product
 serves the whole batch, so a batch of many sentences gets a larger subset.
 
-It is saved as SHORTLIST_FILE beside the checkpoint, with a key (digest of the tokenizer and of
+It is saved as shortlist.pt beside the checkpoint, with a key (digest of the tokenizer and of
 the recipe's data section) that says what it was built from: a key that no longer matches
 (another tokenizer or training data in the directory) builds it again.
 """
@@ -33,13 +33,13 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nmt import layout
 from nmt.atomic import atomic_write
 from nmt.config import SHORTLIST_MAX, DecodeConfig, Recipe
 from nmt.data import encode_pairs, load_split
 from nmt.errors import NMTError
 from nmt.tokenizer import EOS, Tokenizer
 
-SHORTLIST_FILE = "shortlist.pt"
 FORMAT = 1
 CHUNK = 20_000  # sentence pairs whose co-occurrences are counted together (bounds memory)
 
@@ -132,7 +132,7 @@ def for_checkpoint(checkpoint: str | Path, tok: Tokenizer, recipe: Recipe) -> Sh
     training kept) and saved there. A directory it cannot write to keeps nothing: the
     shortlist is then built again on each use."""
     checkpoint = Path(checkpoint)
-    path = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / SHORTLIST_FILE
+    path = (checkpoint if checkpoint.is_dir() else checkpoint.parent) / layout.SHORTLIST
     key = shortlist_key(tok, recipe)
     found = _load(path, key)
     if found is not None:

@@ -19,9 +19,7 @@ from __future__ import annotations
 import inspect
 import json
 import math
-import os
 import random
-import shutil
 import threading
 import time
 from contextlib import nullcontext
@@ -35,7 +33,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
                            TimeRemainingColumn)
 
-from nmt import checkpoint, identity, rundir
+from nmt import checkpoint, identity, layout, rundir
 from nmt import distributed as dist
 from nmt import graphs
 from nmt.average import average_at_end
@@ -136,34 +134,74 @@ def _finished(st: RunState, cfg: TrainConfig, out_of_time: bool = False) -> str 
 
 # ----------------------------------------------------------------------------- the run
 
-def train(recipe: Recipe, out_dir: Path, resume: bool = False, overwrite: bool = False,
-          quiet: bool = False, tokenizer_dir: Path | None = None,
+def train(recipe: Recipe | None, out_dir: Path, resume: bool = False, overwrite: bool = False,
+          quiet: bool = False, tokenizer: Tokenizer | None = None,
           batcher: Batcher | None = None, init_weights: dict | None = None,
-          heldout_dir: Path | None = None) -> dict:
+          heldout_dir: Path | None = None, overrides: list[str] | None = None) -> dict:
     """Train `recipe` into `out_dir`; returns a summary (best_bleu, steps, time, tokens/s, ...).
 
     Run under torchrun for data parallelism: every rank computes the same batch list and takes
-    its share of each update; rank 0 alone validates and writes files. `batcher` makes an
-    epoch's batches instead of train.batching's (bench/ swaps in JoeyNMT's to compare
-    toolkits). `init_weights`: start from these weights instead of a random initialisation
-    (fine-tuning, finetune.py). `heldout_dir`: where the valid/test pairs held out of a corpus
-    without such splits are written (default out_dir/heldout; compare shares one).
+    its share of each update; rank 0 alone validates and writes files. `tokenizer`: use this
+    one (a comparison's shared tokenizer, a fine-tuned checkpoint's) instead of training one;
+    the run directory gets its copy. `batcher` makes an epoch's batches instead of
+    train.batching's (bench/ swaps in JoeyNMT's to compare toolkits). `init_weights`: start
+    from these weights instead of a random initialisation (fine-tuning, finetune.py).
+    `heldout_dir`: where the valid/test pairs held out of a corpus without such splits are
+    written (default out_dir/heldout; compare shares one).
+
+    `resume`: continue out_dir from its last.pt, which is read once, under the directory's
+    lock. The recipe is the one stored there, with the RESUMABLE fields of `recipe` (`nmt
+    compare`) or, with `recipe` None, of the `overrides` (`nmt train --resume --set ...`).
     """
     out_dir = Path(out_dir)
     if resume and overwrite:
         raise NMTError("--resume continues the run in --out, --overwrite replaces it; pick one")
-    scoring(recipe)  # a package eval.tokenize needs and lacks: an error now, not at validation
-    d = dist.setup(recipe.train.device)
+    if (recipe is None and not resume) or (overrides and recipe is not None):
+        raise ValueError("train() takes a recipe, or resume=True with overrides of the "
+                         "run's own recipe")
+    main = dist.is_main_process()
+    if resume and main:
+        rundir.resumable(out_dir)  # a clear error before the lock creates the directory
+    # a recipe known now: its device and scoring are checked before the directory is claimed;
+    # a resumed run's own recipe is known once its last.pt is read
+    d = _setup(recipe) if recipe is not None else None
     threads = torch.get_num_threads()
     try:
         with dist.kept_determinism(), rundir.claim(out_dir, resume, overwrite,
-                                                   active=d.main) as run:
-            trainer = _start(recipe, out_dir, resume, tokenizer_dir, d, batcher, run,
-                             init_weights, heldout_dir)
+                                                   active=main) as run:
+            ckpt = rundir.read_last(out_dir) if resume else None
+            if ckpt is not None:
+                recipe = _resumed_recipe(out_dir, ckpt, recipe, overrides)
+            if d is None:
+                d = _setup(recipe)
+            trainer = _start(recipe, out_dir, ckpt, tokenizer, d, batcher, run, init_weights,
+                             heldout_dir)
             return _loop(trainer, quiet)
     finally:
         torch.set_num_threads(threads)  # a caller (tests, compare) keeps its own setting
-        dist.cleanup(d)
+        if d is not None:
+            dist.cleanup(d)
+
+
+def _setup(recipe: Recipe) -> dist.Dist:
+    """This process's place in the run (rank, device); a package eval.tokenize needs and lacks
+    is an error now, not at the first validation."""
+    scoring(recipe)
+    return dist.setup(recipe.train.device)
+
+
+def _resumed_recipe(out_dir: Path, ckpt: dict, recipe: Recipe | None,
+                    overrides: list[str] | None) -> Recipe:
+    """The recipe a resumed run continues with: the one in its last.pt (`ckpt`), with the
+    RESUMABLE fields `recipe` or `overrides` change (rundir.resume_recipe)."""
+    if recipe is None:
+        return rundir.resume_recipe(out_dir, overrides, ckpt=ckpt)
+    saved_tok = ckpt["recipe"].get("tokenizer") or {}
+    if "sample_sentences" not in saved_tok and saved_tok.get("character_coverage") == 1.0 \
+            and recipe.tokenizer.character_coverage == "auto":
+        # a run from before `auto` recorded the 1.0 that auto chooses for its Latin text
+        recipe = replace(recipe, tokenizer=replace(recipe.tokenizer, character_coverage=1.0))
+    return rundir.resume_recipe(out_dir, recipe=recipe, ckpt=ckpt)
 
 
 def _loop(t: Trainer, quiet: bool) -> dict:
@@ -237,27 +275,19 @@ def _loop(t: Trainer, quiet: bool) -> dict:
             t.average_last()
         except Abandoned:
             stop = "interrupted"
-            t._info("stopped while validating averaged.pt; last.pt and best.pt are complete, "
-                    "and --resume averages and validates again")
+            t._info(f"stopped while validating {layout.AVERAGED}; {layout.LAST} and "
+                    f"{layout.BEST} are complete, and --resume averages and validates again")
         finally:
             restore_signals()
     return t.finish(stop, len(batches))
 
 
-def _start(recipe: Recipe, out_dir: Path, resume: bool, tokenizer_dir: Path | None,
+def _start(recipe: Recipe, out_dir: Path, ckpt: dict | None, tokenizer: Tokenizer | None,
            d: dist.Dist, batcher: Batcher | None, run: rundir.RunDir,
            init_weights: dict | None = None, heldout_dir: Path | None = None) -> Trainer:
-    """In the claimed run directory (a fresh run, or the recipe and state of the one being
-    resumed): load the data, build the model, commit the claim: a ready Trainer."""
-    ckpt = None
-    if resume:
-        ckpt = rundir.load_last(out_dir)
-        saved_tok = ckpt["recipe"].get("tokenizer") or {}
-        if "sample_sentences" not in saved_tok and saved_tok.get("character_coverage") == 1.0 \
-                and recipe.tokenizer.character_coverage == "auto":
-            # a run from before `auto` recorded the 1.0 that auto chooses for its Latin text
-            recipe = replace(recipe, tokenizer=replace(recipe.tokenizer, character_coverage=1.0))
-        recipe = rundir.resume_recipe(out_dir, recipe=recipe, ckpt=ckpt)
+    """In the claimed run directory (a fresh run, or the recipe and last.pt `ckpt` of the one
+    being resumed): load the data, build the model, commit the claim: a ready Trainer."""
+    resume = ckpt is not None
     # the recipe records where the data is as an absolute path, so that the run can be resumed
     # from any directory (data that moved: --set data.path=NEW, checked by content identity)
     recipe = replace(recipe, data=absolute_data(recipe.data))
@@ -268,7 +298,7 @@ def _start(recipe: Recipe, out_dir: Path, resume: bool, tokenizer_dir: Path | No
     if cfg.deterministic:  # before the first matrix multiply: torch reads the cuBLAS setting once
         dist.use_deterministic_algorithms(device)
     if d.main:
-        save_recipe(recipe, out_dir / "recipe.yaml")
+        save_recipe(recipe, out_dir / layout.RECIPE)
     threads = cfg.threads or max(1, dist.cpu_count() // d.local_world)
     torch.set_num_threads(threads)
     if device.type == "cuda":  # TF32 tensor cores for the float32 matmuls autocast leaves
@@ -280,7 +310,7 @@ def _start(recipe: Recipe, out_dir: Path, resume: bool, tokenizer_dir: Path | No
     log.info(f"{'resuming' if resume else 'training'} {recipe.name or 'recipe'} in {out_dir} on "
              f"{device}" + (f" ({where})" if where else ""))
     tok, train_pairs, valid_corpus, valid_pairs, data_ids = _load_data(
-        recipe, out_dir, ckpt, tokenizer_dir, d, log, heldout_dir)
+        recipe, out_dir, ckpt, tokenizer, d, log, heldout_dir)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     model = build_model(recipe.model, tok.src_vocab_size, tok.tgt_vocab_size,
@@ -291,25 +321,22 @@ def _start(recipe: Recipe, out_dir: Path, resume: bool, tokenizer_dir: Path | No
         torch.manual_seed(cfg.seed + d.rank)
     log.info(f"model: {_describe(recipe)}, {count_parameters(model):,} parameters")
     run.commit()  # data and model are ready: only now may --overwrite drop the old run
-    if d.main and (not resume or not (out_dir / DATA_RECORD).is_file()):
-        write_json_atomic(out_dir / DATA_RECORD, data_ids)  # what this run is trained on
+    if d.main and (not resume or not (out_dir / layout.DATA_RECORD).is_file()):
+        write_json_atomic(out_dir / layout.DATA_RECORD, data_ids)  # what this run is trained on
     files = RunFiles(recipe, tok, out_dir, log, valid_corpus, valid_pairs)
     return Trainer(model, cfg, train_pairs, d, files=files, ckpt=ckpt, batcher=batcher)
 
 
-DATA_RECORD = "data.json"  # the content identity of the training and validation data
-
-
-def _load_data(recipe: Recipe, out_dir: Path, ckpt: dict | None, tokenizer_dir: Path | None,
+def _load_data(recipe: Recipe, out_dir: Path, ckpt: dict | None, tokenizer: Tokenizer | None,
                d: dist.Dist, log: RunLog, heldout_dir: Path | None = None
                ) -> tuple[Tokenizer, Pairs, Corpus, Pairs, dict]:
-    """The tokenizer (the checkpoint's, a given one, or trained now), then the filtered
+    """The tokenizer (the checkpoint's, the one given, or trained now), then the filtered
     training pairs (from the encoded-corpus cache when this data, tokenizer and these settings
     were encoded before: the training text is then not even read) and every validation pair,
     and the identity of both splits (checked against the run's record on --resume)."""
     dc = recipe.data
     # a corpus without valid/test splits: the held-out pairs, written by rank 0 alone
-    heldout = (heldout_dir or out_dir / "heldout") if d.main else None
+    heldout = (heldout_dir or out_dir / layout.HELDOUT) if d.main else None
     if held_out(dc):
         log.info(holdout(dc, heldout).summary())
     valid_corpus = load_split(dc, dc.valid, limit=dc.max_valid_pairs, heldout=heldout)
@@ -317,10 +344,10 @@ def _load_data(recipe: Recipe, out_dir: Path, ckpt: dict | None, tokenizer_dir: 
     paths = split_paths(dc, dc.train)  # the files the training split is read from, if any
     if ckpt is not None:
         tok = Tokenizer.from_state(ckpt["tokenizer"])
-    elif tokenizer_dir is not None:
-        tok = Tokenizer.load(tokenizer_dir)
+    elif tokenizer is not None:
+        tok = tokenizer
         if d.main:
-            tok.save(out_dir / "tokenizer")
+            tok.save(out_dir / layout.TOKENIZER)
     else:
         # trained on this data with these settings before (another run, another system): the
         # same tokenizer from the cache, without reading the training text
@@ -328,18 +355,18 @@ def _load_data(recipe: Recipe, out_dir: Path, ckpt: dict | None, tokenizer_dir: 
             if paths else None
         if d.main and cached is not None and cached.is_dir():
             tok = Tokenizer.load(cached)
-            tok.save(out_dir / "tokenizer")
+            tok.save(out_dir / layout.TOKENIZER)
             log.info(f"tokenizer: trained on this data with these settings already ({cached})")
             for line in tok.notes:
                 log.info(line)
         elif d.main:
             train_corpus = load_split(dc, dc.train, limit=dc.max_train_pairs, heldout=heldout)
-            tok = Tokenizer.train(train_corpus.src, train_corpus.tgt, out_dir / "tokenizer",
+            tok = Tokenizer.train(train_corpus.src, train_corpus.tgt, out_dir / layout.TOKENIZER,
                                   recipe.tokenizer, log=log.info)
             cached = tokenizer_cache_dir(identity.of_corpus(train_corpus), recipe.tokenizer, dc)
             identity.store_dir(cached, tok.save)
         dist.barrier(d)
-        tok = Tokenizer.load(out_dir / "tokenizer")
+        tok = Tokenizer.load(out_dir / layout.TOKENIZER)
     train_id = identity.of_files(paths) if paths and train_corpus is None else None
     hit = cached_train(train_id, tok, dc) if train_id else None
     if hit is None:
@@ -380,7 +407,7 @@ def _same_data(out_dir: Path, now: dict) -> None:
     """--resume continues on the data the run was trained on, wherever it lies now: the same
     content (by identity), or one clear error naming the files that differ."""
     try:
-        recorded = json.loads((out_dir / DATA_RECORD).read_text())
+        recorded = json.loads((out_dir / layout.DATA_RECORD).read_text())
     except (OSError, ValueError):
         return  # a run from before data.json: nothing to check against (written at commit)
     diffs = [f"{split}: {identity.changed(recorded[split], now[split])}"
@@ -388,9 +415,9 @@ def _same_data(out_dir: Path, now: dict) -> None:
              if split in recorded and not identity.same(recorded[split], now[split])]
     if diffs:
         raise NMTError(f"--resume: {out_dir} was trained on other data than data.path names "
-                       f"now ({'; '.join(diffs)} differ from {out_dir / DATA_RECORD}); resume "
-                       f"with the data it was trained on (--set data.path=...), or train a new "
-                       f"run in another --out")
+                       f"now ({'; '.join(diffs)} differ from {out_dir / layout.DATA_RECORD}); "
+                       f"resume with the data it was trained on (--set data.path=...), or train "
+                       f"a new run in another --out")
 
 
 @dataclass
@@ -597,7 +624,7 @@ class Trainer:
                    f"({self.bad_steps} of at most {cfg.max_bad_steps} in a row)")
         if self.bad_steps < cfg.max_bad_steps:
             return
-        last = self.files.out_dir / "last.pt" if self.files else None
+        last = self.files.out_dir / layout.LAST if self.files else None
         saved = (f"{last} holds the last good checkpoint" if last and last.is_file() else
                  "no checkpoint was written yet")
         raise NMTError(f"{self.bad_steps} updates in a row had a non-finite loss or gradient "
@@ -665,11 +692,11 @@ class Trainer:
             self.state.elapsed = time.time() - self.t_start
             resume = {"optimizer": self.optimizer.state_dict(),
                       "scheduler": self.scheduler.state_dict(), "rng": rng, "world": self.d.world}
-        checkpoint.save(f.out_dir / f"{which}.pt", checkpoint.payload(
+        checkpoint.save(f.out_dir / layout.CHECKPOINT[which], checkpoint.payload(
             f.recipe, f.tok, self.model, state=asdict(self.state), metrics=self.valid_records,
             **resume))
         if which == "last":
-            _keep_periodic(f.out_dir, self.state.step, self.cfg.keep_last)
+            layout.keep_periodic(f.out_dir, self.state.step, self.cfg.keep_last)
 
     def _restore(self, ckpt: dict) -> None:
         """Continue from a last.pt: weights, optimizer, schedule, state, RNG, validations."""
@@ -686,7 +713,7 @@ class Trainer:
                        f"{d.world}: dropout masks will differ from an uninterrupted run")
             torch.manual_seed(self.cfg.seed + st.step + d.rank)
         if d.main and self.files:
-            _truncate_metrics(self.files.out_dir / "metrics.jsonl", st.step)
+            _truncate_metrics(self.files.out_dir / layout.METRICS, st.step)
         self._info(f"resumed from {ckpt['path']}: step {st.step}, epoch {st.epoch}, batch "
                    f"{st.batch_in_epoch} of the epoch, best BLEU {max(st.best_bleu, 0):.2f}")
 
@@ -751,11 +778,11 @@ class Trainer:
                    "interrupted": stop == "interrupted"}
         if stop == "interrupted":
             self._info(f"interrupted at step {st.step} (epoch {st.epoch}); saved "
-                       f"{out_dir / 'last.pt'}")
+                       f"{out_dir / layout.LAST}")
         else:
             self._info(f"done: {stop}; {st.step:,} updates, best BLEU {st.best_bleu:.2f}, "
                        f"{tps:,.0f} target tok/s, {summary['time']:.0f}s; "
-                       f"best.pt and last.pt in {out_dir}")
+                       f"{layout.BEST} and {layout.LAST} in {out_dir}")
         return summary
 
     def _files(self) -> RunFiles:
@@ -829,21 +856,6 @@ def _truncate_metrics(path: Path, step: int) -> None:
     path.write_text("".join(line + "\n" for line in keep), encoding="utf-8")
 
 
-def _keep_periodic(out_dir: Path, step: int, keep: int) -> None:
-    """With keep_last K > 1, last.pt is also kept as step-N.pt, the newest K of them."""
-    if keep <= 1:
-        return
-    target = out_dir / f"step-{step}.pt"
-    target.unlink(missing_ok=True)
-    try:
-        os.link(out_dir / "last.pt", target)  # last.pt is replaced, never rewritten in place
-    except OSError:
-        shutil.copy2(out_dir / "last.pt", target)
-    old = sorted(out_dir.glob("step-*.pt"), key=lambda p: int(p.stem.split("-")[1]))
-    for p in old[:-keep]:
-        p.unlink()
-
-
 # ----------------------------------------------------------------------------- helpers
 
 class RunLog:
@@ -858,7 +870,7 @@ class RunLog:
         if not self.main:
             return
         self.console.print(msg, style=style, markup=False)
-        with open(self.out_dir / "train.log", "a", encoding="utf-8") as f:
+        with open(self.out_dir / layout.LOG, "a", encoding="utf-8") as f:
             f.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {msg}\n")
 
     def warn(self, msg: str) -> None:
@@ -866,7 +878,7 @@ class RunLog:
 
     def record(self, rec: dict) -> None:
         if self.main:
-            with open(self.out_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+            with open(self.out_dir / layout.METRICS, "a", encoding="utf-8") as f:
                 f.write(json.dumps(rec) + "\n")
             self.tensorboard.record(rec)
 

@@ -120,9 +120,7 @@ def test_init_from_starts_from_the_weights_and_fresh_state(run, tmp_path):
     # with lr ~ 0 the fine-tuned weights stay those of the checkpoint
     frozen = recipe("transformer", "train.max_steps=2", "train.lr=1e-12", "train.min_lr=1e-13")
     out = tmp_path / "ft"
-    tokdir = tmp_path / "tok"
-    init.tokenizer.save(tokdir)
-    train(frozen, out, quiet=True, tokenizer_dir=tokdir, init_weights=init.weights)
+    train(frozen, out, quiet=True, tokenizer=init.tokenizer, init_weights=init.weights)
     ft = checkpoint.load(out / "last.pt")
     assert ft["state"]["step"] == 2  # the count starts fresh
     assert len(ft["optimizer"]["state"]) and ft["tokenizer"] == best["tokenizer"]

@@ -20,6 +20,7 @@ import nmt.training as training
 from nmt import distributed as dist
 from nmt.config import recipe_from_dict
 from nmt.errors import NMTError
+from nmt.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "recipes" / "smoke"
@@ -92,7 +93,7 @@ def test_training_turns_it_on_for_the_run_only(tmp_path, data_dir, tok_dir, monk
     r = recipe_from_dict({}, overrides=TINY + ["data.source=multi30k", "train.max_steps=2",
                                                "train.device=cpu", "model.arch=rnn",
                                                "model.hidden_size=32", "model.emb_dim=16"])
-    training.train(r, tmp_path / "run", quiet=True, tokenizer_dir=tok_dir)
+    training.train(r, tmp_path / "run", quiet=True, tokenizer=Tokenizer.load(tok_dir))
     assert seen == [True, True] and not torch.are_deterministic_algorithms_enabled()
     assert "deterministic algorithms" in (tmp_path / "run" / "train.log").read_text()
 

@@ -16,6 +16,7 @@ from nmt.compare import load_comparison
 from nmt.config import DataConfig, load_recipe, recipe_from_dict
 from nmt.data import cli_data, data_overrides, held_out, holdout, load_split, read_lines
 from nmt.errors import NMTError
+from nmt.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_datasets = pytest.mark.skipif(importlib.util.find_spec("datasets") is None,
@@ -320,7 +321,7 @@ def test_each_format_trains_and_a_tsv_compares(tmp_path, pairs, tok_dir):
             cli_data(str(tmp_path / name), "de", "en")
         r = recipe_from_dict(TINY | {"data": values}, where="test")
         out = tmp_path / f"run-{name}"
-        s = training.train(r, out, quiet=True, tokenizer_dir=tok_dir)
+        s = training.train(r, out, quiet=True, tokenizer=Tokenizer.load(tok_dir))
         assert s["steps"] == 2 and (out / "best.pt").is_file(), name
         assert read_lines(out / "heldout" / "valid.de") == load_split(r.data, "valid").src
         assert "held out of" in (out / "train.log").read_text()

@@ -17,6 +17,7 @@ from cli import app
 from nmt import checkpoint, rundir
 from nmt.config import load_recipe
 from nmt.errors import NMTError
+from nmt.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "smoke" / "transformer.yaml"
@@ -43,29 +44,31 @@ def invoke(*args):
 def test_a_start_that_failed_before_any_checkpoint_can_simply_be_run_again(tmp_path, tok_dir):
     out = tmp_path / "run"
     with pytest.raises(NMTError, match="no split"):
-        training.train(recipe("data.valid=nope"), out, quiet=True, tokenizer_dir=tok_dir)
+        training.train(recipe("data.valid=nope"), out, quiet=True,
+                       tokenizer=Tokenizer.load(tok_dir))
     assert (out / "recipe.yaml").is_file() and (out / "train.log").is_file()
     res = invoke("train", RECIPE, "--out", out, "--resume")
     text = " ".join(res.output.split())
     assert res.exit_code == 2 and "nothing to resume" in text and "without --resume" in text
-    s = training.train(recipe(), out, quiet=True, tokenizer_dir=tok_dir)  # no --overwrite needed
+    # no --overwrite needed
+    s = training.train(recipe(), out, quiet=True, tokenizer=Tokenizer.load(tok_dir))
     assert s["steps"] == 2
     assert "nope" not in (out / "recipe.yaml").read_text()
 
 
 def test_overwrite_keeps_the_old_run_until_the_new_one_has_data_and_model(tmp_path, tok_dir):
     out = tmp_path / "run"
-    training.train(recipe(), out, quiet=True, tokenizer_dir=tok_dir)
+    training.train(recipe(), out, quiet=True, tokenizer=Tokenizer.load(tok_dir))
     before = {p.name: p.read_bytes() for p in [out / "best.pt", out / "last.pt",
                                                out / "recipe.yaml", out / "tokenizer/spm.model"]}
     bad = recipe("data.source=files", f"data.path={tmp_path / 'typo'}")
     with pytest.raises(NMTError, match="file not found"):
-        training.train(bad, out, overwrite=True, quiet=True, tokenizer_dir=tok_dir)
+        training.train(bad, out, overwrite=True, quiet=True, tokenizer=Tokenizer.load(tok_dir))
     after = {p.name: p.read_bytes() for p in [out / "best.pt", out / "last.pt",
                                               out / "recipe.yaml", out / "tokenizer/spm.model"]}
     assert before == after and not (out / rundir.STASH).exists()
     s = training.train(recipe("train.max_steps=4"), out, overwrite=True, quiet=True,
-                       tokenizer_dir=tok_dir)
+                       tokenizer=Tokenizer.load(tok_dir))
     assert s["steps"] == 4 and checkpoint.load(out, "last")["state"]["step"] == 4
     assert not (out / rundir.STASH).exists()
 
@@ -74,9 +77,10 @@ def test_a_run_directory_in_use_is_refused(tmp_path, tok_dir):
     out = tmp_path / "run"
     held = rundir.claim(out, resume=False, overwrite=False)
     with pytest.raises(NMTError, match=f"in use by a running training \\(process {os.getpid()}"):
-        training.train(recipe(), out, quiet=True, tokenizer_dir=tok_dir)
+        training.train(recipe(), out, quiet=True, tokenizer=Tokenizer.load(tok_dir))
     held.release()
-    assert training.train(recipe(), out, quiet=True, tokenizer_dir=tok_dir)["steps"] == 2
+    s = training.train(recipe(), out, quiet=True, tokenizer=Tokenizer.load(tok_dir))
+    assert s["steps"] == 2
 
 
 def test_a_lock_left_by_a_dead_process_does_not_block(tmp_path, tok_dir):
@@ -93,7 +97,8 @@ def test_a_lock_left_by_a_dead_process_does_not_block(tmp_path, tok_dir):
     holder.kill()
     holder.wait()
     assert (out / rundir.LOCK).is_file()  # the file stays; its lock died with the process
-    assert training.train(recipe(), out, quiet=True, tokenizer_dir=tok_dir)["steps"] == 2
+    s = training.train(recipe(), out, quiet=True, tokenizer=Tokenizer.load(tok_dir))
+    assert s["steps"] == 2
     fd = os.open(out / rundir.LOCK, os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # and training let go of it at the end
     os.close(fd)
@@ -101,7 +106,7 @@ def test_a_lock_left_by_a_dead_process_does_not_block(tmp_path, tok_dir):
 
 def test_resume_takes_the_recipe_from_the_checkpoint(tmp_path, tok_dir):
     out = tmp_path / "run"
-    training.train(recipe("train.lr=0.003"), out, quiet=True, tokenizer_dir=tok_dir)
+    training.train(recipe("train.lr=0.003"), out, quiet=True, tokenizer=Tokenizer.load(tok_dir))
     r = rundir.resume_recipe(out, [])
     assert r.train.lr == 0.003 and r.train.max_steps == 2
     assert rundir.resume_recipe(out, ["train.max_steps=4", "train.lr=0.003"]).train.max_steps == 4
@@ -131,7 +136,7 @@ def test_resume_takes_the_recipe_from_the_checkpoint(tmp_path, tok_dir):
 
 def test_a_best_checkpoint_copied_over_last_is_not_resumed(tmp_path, tok_dir):
     out = tmp_path / "run"
-    training.train(recipe(), out, quiet=True, tokenizer_dir=tok_dir)
+    training.train(recipe(), out, quiet=True, tokenizer=Tokenizer.load(tok_dir))
     (out / "last.pt").write_bytes((out / "best.pt").read_bytes())
     res = invoke("train", "--out", out, "--resume")
     assert res.exit_code == 2 and "not a checkpoint training can continue from" in \
@@ -184,7 +189,7 @@ def test_sigterm_saves_last_and_the_one_line_resume_command_works(tmp_path, data
 
 def test_an_overwrite_killed_before_commit_gives_the_old_run_back(tmp_path, tok_dir, capsys):
     out = tmp_path / "run"
-    training.train(recipe(), out, quiet=True, tokenizer_dir=tok_dir)
+    training.train(recipe(), out, quiet=True, tokenizer=Tokenizer.load(tok_dir))
     best = (out / "best.pt").read_bytes()
     run = rundir.claim(out, resume=False, overwrite=True)  # the old run moved aside ...
     (out / "train.log").write_text("the new run's first line\n")

@@ -12,9 +12,10 @@ from nmt import checkpoint
 from nmt.config import DecodeConfig, Recipe, to_dict, validate
 from nmt.ensemble import Ensemble
 from nmt.errors import NMTError
+from nmt.layout import SHORTLIST
 from nmt.search import beam_search, greedy, max_lengths, translate_batch
 from nmt.seq2seq import OutputLayer, output_subset
-from nmt.shortlist import SHORTLIST_FILE, Shortlist, build, for_checkpoint
+from nmt.shortlist import Shortlist, build, for_checkpoint
 from nmt.tokenizer import EOS
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -183,7 +184,7 @@ def test_built_once_beside_the_checkpoint_and_used_by_translate(small_run, data_
     monkeypatch.setenv("NMT_DATA_DIR", str(data_dir))
     model, tok, recipe = checkpoint.load_for_inference(small_run)
     first = for_checkpoint(small_run, tok, recipe)
-    saved = small_run / SHORTLIST_FILE
+    saved = small_run / SHORTLIST
     assert saved.is_file()
     stamp = saved.stat().st_mtime_ns
     again = for_checkpoint(small_run / "best.pt", tok, recipe)  # read, not built again

@@ -11,6 +11,7 @@ import pytest
 import nmt.training as training
 from nmt import checkpoint
 from nmt.config import load_recipe
+from nmt.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = ROOT / "recipes" / "smoke" / "transformer.yaml"
@@ -34,7 +35,8 @@ def records(out: Path) -> list[dict]:
 def test_sigterm_in_a_validation_stops_within_a_batch_and_resumes_exactly(tmp_path, tok_dir,
                                                                           monkeypatch):
     recipe = load_recipe(RECIPE, TINY)
-    whole = training.train(recipe, tmp_path / "whole", quiet=True, tokenizer_dir=tok_dir)
+    whole = training.train(recipe, tmp_path / "whole", quiet=True,
+                           tokenizer=Tokenizer.load(tok_dir))
     assert whole["threads"] == 1 and not whole["interrupted"]  # the threads the run used
 
     real, calls, batches = training.translate_lines, [], []
@@ -54,7 +56,7 @@ def test_sigterm_in_a_validation_stops_within_a_batch_and_resumes_exactly(tmp_pa
     monkeypatch.setattr(training, "translate_lines", signalled)
     out = tmp_path / "stopped"
     at = 1  # the validation at step 2
-    s = training.train(recipe, out, quiet=True, tokenizer_dir=tok_dir)
+    s = training.train(recipe, out, quiet=True, tokenizer=Tokenizer.load(tok_dir))
     assert s["interrupted"] and s["steps"] == 2 and batches == [1]  # no batch after the signal
     assert checkpoint.load(out, "last")["state"]["step"] == 2
     assert [r for r in records(out) if r["kind"] == "valid"] == []

@@ -15,7 +15,7 @@ from nmt.atomic import atomic_write
 from nmt.batching import BATCHERS
 from nmt.config import TrainConfig, load_recipe
 from nmt.errors import NMTError
-from nmt.tokenizer import PAD
+from nmt.tokenizer import PAD, Tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = sorted((ROOT / "recipes" / "smoke").glob("*.yaml"))
@@ -53,7 +53,7 @@ def test_smoke_recipes_exist_and_cover_the_comparison():
 def test_every_smoke_recipe_trains_and_writes_a_usable_run(path, tmp_path, tok_dir):
     r = recipe(path.stem)
     out = tmp_path / "run"
-    s = training.train(r, out, quiet=True, tokenizer_dir=tok_dir)
+    s = training.train(r, out, quiet=True, tokenizer=Tokenizer.load(tok_dir))
     assert s["steps"] == 4 and s["params"] > 0 and s["tokens_per_s"] > 0
     assert not s["interrupted"] and "max_steps" in s["stopped"]
     for f in ("best.pt", "last.pt", "recipe.yaml", "metrics.jsonl", "train.log",
@@ -78,7 +78,7 @@ def test_every_smoke_recipe_trains_and_writes_a_usable_run(path, tmp_path, tok_d
 def test_loss_falls_with_training(tmp_path, tok_dir):
     r = recipe("transformer", "train.max_steps=40", "train.valid_every=40",
                "train.schedule=constant", "train.lr=0.003")
-    training.train(r, tmp_path / "run", quiet=True, tokenizer_dir=tok_dir)
+    training.train(r, tmp_path / "run", quiet=True, tokenizer=Tokenizer.load(tok_dir))
     losses = [x["loss"] for x in records(tmp_path / "run", "train")]
     assert len(losses) == 40 and losses[0] > math.log(300)  # starts near uniform over the vocab
     assert sum(losses[-5:]) / 5 < losses[0] - 1.5
@@ -111,20 +111,20 @@ def test_inverse_sqrt_warms_up_to_the_peak_then_decays():
 def test_a_taken_run_dir_is_refused_unless_overwrite(tmp_path, tok_dir):
     out = tmp_path / "run"
     r = recipe("transformer", "train.max_steps=2")
-    training.train(r, out, quiet=True, tokenizer_dir=tok_dir)
+    training.train(r, out, quiet=True, tokenizer=Tokenizer.load(tok_dir))
     with pytest.raises(NMTError, match="already holds a run.*--resume.*--overwrite"):
-        training.train(r, out, quiet=True, tokenizer_dir=tok_dir)
+        training.train(r, out, quiet=True, tokenizer=Tokenizer.load(tok_dir))
     with pytest.raises(NMTError, match="pick one"):
         training.train(r, out, resume=True, overwrite=True, quiet=True)
     (out / "step-9.pt").write_bytes(b"stale")
-    s = training.train(r, out, overwrite=True, quiet=True, tokenizer_dir=tok_dir)
+    s = training.train(r, out, overwrite=True, quiet=True, tokenizer=Tokenizer.load(tok_dir))
     assert s["steps"] == 2 and not (out / "step-9.pt").exists()
     assert len(records(out, "train")) == 2  # the old run's records are gone
 
 
 def test_resume_checks_the_recipe_and_continues(tmp_path, tok_dir):
     out = tmp_path / "run"
-    training.train(recipe("bahdanau"), out, quiet=True, tokenizer_dir=tok_dir)
+    training.train(recipe("bahdanau"), out, quiet=True, tokenizer=Tokenizer.load(tok_dir))
     with pytest.raises(NMTError, match="recipe mismatch.*model.hidden_size"):
         training.train(recipe("bahdanau", "model.hidden_size=64"), out, resume=True)
     with pytest.raises(NMTError, match="recipe mismatch.*model.attention"):
@@ -153,7 +153,7 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, tok_dir, monke
 
     monkeypatch.setattr(training, "sequence_loss", nan_on_third_call)
     out = tmp_path / "run"
-    s = training.train(recipe("transformer"), out, tokenizer_dir=tok_dir)
+    s = training.train(recipe("transformer"), out, tokenizer=Tokenizer.load(tok_dir))
     assert s["steps"] == 4 and calls["n"] == 5  # one batch more: its update was skipped
     assert "update skipped" in capsys.readouterr().out
     assert all(math.isfinite(p.float().sum()) for p in checkpoint.load(out)["model"].values())
@@ -169,7 +169,7 @@ def test_nonfinite_losses_are_skipped_then_stop_the_run(tmp_path, tok_dir, monke
 def test_keep_last_keeps_the_newest_periodic_checkpoints(tmp_path, tok_dir):
     r = recipe("transformer", "train.max_steps=5", "train.checkpoint_every=1",
                "train.keep_last=2", "train.valid_every=5")
-    training.train(r, tmp_path / "run", quiet=True, tokenizer_dir=tok_dir)
+    training.train(r, tmp_path / "run", quiet=True, tokenizer=Tokenizer.load(tok_dir))
     assert sorted(p.name for p in (tmp_path / "run").glob("step-*.pt")) == \
         ["step-4.pt", "step-5.pt"]
     assert checkpoint.load(tmp_path / "run" / "step-4.pt")["state"]["step"] == 4
@@ -262,7 +262,7 @@ def test_max_minutes_stops_after_the_update_that_spends_it_and_resume_can_extend
     out = tmp_path / "run"
     # 6 ms: spent by the first update, the only stopping rule left
     r = recipe("transformer", "train.max_steps=0", "train.max_minutes=0.0001")
-    s = training.train(r, out, quiet=True, tokenizer_dir=tok_dir)
+    s = training.train(r, out, quiet=True, tokenizer=Tokenizer.load(tok_dir))
     assert s["steps"] == 1 and "max_minutes" in s["stopped"]
     assert records(out, "valid")[-1]["step"] == 1  # best.pt has seen the final weights
     # a time limit is when to stop, not what the updates compute: --resume may raise it
