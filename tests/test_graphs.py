@@ -22,7 +22,7 @@ from nmt.errors import NMTError
 from nmt.graphs import bucket, pad_batch
 from nmt.model import build_model
 from nmt.seq2seq import embedding
-from nmt.tokenizer import BOS, EOS, PAD
+from nmt.tokenizer import BOS, EOS, PAD, Tokenizer
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -247,7 +247,7 @@ def test_the_switch_changes_nothing_on_the_cpu_bit_for_bit(tmp_path, tok_dir, da
         r = recipe("bahdanau", f"train.cuda_graphs={setting}", "train.max_steps=3",
                    "train.valid_every=3")
         assert r.model.dropout > 0  # random draws in every update
-        training.train(r, out, quiet=True, tokenizer_dir=tok_dir)
+        training.train(r, out, quiet=True, tokenizer=Tokenizer.load(tok_dir))
         last = checkpoint.load(out, which="last")
         log = (out / "train.log").read_text()
         metrics = [(m["kind"], m["step"], m.get("loss"), m.get("lr"), m.get("val_loss"))
