@@ -91,7 +91,7 @@ def design(r) -> str:
            f"score; readout ~h_t = tanh(W_c [c_t; h_t]){feed}"
 
 
-def collect(cmp: Comparison, out: Path, tests: dict) -> dict:
+def collect(cmp: Comparison, out: Path, tests: dict[str, Corpus]) -> dict:
     """Everything the report shows, as plain data (results.json). With one seed a system's
     entry is its run's; with several, the same keys hold the aggregate over the seeds (means,
     *_sd the sample standard deviations, the learning curve with its band) and `seeds` lists
@@ -153,7 +153,7 @@ def collect(cmp: Comparison, out: Path, tests: dict) -> dict:
         split = next(iter(tests))
         lines = example_lines(tests[split].src, max(cmp.examples, cmp.heatmaps))
         results["examples"] = {"split": split, "lines": lines, "translations": {
-            name: [runs[0][i] for i in lines] for name, runs in hyps.get(split, {}).items()}}
+            name: [seeds[0][i] for i in lines] for name, seeds in hyps.get(split, {}).items()}}
         results["attention"], maps = _attention(results["systems"], out, split, tests[split],
                                                 lines[:cmp.heatmaps])
         (out / ATTENTION_MAPS).write_text(json.dumps(maps, ensure_ascii=False),
