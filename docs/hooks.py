@@ -136,9 +136,10 @@ def commands() -> str:
 
 def modules() -> str:
     rows = ["| module | what it is for |", "|---|---|"]
-    files = sorted((ROOT / "nmt").glob("*.py")) + [ROOT / "cli.py"]
+    # the modules of nmt/ and of its subpackages (nmt/compare/: its __init__ describes it)
+    files = sorted((ROOT / "nmt").rglob("*.py")) + [ROOT / "cli.py"]
     for path in files:
-        if path.name == "__init__.py":
+        if path == ROOT / "nmt" / "__init__.py":
             continue
         doc = ast.get_docstring(ast.parse(path.read_text(encoding="utf-8"))) or ""
         first = " ".join(doc.split("\n\n")[0].split())

@@ -2,7 +2,7 @@
 __version__ = "0.1.0"
 
 # The Python API (nmt/api.py), imported on first use so that `import nmt` stays light (no torch).
-# The comparison entry point is nmt.api.compare: `nmt.compare` is the submodule nmt/compare.py.
+# The comparison entry point is nmt.api.compare: `nmt.compare` is the subpackage nmt/compare/.
 _API = ("Translator", "train")
 
 

@@ -16,7 +16,7 @@
 `Translator.translate` gives what `nmt translate` writes for the same lines and options (the
 same code decodes both: translate_cmd goes through `DecodeOptions` and `Translator`).
 
-Why `nmt.api.compare` and not `nmt.compare`: `nmt.compare` is the submodule nmt/compare.py
+Why `nmt.api.compare` and not `nmt.compare`: `nmt.compare` is the subpackage nmt/compare/
 (what `nmt compare` runs). Python sets a package attribute to a submodule as soon as anything
 imports it, so a function `nmt.compare` would be replaced by the module the first time any code
 ran `import nmt.compare`. `nmt.Translator` and `nmt.train` have no such clash (the training
@@ -264,7 +264,7 @@ def compare(recipe, out: str | Path | None = None, *, sets: Sequence[str] = (),
     (default runs/<its name>), as `nmt compare` does, and return what it writes to
     results.json: per system its summary, test scores and curve, the significance tests.
 
-    This is `nmt.api.compare`, not `nmt.compare`: that name is the submodule nmt/compare.py,
+    This is `nmt.api.compare`, not `nmt.compare`: that name is the subpackage nmt/compare/,
     which replaces any package attribute of the same name once it is imported.
 
         >>> from nmt.api import compare

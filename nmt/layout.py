@@ -104,6 +104,9 @@ SYSTEMS = "systems"
 RESULTS = "results.json"
 REPORT = "report.md"
 REPORT_HTML = "report.html"
+# beside results.json: the weights of every heatmap the report draws (too many numbers to read
+# in results.json)
+ATTENTION_MAPS = "attention.json"
 LEARNING_CURVES = "learning_curves.png"
 TOKENIZER_SETTINGS = "settings.json"  # in the shared tokenizer/: what it was built from
 DONE = "done.json"  # in a system's run directory: its training finished (the summary)
@@ -164,6 +167,10 @@ class ComparisonDir:
     @property
     def results(self) -> Path:
         return self.root / RESULTS
+
+    @property
+    def attention_maps(self) -> Path:
+        return self.root / ATTENTION_MAPS
 
     @property
     def report(self) -> Path:

@@ -1,14 +1,23 @@
 """The comparison report: `report.md` with one table, significance, figures and examples, each
-section written by its own function (with several seeds: means ± sd and bands over the seeds)."""
+section written by its own function (with several seeds: means ± sd and bands over the seeds).
+
+It only formats and draws: every number and example it shows comes from the results stage
+(compare.collect: results.json, and attention.json for the heatmaps' weights), so a report can be
+written again from those files without any checkpoint."""
 from __future__ import annotations
 
+import json
+import typing
 from pathlib import Path
 
+import torch
+
 from nmt import layout, plots, report_html
-from nmt.checkpoint import load_for_inference
-from nmt.data import read_lines
+from nmt.data import Corpus
 from nmt.evaluation import BOOTSTRAP_SAMPLES
-from nmt.focus import attention_focus
+
+if typing.TYPE_CHECKING:  # a type only: the compare package imports this module
+    from nmt.compare.recipe import Comparison
 
 
 def _fmt(x, digits=1) -> str:
@@ -20,10 +29,12 @@ def _pm(mean, sd, digits=1) -> str:
     return _fmt(mean, digits) if sd is None else f"{mean:.{digits}f} ± {sd:.{digits}f}"
 
 
-def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
-    """report.md (and its figures) in `out`: the systems' table, significance against the
-    baseline per test set, learning curves, BLEU by length, attention and examples."""
-    systems, where = results["systems"], layout.ComparisonDir(out)
+def write(cmp: Comparison, out: Path, results: dict, tests: dict[str, Corpus]) -> None:
+    """report.md (and its figures, and report.html) in `out`: the systems' table, significance
+    against the baseline per test set, learning curves, BLEU by length, attention and examples,
+    from `results` (compare.collect's) and the attention maps it wrote beside it; `tests` gives
+    the examples' source and reference lines."""
+    systems = results["systems"]
     lines = [f"# {cmp.name}", ""]
     if not systems:
         lines.append("No system has finished training yet.")
@@ -35,17 +46,20 @@ def write(cmp, out: Path, results: dict, tests: dict, tok) -> None:
             lines += _significance(results, split, cmp.baseline)
         lines += _figures(systems, splits, out, results.get("seeds", 1),
                           results.get("eval", {}).get("length_unit", "words"))
-        picks = _examples(tests[splits[0]].src, max(cmp.examples, cmp.heatmaps))
+        examples, attention = results["examples"], results["attention"]
+        split, corpus = examples["split"], tests[examples["split"]]
+        picks = examples["lines"]
+        # system -> line -> its translation, for the systems that have the split's scores
+        hyps = {name: dict(zip(picks, texts)) for name, texts in examples["translations"].items()}
+        maps = json.loads((out / attention["maps"]).read_text(encoding="utf-8"))["systems"]
         views: dict = {}  # (system, line) -> the attention drawn, for report.html
-        lines += _attention(systems, splits[0], tests[splits[0]], picks[:cmp.heatmaps], out,
-                            views)
-        lines += _translations(systems, splits[0], tests[splits[0]], picks[:cmp.examples], out)
-        report_html.write(where.report_html, cmp.name, splits[0], tests[splits[0]], picks, {
-            n: read_lines(where.hypotheses(n, splits[0])) for n in systems
-            if splits[0] in systems[n]["tests"]}, views)
+        lines += _attention(systems, split, attention, maps, out, views)
+        lines += _translations(systems, split, corpus, picks[:cmp.examples], hyps)
+        report_html.write(layout.ComparisonDir(out).report_html, cmp.name, split, corpus, picks,
+                          hyps, views)
         lines += ["", "The same examples with every system's attention to hover over: "
                       f"[{layout.REPORT_HTML}]({layout.REPORT_HTML})."]
-    where.report.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    layout.ComparisonDir(out).report.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _table(systems: dict, splits: list[str], seeds: int) -> list[str]:
@@ -160,39 +174,36 @@ def _figures(systems: dict, splits: list[str], out: Path, seeds: int,
     return lines
 
 
-FOCUS_PAIRS = 500  # test pairs the attention numbers are computed on (~1 s per system)
-
-
-def _attention(systems: dict, split: str, corpus, picks: list[int], out: Path,
+def _attention(systems: dict, split: str, attention: dict, maps: dict, out: Path,
                views: dict | None = None) -> list[str]:
-    """Where each RNN's attention goes (focus.py: a collapse shows at a glance), then heatmaps
-    of the picked test sentences for every system with attention (its first run). `views`
-    receives (system, line) -> (source pieces, output pieces, maps) of each picked sentence."""
+    """Where each RNN's attention goes (results' `attention`, focus.py: a collapse shows at a
+    glance), then heatmaps of the picked test sentences (`maps`: the results stage's
+    attention.json) for every system with attention (its first run). `views` receives (system,
+    line) -> (source pieces, output pieces, maps) of each picked sentence."""
     figures, focus = [], []
     for name in systems:
-        model, stok, _ = load_for_inference(layout.ComparisonDir(out).system(name), "cpu")
-        pairs = list(zip(stok.encode_src(corpus.src[:FOCUS_PAIRS]),
-                         stok.encode_tgt(corpus.tgt[:FOCUS_PAIRS])))
-        f = attention_focus(model, pairs, 4096, "cpu")
+        f = attention["focus"].get(name)
         if f is not None:
             focus.append(f"| {name} | {f['sharpness']:.2f} | {f['on_eos']:.0%} | "
                          f"{f['on_first']:.0%} | {f['entropy']:.2f} |")
-        for k, i in enumerate(picks):
-            src_p, out_p, maps, _ = plots.sentence_attention(model, stok, corpus.src[i])
+        for k, sentence in enumerate(maps.get(name, [])):
+            i, src_p, out_p = sentence["line"], sentence["source"], sentence["output"]
+            weights = {m: torch.tensor(w, dtype=torch.float32)  # (T, S), as computed
+                       for m, w in sentence["maps"].items()}
             if views is not None:
-                views[(name, i)] = (src_p, out_p, maps)
-            if not maps:
+                views[(name, i)] = (src_p, out_p, weights)
+            if not weights:
                 continue
             fig = layout.attention_figure(name, k + 1)
-            plots.heatmaps(maps, src_p, out_p, out / fig, title=f"{name}: {split} line {i + 1}")
+            plots.heatmaps(weights, src_p, out_p, out / fig,
+                           title=f"{name}: {split} line {i + 1}")
             figures.append(f"![{name} attention, {split} line {i + 1}]({fig})")
     if focus:
-        n = min(len(corpus.src), FOCUS_PAIRS)
-        focus = [f"Where each RNN's attention goes, teacher-forced on the first {n:,} "
-                 f"references of {split}: sharpness is the mean largest weight (1/S uniform, "
-                 f"1 one-hot), on EOS and on first word the share of target tokens whose "
-                 f"largest weight is there, entropy normalised by log S (1 uniform, 0 "
-                 f"one-hot). A collapsed attention, which reads one fixed position like an "
+        focus = [f"Where each RNN's attention goes, teacher-forced on the first "
+                 f"{attention['pairs']:,} references of {split}: sharpness is the mean largest "
+                 f"weight (1/S uniform, 1 one-hot), on EOS and on first word the share of target "
+                 f"tokens whose largest weight is there, entropy normalised by log S (1 uniform, "
+                 f"0 one-hot). A collapsed attention, which reads one fixed position like an "
                  f"attention-free model, shows sharpness near 1 with on EOS or on first word "
                  f"near 100%.", "", "| system | sharpness | on EOS | on first word | entropy |",
                  "|---|---|---|---|---|", *focus, ""]
@@ -200,17 +211,17 @@ def _attention(systems: dict, split: str, corpus, picks: list[int], out: Path,
         figures or ["No attention system in this comparison."])
 
 
-def _translations(systems: dict, split: str, corpus, picks: list[int], out: Path) -> list[str]:
+def _translations(systems: dict, split: str, corpus: Corpus, picks: list[int],
+                  hyps: dict[str, dict[int, str]]) -> list[str]:
     """The picked test sentences: source, reference, and every system's output (its first
-    run's)."""
+    run's; `hyps`: system -> line -> translation)."""
     lines = ["", f"## Example translations ({split})", ""]
     for i in picks:
         lines += [f"**source (line {i + 1})**: {corpus.src[i]}  ",
                   f"**reference**: {corpus.tgt[i]}  "]
         for name in systems:
-            if split in systems[name]["tests"]:  # else left out: decoded for other settings
-                hyp = read_lines(layout.ComparisonDir(out).hypotheses(name, split))
-                lines.append(f"**{name}**: {hyp[i]}  ")
+            if name in hyps:  # else left out: decoded for other settings
+                lines.append(f"**{name}**: {hyps[name][i]}  ")
         lines.append("")
     return lines
 
@@ -237,12 +248,3 @@ def verdict(delta: float, p: float | None, level: float = 0.05) -> str:
     if p >= level:
         return "no significant difference"
     return "significantly better" if delta > 0 else "significantly worse"
-
-
-def _examples(src: list[str], n: int) -> list[int]:
-    """Spread picks over the length range so short and long sentences both show up."""
-    order = sorted(range(len(src)), key=lambda i: (len(src[i].split()), i))
-    if n <= 0 or not order:
-        return []
-    step = max(1, len(order) // n)
-    return sorted({order[min(len(order) - 1, step // 2 + k * step)] for k in range(n)})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import html
 import json
 from pathlib import Path
+from typing import Mapping, Sequence
 
 from nmt import layout
 
@@ -47,9 +48,11 @@ def _attention(view) -> dict | None:
 
 
 def write(path: Path, title: str, split: str, corpus, picks: list[int],
-          translations: dict[str, list[str]], views: dict) -> None:
-    """report.html at `path`. translations: system -> its hypotheses of `split` (the report's
-    examples); views: (system, line index) -> what the report drew for that sentence."""
+          translations: dict[str, Sequence[str] | Mapping[int, str]],
+          views: dict) -> None:
+    """report.html at `path`. translations: system -> its hypotheses of `split` by line index
+    (a list of them all, or line -> hypothesis for the picked lines); views: (system, line
+    index) -> what the report drew for that sentence."""
     examples = []
     for i in picks:
         systems = []

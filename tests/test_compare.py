@@ -18,7 +18,11 @@ import torch
 from typer.testing import CliRunner
 
 from cli import app
-from nmt.compare import length_buckets, load_comparison, quantile_edges
+from nmt import report
+from nmt.compare import (Comparison, Job, SeedRun, length_buckets, load_comparison,
+                         quantile_edges, run, seed_runs)
+from nmt.config import Recipe
+from nmt.data import load_split, read_lines
 from nmt.distributed import cpu_count
 from nmt.errors import NMTError
 from nmt.evaluation import bleu_interval, score
@@ -112,6 +116,56 @@ def test_smoke_report_says_which_way_each_system_differs(smoke):
         want = verdict(row["score"] - base, row["p_value"])
         line = next(x for x in report.splitlines() if x.startswith(f"| {name} | ") and "±" in x)
         assert line.endswith(f"| {want} |") and f"{row['score'] - base:+.2f} BLEU" in line
+
+
+def test_results_hold_the_attention_and_examples_the_report_shows(smoke):
+    out, results = smoke
+    att, ex = results["attention"], results["examples"]
+    assert att["split"] == ex["split"] == "test_2016_flickr" and att["pairs"] == 60
+    rnns = {n for n, s in results["systems"].items()
+            if s["arch"] == "rnn" and s["attention"] != "none"}
+    assert set(att["focus"]) == rnns  # the numbers of report.md's attention table
+    report_md = (out / "report.md").read_text()
+    for name, f in att["focus"].items():
+        assert f"| {name} | {f['sharpness']:.2f} | {f['on_eos']:.0%} |" in report_md
+    # the picked lines' translations: each system's hypothesis file's lines
+    assert len(ex["lines"]) == 3 and set(ex["translations"]) == set(results["systems"])
+    for name, texts in ex["translations"].items():
+        hyps = read_lines(out / "systems" / name / "test_2016_flickr.hyp")
+        assert texts == [hyps[i] for i in ex["lines"]]
+    # the heatmaps' weights beside results.json: one (T, S) map per drawn map, T output pieces
+    maps = json.loads((out / att["maps"]).read_text(encoding="utf-8"))["systems"]
+    assert set(maps) == set(results["systems"])
+    for name, sentences in maps.items():
+        assert [s["line"] for s in sentences] == ex["lines"][:1]  # heatmaps: 1
+        for s in sentences:
+            assert bool(s["maps"]) == (name != "no-attention")
+            for weights in s["maps"].values():
+                assert len(weights) == len(s["output"])
+                assert all(len(row) == len(s["source"]) and all(0 <= w <= 1 for w in row)
+                           for row in weights)
+
+
+def test_the_report_is_written_from_the_results_alone(smoke, tmp_path):
+    """report.write reads no checkpoint: with every .pt gone, results.json and attention.json
+    give the same report, figures and report.html."""
+    out = tmp_path / "smoke"
+    shutil.copytree(smoke[0], out)
+    for pt in out.rglob("*.pt"):
+        pt.unlink()
+    written = {p.name: p.read_bytes() for p in out.glob("report.*")}
+    figures = {p.name: p.stat().st_size for p in out.glob("*.png")}
+    for p in [*out.glob("report.*"), *out.glob("*.png")]:
+        p.unlink()
+    cmp = load_comparison("recipes/smoke.yaml", FAST)
+    data = cmp.recipes[cmp.baseline].data
+    tests = {s: load_split(data, s, limit=data.max_test_pairs, heldout=out / "heldout")
+             for s in data.test}
+    report.write(cmp, out, json.loads((out / "results.json").read_text()), tests)
+    assert not list(out.rglob("*.pt"))
+    assert {p.name: p.read_bytes() for p in out.glob("report.*")} == written
+    assert set(figures) == {p.name for p in out.glob("*.png")}
+    assert all((out / name).stat().st_size > 1000 for name in figures)
 
 
 def test_verdict_has_a_direction():
@@ -216,14 +270,39 @@ def compare(recipe, out, *more):
 
 
 def test_reporting_settings_do_not_make_a_trained_system_stale():
-    from nmt.compare import _training_key
+    from nmt.compare.stale import training_key
 
     r = load_comparison("recipes/smoke.yaml").recipes["transformer"]
     quiet = copy.deepcopy(r)
     quiet.train.tensorboard, quiet.train.progress_every = False, 7
-    assert _training_key(quiet) == _training_key(r)
+    assert training_key(quiet) == training_key(r)
     quiet.train.lr *= 2
-    assert _training_key(quiet) != _training_key(r)
+    assert training_key(quiet) != training_key(r)
+
+
+def test_a_jobs_recipe_is_a_copy_with_its_device_and_threads(tmp_path):
+    cmp = Comparison(recipes={"a": Recipe(name="a"), "b": Recipe(name="b")}, seeds=2)
+    loaded = copy.deepcopy(cmp)
+    sr = seed_runs(cmp, "a")[0]
+    job = Job(sr, tmp_path, {}, device="cpu", threads=3)
+    assert job.recipe.train.device == "cpu" and job.recipe.train.threads == 3
+    assert job.recipe.model == sr.recipe.model and job.run_dir == tmp_path / "systems" / "a"
+    assert cmp == loaded  # the comparison's recipe is not the job's
+    own = copy.deepcopy(sr.recipe)
+    own.train.threads = 1  # a recipe's own threads win over a --jobs share
+    assert Job(SeedRun("a", 0, "a", own), tmp_path, {}, threads=3).recipe.train.threads == 1
+    assert Job(sr, tmp_path, {}).recipe == sr.recipe  # auto: the recipe's own device
+
+
+def test_a_run_leaves_the_comparison_as_loaded(tmp_path):
+    """run() with --device writes nothing into the recipes it was given (which collect and
+    every other run read, and a caller may pass again)."""
+    recipe, out = tiny_comparison(tmp_path), tmp_path / "out"
+    cmp = load_comparison(recipe, TINY)
+    loaded = copy.deepcopy(cmp)
+    results = run(cmp, out, device="cpu", quiet=True)
+    assert cmp == loaded and set(results["systems"]) == {"no-attention", "bahdanau"}
+    assert all(r.train.device == "auto" for r in cmp.recipes.values())
 
 
 def test_a_changed_recipe_is_never_answered_with_old_results(tmp_path):

@@ -13,7 +13,8 @@ from matplotlib.axes import Axes
 from test_compare import compare, mtimes, tiny_comparison
 
 from nmt import plots
-from nmt.compare import _aggregate, curve_band, load_comparison
+from nmt.compare import curve_band, load_comparison
+from nmt.compare.results import _aggregate
 from nmt.config import load_recipe
 from nmt.errors import NMTError
 from nmt.evaluation import bleu_interval, paired_bootstrap, seed_bootstrap, seed_interval

@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CODE = sorted((ROOT / "nmt").glob("*.py")) + [ROOT / "cli.py"]
+CODE = sorted((ROOT / "nmt").rglob("*.py")) + [ROOT / "cli.py"]
 
 # a date, a clock time, or a machine a measurement was taken on
 # (a dated log's file name is a stable link, not a measurement)

@@ -8,9 +8,10 @@ import pytest
 import torch
 from helpers_ckpt import batch_of, multi30k_lines, toy_pairs
 
-from nmt import compare, distributed, prediction, training
+from nmt import distributed, prediction, training
 from nmt import transformer as transformer_module
 from nmt.checkpoint import load_for_inference
+from nmt.compare import runs
 from nmt.config import DataConfig, DecodeConfig, ModelConfig, Recipe
 from nmt.data import Corpus, encode_pairs
 from nmt.evaluation import translate_and_score
@@ -227,7 +228,7 @@ def test_every_decoding_goes_through_the_one_precision_rule(run_dir, text, tmp_p
     assert through_the_rule(lambda: translate_and_score(model, tok, src, [ref], dcfg, CPU))
     assert through_the_rule(lambda: prediction.translate_file(
         model, tok, tmp_path / "in.de", tmp_path / "out.en", dcfg, CPU))
-    assert through_the_rule(lambda: compare._decode(
+    assert through_the_rule(lambda: runs._decode(
         run_dir, src, tmp_path / "test.hyp", "cpu", replace(Recipe(), decode=dcfg), {}))
 
 

@@ -346,17 +346,17 @@ def test_each_format_trains_and_a_tsv_compares(tmp_path, pairs, tok_dir):
 
 
 def test_a_tokenizer_built_before_the_new_data_fields_is_still_reused(tmp_path):
-    from nmt.compare import _stale_tokenizer, _tokenizer_key
+    from nmt.compare.stale import stale_tokenizer, tokenizer_key
     from nmt.config import Recipe
 
     (tmp_path / "spm.model").write_bytes(b"x")
-    old = {k: v for k, v in _tokenizer_key(Recipe()).items()
+    old = {k: v for k, v in tokenizer_key(Recipe()).items()
            if k not in ("data.src_file", "data.tgt_file", "data.header") and
            not k.startswith("data.holdout")}
     (tmp_path / "settings.json").write_text(json.dumps(old))
-    assert _stale_tokenizer(tmp_path, Recipe()) is None
+    assert stale_tokenizer(tmp_path, Recipe()) is None
     r = recipe_from_dict({"data": {"holdout_seed": 7}})  # another training part
-    assert "data.holdout_seed 1234 -> 7" in _stale_tokenizer(tmp_path, r)
+    assert "data.holdout_seed 1234 -> 7" in stale_tokenizer(tmp_path, r)
 
 
 def test_train_without_a_recipe_needs_data_and_names_the_run_after_it(tmp_path, monkeypatch):
@@ -371,7 +371,7 @@ def test_train_without_a_recipe_needs_data_and_names_the_run_after_it(tmp_path, 
 
 
 def test_another_held_out_test_split_makes_a_trained_system_stale(tmp_path):
-    from nmt.compare import _stale_system
+    from nmt.compare.stale import stale_system
 
     (tmp_path / "c.tsv").write_text("".join(f"s{i}\tt{i}\n" for i in range(100)))
     run = tmp_path / "run"
@@ -381,7 +381,7 @@ def test_another_held_out_test_split_makes_a_trained_system_stale(tmp_path):
                                      f"src_lang: en, tgt_lang: fr, test: [test]}}\n")
     same = recipe_from_dict({"data": {"source": "tsv", "path": str(tmp_path / "c.tsv"),
                                       "src_lang": "en", "tgt_lang": "fr", "test": ["test"]}})
-    assert _stale_system(run, same, tmp_path / "no-tokenizer") is None
+    assert stale_system(run, same, tmp_path / "no-tokenizer") is None
     more = recipe_from_dict({"data": {**vars(same.data), "test": ["test", "test2"]}})
     assert "held out of its corpus changed (val, test -> val, test, test2)" in \
-        _stale_system(run, more, tmp_path / "no-tokenizer")
+        stale_system(run, more, tmp_path / "no-tokenizer")

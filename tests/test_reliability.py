@@ -22,7 +22,8 @@ from typer.testing import CliRunner
 
 import cli
 from cli import app
-from nmt import atomic, checkpoint, compare, prediction, rundir
+from nmt import atomic, checkpoint, prediction, rundir
+from nmt.compare import runs, stale
 from nmt.config import load_recipe, recipe_from_dict
 from nmt.data import read_lines
 from nmt.errors import NMTError
@@ -266,7 +267,7 @@ def test_the_resume_command_quotes_a_path_with_spaces(tmp_path):
 def test_jobs_logs_are_appended_with_a_header_per_attempt(tmp_path):
     log = tmp_path / "sys.log"
     for attempt in ("first", "second"):
-        fd = compare._open_log(log, "sys")
+        fd = runs._open_log(log, "sys")
         os.write(fd, f"{attempt} attempt's output\n".encode())
         os.close(fd)
     text = log.read_text()
@@ -292,15 +293,15 @@ def test_averaging_one_checkpoint_says_one(run, tmp_path):
 # ----------------------------------------------------------------------------- --jobs (8)
 
 def test_a_child_dies_with_its_parent_killed_by_sigkill(tmp_path):
-    """compare --jobs children (compare._die_with_parent, as _run_alone calls it) end when
+    """compare --jobs children (compare.runs._die_with_parent, as _run_alone calls it) end when
     their parent is SIGKILLed instead of training on, holding the systems' locks."""
     pid_file = tmp_path / "child.pid"
     parent = subprocess.Popen([sys.executable, "-c", f"""
 import os, time
-from nmt import compare
+from nmt.compare import runs
 
 if os.fork() == 0:  # the child, as _run_alone starts
-    compare._die_with_parent()
+    runs._die_with_parent()
     with open({str(pid_file)!r} + ".tmp", "w") as f:
         f.write(str(os.getpid()))
     os.replace({str(pid_file)!r} + ".tmp", {str(pid_file)!r})
@@ -334,7 +335,7 @@ def test_compare_decodes_with_the_recipes_threads(run, tmp_path):
     src = ["ein Hund", "zwei Katzen"]
     torch.set_num_threads(2)
     try:
-        compare._decode(run, src, tmp_path / "t.hyp", "cpu", r, compare._decode_key(r, src))
+        runs._decode(run, src, tmp_path / "t.hyp", "cpu", r, stale.decode_key(r, src))
         assert torch.get_num_threads() == 2  # the caller's setting is given back
     finally:
         torch.set_num_threads(1)
@@ -343,5 +344,5 @@ def test_compare_decodes_with_the_recipes_threads(run, tmp_path):
 
 
 def test_the_device_column_says_the_threads_a_run_used():
-    assert compare._device_name(torch.device("cpu"), threads=1) == "cpu (1 thread)"
-    assert compare._device_name(torch.device("cpu"), threads=3) == "cpu (3 threads)"
+    assert runs._device_name(torch.device("cpu"), threads=1) == "cpu (1 thread)"
+    assert runs._device_name(torch.device("cpu"), threads=3) == "cpu (3 threads)"

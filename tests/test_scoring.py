@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 
 from cli import app
 from nmt import plots
-from nmt.compare import _stale_system, length_buckets, load_comparison, quantile_edges, run
+from nmt.compare import length_buckets, load_comparison, quantile_edges, run
+from nmt.compare.stale import stale_system
 from nmt.config import recipe_from_dict
 from nmt.errors import NMTError
 from nmt.evaluation import (bleu_interval, length_unit, resolve_tokenize, score, scoring,
@@ -246,7 +247,7 @@ def test_comparison_scores_with_the_target_languages_tokenizer(tmp_path, lang, t
     with pytest.raises(NMTError, match=rf"eval\.tokenize '{tokenizer}' -> 'char'.*--retrain"):
         run(load_comparison(path, overrides=["eval.tokenize=char"]), out, quiet=True)
     named = load_comparison(path, overrides=[f"eval.tokenize={tokenizer}"]).recipes["plain"]
-    assert _stale_system(out / "systems" / "plain", named, out / "tokenizer") is None
+    assert stale_system(out / "systems" / "plain", named, out / "tokenizer") is None
     # nor does --resume carry on under another tokenizer
     with pytest.raises(NMTError, match=r"cannot change eval\.tokenize: 'auto' -> 'char'"):
         resume_recipe(out / "systems" / "plain", overrides=["eval.tokenize=char"])

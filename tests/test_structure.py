@@ -6,21 +6,54 @@ from pathlib import Path
 NMT = Path(__file__).resolve().parents[1] / "nmt"
 
 
-def nmt_imports(tree: ast.AST) -> set[str]:
-    out = set()
+def module_name(path: Path) -> str:
+    """nmt/compare/runs.py -> compare.runs; a subpackage's __init__.py is the package (compare);
+    nmt's own is __init__."""
+    parts = path.relative_to(NMT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
+
+
+def _is_module(name: str) -> bool:
+    path = NMT.joinpath(*name.split("."))
+    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
+
+
+def _type_checking_only(tree: ast.AST) -> set[int]:
+    """ids of the import nodes under `if TYPE_CHECKING:` (never run: for annotations only)."""
+    skip = set()
     for n in ast.walk(tree):
+        if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test):
+            skip |= {id(m) for stmt in n.body for m in ast.walk(stmt)}
+    return skip
+
+
+def nmt_imports(tree: ast.AST, importer: str = "") -> set[str]:
+    """The modules of nmt that running `tree` (the module `importer`) imports: each one named
+    and the packages above it whose __init__ runs first (but not the importer's own, which is
+    being imported already)."""
+    named, skip = set(), _type_checking_only(tree)
+    for n in ast.walk(tree):
+        if id(n) in skip:
+            continue
         if isinstance(n, ast.ImportFrom) and n.module and n.module.split(".")[0] == "nmt":
             if n.module == "nmt":
-                out |= {a.name for a in n.names if (NMT / f"{a.name}.py").is_file()}
+                named |= {a.name for a in n.names if _is_module(a.name)}
             else:
-                out.add(n.module.split(".")[1])
+                named.add(n.module.split(".", 1)[1])
         elif isinstance(n, ast.Import):
-            out |= {a.name.split(".")[1] for a in n.names if a.name.startswith("nmt.")}
-    return out
+            named |= {a.name.split(".", 1)[1] for a in n.names if a.name.startswith("nmt.")}
+    own = importer.split(".")
+    out = set()
+    for name in named:
+        parts = name.split(".")
+        out |= {".".join(parts[:k]) for k in range(1, len(parts) + 1)
+                if parts[:k] != own[:k] or k == len(parts)}
+    return out - {importer}
 
 
 def test_the_import_graph_has_no_circle():
-    graph = {p.stem: nmt_imports(ast.parse(p.read_text())) for p in NMT.glob("*.py")}
+    graph = {module_name(p): nmt_imports(ast.parse(p.read_text()), module_name(p))
+             for p in NMT.rglob("*.py")}
     done: set[str] = set()
 
     def visit(module: str, path: list[str]) -> None:
@@ -38,8 +71,8 @@ def test_the_import_graph_has_no_circle():
 
 def test_nmt_modules_are_imported_at_the_top():
     inside = []
-    for p in NMT.glob("*.py"):
-        if p.name == "__init__.py":  # the package's lazy exports: `import nmt` stays light
+    for p in NMT.rglob("*.py"):
+        if p == NMT / "__init__.py":  # the package's lazy exports: `import nmt` stays light
             continue
         for f in ast.walk(ast.parse(p.read_text())):
             if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef)):
