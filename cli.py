@@ -568,31 +568,19 @@ def eval_cmd(
     if checkpoint is not None:
         if hyp or src is None:
             raise NMTError("with --checkpoint, give --src and --ref (and no --hyp)")
-        from nmt.evaluation import translate_and_score
+        from nmt.api import Translator
 
         src_lines = read_text(src, "source")
         _, refs = read_aligned([], [str(p) for p in ref])
         if len(src_lines) != len(refs[0]):
             raise NMTError(f"{src} has {len(src_lines)} lines but {ref[0]} has "
                            f"{len(refs[0])}; source and references must be line-aligned")
-        from nmt.shortlist import use_shortlist
-
-        model, tok, recipe, dev = _load_for_decoding(checkpoint, device, ensemble)
-        if tokenize == "auto":
-            tokenize = resolve_tokenize(recipe.eval.tokenize, tgt_lang or recipe.data.tgt_lang)
-            lowercase = lowercase or recipe.eval.lowercase
-            metrics(tokenize, lowercase)
-        dcfg = options.apply(recipe.decode)
-        use_shortlist(model, checkpoint, tok, recipe, dcfg)
-        lines, tf = translate_and_score(model, tok, src_lines, refs, dcfg, dev,
-                                        progress=sys.stderr.isatty())
-        hyps = {str(checkpoint): lines}
-        result.update(checkpoint=str(checkpoint), src=str(src), **tf,
-                      decode={k: getattr(dcfg, k) for k in ("alpha", "max_len_a", "max_len_b",
-                                                            "sample", "temperature", "top_k",
-                                                            "top_p", "seed", "amp",
-                                                            "shortlist",
-                                                            "shortlist_frequent")},
+        got = Translator.load(checkpoint, device, ensemble=ensemble or ()).evaluate(
+            src_lines, refs, options, tokenize, tgt_lang or "", lowercase,
+            progress=sys.stderr.isatty())
+        tokenize, lowercase = got.pop("tokenize"), got.pop("lowercase")
+        hyps = {str(checkpoint): got.pop("translations")}
+        result.update(checkpoint=str(checkpoint), src=str(src), **got,
                       ensemble=[str(p) for p in ensemble])
     else:
         if not hyp or src is not None:

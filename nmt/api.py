@@ -25,7 +25,7 @@ module is nmt/training.py) and are exported lazily: `import nmt` stays light (no
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -38,7 +38,7 @@ from nmt.decode_options import DecodeOptions
 from nmt.distributed import resolve_device
 from nmt.ensemble import load_ensemble
 from nmt.errors import NMTError
-from nmt.evaluation import score
+from nmt.evaluation import metrics, resolve_tokenize, score, translate_and_score
 from nmt.export import is_ctranslate2_dir
 from nmt.prediction import _one_line, decoding_precision, eval_mode, source_cap, translate_lines
 from nmt.search import decoding_generator, max_output_len, translate_batch
@@ -111,7 +111,6 @@ class Translator:
              ensemble: Sequence[str | Path] = (), **decode) -> "Translator":
         """Load a run directory (its best.pt) or a .pt checkpoint; `ensemble`: more
         checkpoints decoded together with it (same tokenizer). NMTError names what is wrong."""
-
         ensemble = [Path(p) for p in ensemble]
         for p in [Path(path), *ensemble]:
             if is_ctranslate2_dir(p):
@@ -140,7 +139,6 @@ class Translator:
 
     @property
     def params(self) -> int:
-
         return count_parameters(self.model)
 
     def options(self, **decode) -> DecodeConfig:
@@ -168,7 +166,6 @@ class Translator:
     def _shortlist(self, dcfg: DecodeConfig) -> None:
         """Load (or build, once) the run's vocabulary shortlist when `dcfg` asks for one."""
         if dcfg.shortlist and getattr(self.model, "shortlist", None) is None:
-
             use_shortlist(self.model, self.path, self.tok, self.recipe, dcfg)
 
     @torch.inference_mode()
@@ -176,7 +173,6 @@ class Translator:
         """Translate one sentence (the same search and output as `translate`) and give the
         attention of that output, computed by teacher forcing it through the model in float32
         (see `Attention` for the shapes). Newlines in `text` are read as spaces."""
-
         if self.ensemble:
             raise NMTError("an ensemble has no single attention to show; load one checkpoint")
         dcfg = replace(self.options(**decode), nbest=1)
@@ -210,7 +206,6 @@ class Translator:
         """Translate `src` and score it with sacreBLEU against `refs` (one list of reference
         lines, or several such lists): {"bleu", "chrf", "ter", "signatures",
         "translations"}, as `nmt eval --hyp` scores a file of these translations."""
-
         refs = [list(refs)] if refs and isinstance(refs[0], str) else [list(r) for r in refs]
         for r in refs:
             if len(r) != len(src):
@@ -219,9 +214,32 @@ class Translator:
         hyps = self.translate(list(src), **decode)
         return {**score(hyps, refs, tokenize, lowercase), "translations": hyps}
 
+    def evaluate(self, src: list[str], refs: list[list[str]], options: DecodeOptions,
+                 tokenize: str = "auto", tgt_lang: str = "", lowercase: bool = False,
+                 progress: bool = False) -> dict:
+        """`nmt eval --checkpoint`: `src` translated with the checkpoint's decode settings and
+        `options`, and the teacher-forced perplexity of the first reference stream. The BLEU
+        tokenizer `auto` is the recipe's eval.tokenize for `tgt_lang` (default: the recipe's
+        target language), and the recipe's eval.lowercase applies too. Returns {"tokenize",
+        "lowercase", "translations", "beam", "nll", "ppl", "decode": the settings that decided
+        the translations}; scoring them against the references is the caller's
+        (evaluation.score_systems, with any other systems' files)."""
+        if tokenize == "auto":
+            tokenize = resolve_tokenize(self.recipe.eval.tokenize,
+                                        tgt_lang or self.recipe.data.tgt_lang)
+            lowercase = lowercase or self.recipe.eval.lowercase
+        metrics(tokenize, lowercase)  # a package the tokenizer lacks: an error before decoding
+        dcfg = options.apply(self.decode)
+        self._shortlist(dcfg)
+        hyps, tf = translate_and_score(self.model, self.tok, src, refs, dcfg, self.device,
+                                       progress=progress)
+        decided = {k: v for k, v in asdict(dcfg).items()
+                   if k not in ("beam", "nbest", "batch_tokens")}  # beam is in tf; the others group
+        return {"tokenize": tokenize, "lowercase": lowercase, "translations": hyps, **tf,
+                "decode": decided}
+
 
 def _recipe(recipe: str | Path | Recipe, sets: Sequence[str]) -> Recipe:
-
     if isinstance(recipe, Recipe):
         if sets:
             raise NMTError("sets= changes a recipe file as it is read; with a Recipe object, "
@@ -242,7 +260,6 @@ def train(recipe: str | Path | Recipe | None = None, out: str | Path | None = No
         >>> Translator.load(s["run_dir"]).translate(["Ein Hund."])
         >>> train(out="runs/t", resume=True, sets=["train.max_steps=200"])   # continue it
     """
-
     sets = list(sets) + ([f"train.device={device}"] if device else [])
     if resume:  # the run's own recipe with `sets`, read from its last.pt under its lock
         if out is None:
@@ -271,7 +288,6 @@ def compare(recipe, out: str | Path | None = None, *, sets: Sequence[str] = (),
         >>> r = compare("recipes/smoke.yaml", out="runs/smoke")
         >>> {n: s["tests"]["test_2016_flickr"]["bleu"] for n, s in r["systems"].items()}
     """
-
     if isinstance(recipe, comparison.Comparison):
         if sets or seeds is not None:
             raise NMTError("sets= and seeds= apply when reading a comparison file; with a "

@@ -1,4 +1,5 @@
 """sacreBLEU scores, paired bootstrap, and `nmt eval`."""
+import dataclasses
 import json
 import math
 
@@ -8,7 +9,10 @@ from helpers_ckpt import batch_of, make_checkpoint, multi30k_lines, sequence_log
 from typer.testing import CliRunner
 
 from cli import app
+from nmt.api import Translator
 from nmt.checkpoint import load_for_inference
+from nmt.config import DecodeConfig
+from nmt.decode_options import DecodeOptions
 from nmt.errors import NMTError
 from nmt.evaluation import paired_bootstrap, read_aligned, score
 
@@ -143,6 +147,16 @@ def test_cli_eval_translates_a_checkpoint(tmp_path, data_dir):
     assert r.exit_code == 0, r.output
     out = json.loads(r.stdout)
     assert out["beam"] == 2 and out["ppl"] == pytest.approx(math.exp(out["nll"]))
+    # the record of how it decoded: every decode setting but the beam (above) and the two that
+    # only group lines or count translations
+    assert set(out["decode"]) == {f.name for f in dataclasses.fields(DecodeConfig)} - {
+        "beam", "nbest", "batch_tokens"}
+    # the Python API's evaluate is what the command runs: the same translations and perplexity
+    api = Translator.load(tmp_path, "cpu").evaluate(
+        src.read_text(encoding="utf-8").splitlines(), [ref.read_text().splitlines()],
+        DecodeOptions(beam=2))
+    assert api["nll"] == pytest.approx(out["nll"]) and api["decode"] == out["decode"]
+    assert api["tokenize"] == out["tokenize"] == "13a"
     # its scores are sacreBLEU's on what `nmt translate` writes with the same settings
     hyp = tmp_path / "hyp.en"
     r = runner.invoke(app, ["translate", str(src), "--checkpoint", str(tmp_path), "-o",
