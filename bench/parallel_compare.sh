@@ -12,7 +12,9 @@
 # all of its systems have finished. LIMIT (seconds, default none) stops a comparison still
 # running then as Ctrl-C would: each system saves last.pt, and the same command again resumes.
 # THREADS (default: the cores shared out among all the systems, at least 1) is each system's
-# train.threads. PYTHON (default python3) counts the runs. OUT_ROOT/TIMES: start and end.
+# train.threads. SETS: more --set values for every comparison, space-separated (e.g.
+# SETS=train.cuda_graphs=true). PYTHON (default python3) counts the runs. OUT_ROOT/TIMES: start
+# and end.
 set -uo pipefail
 root=$1; shift
 nmt=${NMT:-nmt}
@@ -33,13 +35,15 @@ done
 total=0
 for n in "${runs[@]}"; do total=$((total + n)); done
 threads=${THREADS:-$(( $(nproc) / total > 1 ? $(nproc) / total : 1 ))}
+extra=()
+for s in ${SETS:-}; do extra+=(--set "$s"); done
 pids=()
 i=0
 for recipe in "$@"; do
   out=$root/$(basename "$recipe" .yaml)
   mkdir -p "$out"
   cmd=($nmt compare "$recipe" --out "$out" --jobs "${runs[$i]}" --set "train.threads=$threads"
-       --quiet)
+       "${extra[@]}" --quiet)
   if [ "$limit" -gt 0 ]; then
     timeout -s INT "$limit" "${cmd[@]}" > "$out/compare.log" 2>&1 &
   else
