@@ -53,19 +53,12 @@ __all__ = ["Translator", "Attention", "decode_options", "train", "compare"]
 _NEWLINES = re.compile(r"\r\n|\r|\n")
 
 
-def decode_options(base: DecodeConfig, beam: int | None = None, batch_tokens: int | None = None,
-                   nbest: int = 1, alpha: float | None = None, max_len: str | None = None,
-                   sample: bool = False, temperature: float | None = None,
-                   top_k: int | None = None, top_p: float | None = None,
-                   seed: int | None = None, amp: str | bool | None = None,
-                   shortlist: int | None = None,
-                   shortlist_frequent: int | None = None) -> DecodeConfig:
-    """`base` (a checkpoint recipe's decode settings) with the given changes (None: keep),
-    checked as a recipe's would be: DecodeOptions(...).apply(base), the rules `nmt translate`,
-    `nmt eval` and `nmt serve` apply too (nmt.decode_options). max_len: "80" tokens, "1.5x"
-    or "1.5x+10" of the source length."""
-    return DecodeOptions(beam, nbest, batch_tokens, alpha, max_len, sample, temperature, top_k,
-                         top_p, seed, amp, shortlist, shortlist_frequent).apply(base)
+def decode_options(base: DecodeConfig, **changes) -> DecodeConfig:
+    """`base` (a checkpoint recipe's decode settings) with the given changes (the fields of
+    nmt.decode_options.DecodeOptions, by name: beam, alpha, max_len, sample, ...; None keeps
+    the recipe's), checked as a recipe's would be: DecodeOptions(**changes).apply(base), the
+    rules `nmt translate`, `nmt eval` and `nmt serve` apply too."""
+    return DecodeOptions(**changes).apply(base)
 
 
 @dataclass

@@ -34,7 +34,8 @@ from nmt.config import DecodeConfig, recipe_from_dict
 from nmt.distributed import decode_batch_tokens
 from nmt.errors import NMTError
 from nmt.model import build_model
-from nmt.tokenizer import BOS, EOS, PAD, UNK, Tokenizer
+from nmt.special import BOS, EOS, PAD, UNK
+from nmt.tokenizer import Tokenizer
 
 MANIFEST = "nmt_export.json"
 QUANTIZATIONS = ("float32", "int8", "int8_float32", "int16", "float16", "bfloat16",

@@ -50,7 +50,7 @@ from torch import Tensor
 
 from nmt.batching import Batch
 from nmt.encoders import fixed_shapes
-from nmt.tokenizer import BOS, EOS, PAD
+from nmt.special import BOS, EOS, PAD
 
 Shape = tuple[int, int, int]  # (sentences, source length, target length) of a padded batch
 # (src, src_len, tgt_in, tgt_out) -> the loss summed over the batch's target tokens

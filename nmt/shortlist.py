@@ -38,7 +38,8 @@ from nmt.atomic import atomic_write
 from nmt.config import SHORTLIST_MAX, DecodeConfig, Recipe
 from nmt.data import encode_pairs, load_split
 from nmt.errors import NMTError
-from nmt.tokenizer import EOS, Tokenizer
+from nmt.special import EOS
+from nmt.tokenizer import Tokenizer
 
 FORMAT = 1
 CHUNK = 20_000  # sentence pairs whose co-occurrences are counted together (bounds memory)

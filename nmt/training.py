@@ -49,7 +49,8 @@ from nmt.model import build_model
 from nmt.prediction import teacher_forced_loss, translate_lines
 from nmt.seq2seq import count_parameters
 from nmt.live import ProgressLines, TensorBoardLog
-from nmt.tokenizer import PAD, Tokenizer
+from nmt.special import PAD
+from nmt.tokenizer import Tokenizer
 
 Pairs = list[tuple[list[int], list[int]]]
 # an epoch's batches: (src_lens, tgt_lens, batch_tokens, seed, epoch) -> index lists into the pairs
